@@ -1,0 +1,536 @@
+"""The design IR: an optimizer as an ordered algorithm box over sympy scalars.
+
+A :class:`Design` describes one coordinate of an optimizer: its hyperparameters (with domains),
+the signals it reads (``g``, ``theta``, ``k`` and declared group reductions), its states (with
+initial values and torch state-dict names) and an ordered list of assignments. A state on a
+right-hand side means its *latest* value: new if it was assigned above, old otherwise.
+
+Every analysis and every code path consumes this one description.
+
+Example:
+    >>> import ctopt
+    >>> d = ctopt.zoo.get("adam")
+    >>> d.state_names
+    ('m', 'v')
+    >>> d.defaults["beta2"]
+    0.999
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+import sympy as sp
+
+from .errors import DesignError, HyperparameterError
+
+__all__ = [
+    "Assignment",
+    "Design",
+    "DesignBuilder",
+    "Domain",
+    "Hyperparameter",
+    "Reduction",
+    "State",
+    "g",
+    "k",
+    "theta",
+]
+
+#: The gradient of the current coordinate.
+g = sp.Symbol("g", real=True)
+#: The parameter before the step.
+theta = sp.Symbol("theta", real=True)
+#: The step number, starting at 1.
+k = sp.Symbol("k", integer=True, positive=True)
+
+SIGNALS: Mapping[str, sp.Symbol] = MappingProxyType({"g": g, "theta": theta, "k": k})
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_RESERVED = frozenset({"g", "theta", "k", "z", "lambda", "pi", "E", "I", "S", "N", "O", "Q"})
+
+#: Functions an expression may use; the code generator and the file format know each of them.
+ALLOWED_FUNCTIONS = (sp.Max, sp.Min, sp.Abs, sp.sign, sp.exp, sp.log, sp.Piecewise)
+REDUCTION_KINDS = ("l2_norm",)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """An interval of allowed real values, e.g. ``[0, 1)`` for an EMA coefficient.
+
+    Example:
+        >>> Domain(0, 1, upper_closed=False).contains(1.0)
+        False
+        >>> str(Domain(0, None, lower_closed=False))
+        '(0, inf)'
+    """
+
+    lower: float | None = None
+    upper: float | None = None
+    lower_closed: bool = True
+    upper_closed: bool = True
+
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` is a finite real inside the interval."""
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return False
+        if not math.isfinite(x):
+            return False
+        if self.lower is not None and (x < self.lower or (x == self.lower and not self.lower_closed)):
+            return False
+        return not (
+            self.upper is not None and (x > self.upper or (x == self.upper and not self.upper_closed))
+        )
+
+    def condition(self, symbol: sp.Symbol) -> sp.Basic:
+        """The domain as a sympy boolean in ``symbol``."""
+        parts = []
+        if self.lower is not None:
+            lo = sp.nsimplify(self.lower)
+            parts.append(symbol >= lo if self.lower_closed else symbol > lo)
+        if self.upper is not None:
+            hi = sp.nsimplify(self.upper)
+            parts.append(symbol <= hi if self.upper_closed else symbol < hi)
+        return sp.And(*parts)
+
+    def __str__(self) -> str:
+        lo = "-inf" if self.lower is None else f"{self.lower:g}"
+        hi = "inf" if self.upper is None else f"{self.upper:g}"
+        left = "[" if self.lower is not None and self.lower_closed else "("
+        right = "]" if self.upper is not None and self.upper_closed else ")"
+        return f"{left}{lo}, {hi}{right}"
+
+
+#: Common domains.
+POSITIVE = Domain(0, None, lower_closed=False)
+NONNEGATIVE = Domain(0, None)
+UNIT = Domain(0, 1, upper_closed=False)  # an EMA coefficient: 0 <= beta < 1
+OPEN_UNIT = Domain(0, 1, lower_closed=False, upper_closed=False)
+REAL = Domain()
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """A named, validated hyperparameter.
+
+    ``role`` tells the scaling rules how it transforms with the batch size: ``"lr"``, ``"ema"``
+    (an EMA coefficient beta, whose ``1 - beta`` scales), ``"eps"``, or ``None``.
+
+    Example:
+        >>> h = Hyperparameter("beta2", 0.999, UNIT, "second-moment EMA coefficient", "ema")
+        >>> h.symbol
+        beta2
+    """
+
+    name: str
+    default: float
+    domain: Domain
+    doc: str = ""
+    role: str | None = None
+
+    @property
+    def symbol(self) -> sp.Symbol:
+        return sp.Symbol(self.name, real=True)
+
+    def check(self, value: float) -> float:
+        """Return ``float(value)`` or raise :class:`HyperparameterError` naming the domain."""
+        if isinstance(value, bool) or not self.domain.contains(value):
+            raise HyperparameterError(
+                f"hyperparameter {self.name!r} = {value!r} is outside its domain {self.domain}"
+                + (f" ({self.doc})" if self.doc else "")
+            )
+        return float(value)
+
+
+@dataclass(frozen=True)
+class State:
+    """A per-coordinate state with its initial value and optional torch state-dict name.
+
+    Example:
+        >>> State("m", torch_name="exp_avg").symbol
+        m
+    """
+
+    name: str
+    init: sp.Expr = sp.Integer(0)
+    torch_name: str | None = None
+    doc: str = ""
+
+    @property
+    def symbol(self) -> sp.Symbol:
+        return sp.Symbol(self.name, real=True)
+
+    @property
+    def key(self) -> str:
+        """The name used in a torch state dict."""
+        return self.torch_name or self.name
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """A scalar computed over the whole parameter group, e.g. the global gradient L2 norm.
+
+    Example:
+        >>> Reduction("grad_norm", "l2_norm", g).symbol
+        grad_norm
+    """
+
+    name: str
+    kind: str
+    of: sp.Expr
+
+    @property
+    def symbol(self) -> sp.Symbol:
+        return sp.Symbol(self.name, nonnegative=True)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """``target <- expr``; ``kind`` is ``"let"`` (temporary), ``"state"`` or ``"update"``."""
+
+    target: sp.Symbol
+    expr: sp.Expr
+    kind: str
+
+    def equation(self) -> sp.Eq:
+        return sp.Eq(self.target, self.expr, evaluate=False)
+
+
+@dataclass(frozen=True)
+class FilterInfo:
+    """A moment declared by its transfer function (see :mod:`ctopt.filters`)."""
+
+    output: str
+    transfer: sp.Expr
+    input: sp.Expr
+    states: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Design:
+    """One coordinate of an optimizer as an ordered algorithm box. Build it with
+    :class:`DesignBuilder`; it is validated on construction and immutable afterwards.
+
+    Example:
+        >>> import ctopt
+        >>> d = ctopt.zoo.get("sgd")
+        >>> d.equations()
+        [Eq(grad, g + theta*weight_decay), Eq(theta, -grad*lr + theta)]
+    """
+
+    name: str
+    hyper: tuple[Hyperparameter, ...]
+    states: tuple[State, ...]
+    assignments: tuple[Assignment, ...]
+    reductions: tuple[Reduction, ...] = ()
+    filters: tuple[FilterInfo, ...] = ()
+    doc: str = ""
+    options: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ----------------------------------------------------------------- views
+    @property
+    def hyperparameters(self) -> Mapping[str, Hyperparameter]:
+        """Ordered mapping name -> :class:`Hyperparameter`."""
+        return MappingProxyType({h.name: h for h in self.hyper})
+
+    @property
+    def defaults(self) -> dict[str, float]:
+        """Name -> default value."""
+        return {h.name: h.default for h in self.hyper}
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.states)
+
+    @property
+    def symbols(self) -> dict[str, sp.Symbol]:
+        """Every name the design knows -> its sympy symbol."""
+        table: dict[str, sp.Symbol] = dict(SIGNALS)
+        table.update({h.name: h.symbol for h in self.hyper})
+        table.update({r.name: r.symbol for r in self.reductions})
+        table.update({s.name: s.symbol for s in self.states})
+        table.update({a.target.name: a.target for a in self.assignments if a.kind == "let"})
+        return table
+
+    def equations(self) -> list[sp.Eq]:
+        """The algorithm box as a list of ``sympy.Eq(target, expression)``."""
+        return [a.equation() for a in self.assignments]
+
+    def check_values(self, **values: float) -> dict[str, float]:
+        """Validate user values against the domains; return the full value map.
+
+        Example:
+            >>> import ctopt
+            >>> ctopt.zoo.get("adam").check_values(lr=0.01)["lr"]
+            0.01
+        """
+        table = self.hyperparameters
+        unknown = sorted(set(values) - set(table))
+        if unknown:
+            raise HyperparameterError(
+                f"unknown hyperparameter(s) {unknown} for design {self.name!r}; "
+                f"valid names: {list(table)}"
+            )
+        out = self.defaults
+        for name, value in values.items():
+            out[name] = table[name].check(value)
+        return out
+
+    def with_defaults(self, **values: float) -> Design:
+        """A copy of the design whose defaults are replaced by ``values`` (validated).
+
+        Example:
+            >>> import ctopt
+            >>> ctopt.zoo.get("adam").with_defaults(lr=0.1).defaults["lr"]
+            0.1
+        """
+        checked = self.check_values(**values)
+        hyper = tuple(replace(h, default=checked[h.name]) for h in self.hyper)
+        return replace(self, hyper=hyper)
+
+    def state_init(self, name: str, values: Mapping[str, float]) -> float:
+        """The numeric initial value of state ``name`` under hyperparameter ``values``."""
+        state = next(s for s in self.states if s.name == name)
+        subs = {self.hyperparameters[n].symbol: v for n, v in values.items()}
+        return float(sp.sympify(state.init).subs(subs))
+
+    # ----------------------------------------------------------- rendering
+    def __str__(self) -> str:
+        lines = [f"Design {self.name!r}"]
+        if self.doc:
+            lines.append("  " + self.doc.strip().splitlines()[0])
+        lines.append("  hyperparameters:")
+        for h in self.hyper:
+            lines.append(f"    {h.name} = {h.default:g} in {h.domain}" + (f"  # {h.doc}" if h.doc else ""))
+        lines.append("  states: " + ", ".join(
+            f"{s.name}={s.init}" + (f" ({s.torch_name})" if s.torch_name else "") for s in self.states
+        ))
+        if self.reductions:
+            lines.append("  reductions: " + ", ".join(
+                f"{r.name} = {r.kind}({r.of})" for r in self.reductions
+            ))
+        lines.append("  for k = 1, 2, ...:")
+        for a in self.assignments:
+            lines.append(f"    {a.target} <- {a.expr}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"Design({self.name!r}, hyperparameters={list(self.hyperparameters)}, "
+            f"states={list(self.state_names)})"
+        )
+
+    def _repr_latex_(self) -> str:
+        rows = [rf"\textbf{{{_latex_text(self.name)}}}\ \text{{for }} k = 1, 2, \dots"]
+        for a in self.assignments:
+            rows.append(rf"\quad {sp.latex(a.target)} \leftarrow {sp.latex(a.expr)}")
+        given = ", ".join(
+            f"{sp.latex(h.symbol)}={h.default:g}" for h in self.hyper
+        )
+        rows.append(rf"\text{{defaults: }} {given}")
+        return r"$\begin{array}{l}" + r" \\ ".join(rows) + r"\end{array}$"
+
+
+def _latex_text(text: str) -> str:
+    return text.replace("_", r"\_")
+
+
+# ------------------------------------------------------------------ validation
+def _check_name(name: str, what: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DesignError(
+            f"{what} name {name!r} is not a valid identifier (letters, digits, '_'; "
+            "starting with a letter; at most 64 characters)"
+        )
+    if name in _RESERVED:
+        raise DesignError(f"{what} name {name!r} is reserved")
+
+
+def _check_functions(expr: sp.Basic, where: str) -> None:
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Function) and not isinstance(node, ALLOWED_FUNCTIONS):
+            raise DesignError(
+                f"{where} uses the function {type(node).__name__!r}, which is not supported; "
+                f"allowed: {sorted(f.__name__ for f in ALLOWED_FUNCTIONS)} and powers/sqrt"
+            )
+        if isinstance(node, sp.Symbol) and node.name == "z":
+            raise DesignError(f"{where} uses 'z': a transfer function belongs in DesignBuilder.filter")
+
+
+def _validate(d: Design) -> None:
+    _check_name(d.name, "design")
+    seen: set[str] = set()
+    for what, names in (
+        ("hyperparameter", [h.name for h in d.hyper]),
+        ("state", [s.name for s in d.states]),
+        ("reduction", [r.name for r in d.reductions]),
+        ("temporary", [a.target.name for a in d.assignments if a.kind == "let"]),
+    ):
+        for name in names:
+            _check_name(name, what)
+            if name in seen:
+                raise DesignError(f"the name {name!r} ({what}) is declared twice")
+            seen.add(name)
+    for h in d.hyper:
+        if not math.isfinite(h.default):
+            raise DesignError(f"hyperparameter {h.name!r} has a non-finite default {h.default!r}")
+        if not h.domain.contains(h.default):
+            raise DesignError(
+                f"hyperparameter {h.name!r} has default {h.default!r} outside its domain {h.domain}"
+            )
+        if h.role not in (None, "lr", "ema", "eps"):
+            raise DesignError(f"hyperparameter {h.name!r} has unknown role {h.role!r}")
+    hyper = {h.symbol for h in d.hyper}
+    signals = set(SIGNALS.values())
+    reductions = {r.symbol for r in d.reductions}
+    reduction_names = {r.name for r in d.reductions}
+    states = {s.name: s for s in d.states}
+    for r in d.reductions:
+        if r.kind not in REDUCTION_KINDS:
+            raise DesignError(f"reduction {r.name!r} has unknown kind {r.kind!r}; known: {REDUCTION_KINDS}")
+        bad = {s.name for s in r.of.free_symbols} - {s.name for s in hyper | {g, theta}}
+        if bad:
+            raise DesignError(
+                f"reduction {r.name!r} may depend only on g, theta and hyperparameters, not {sorted(bad)}"
+            )
+    for s in d.states:
+        bad = {x.name for x in sp.sympify(s.init).free_symbols} - {h.name for h in d.hyper}
+        if bad:
+            raise DesignError(f"initial value of state {s.name!r} uses {sorted(bad)}: only hyperparameters allowed")
+    known = {x.name for x in hyper | signals | reductions} | set(states)
+    assigned_states: set[str] = set()
+    updates = 0
+    for a in d.assignments:
+        target = a.target.name
+        where = f"the assignment to {target!r}"
+        _check_functions(a.expr, where)
+        unknown = sorted({x.name for x in a.expr.free_symbols} - known)
+        if unknown:
+            raise DesignError(
+                f"{where} uses {unknown}: neither a hyperparameter, a signal, a state nor an "
+                "earlier temporary"
+            )
+        if target in reduction_names:
+            raise DesignError(f"{where}: {target!r} is a group reduction and cannot be assigned or used as a state")
+        if a.kind == "update":
+            if a.target != theta:
+                raise DesignError(f"{where}: a parameter update must assign theta")
+            updates += 1
+        elif target in SIGNALS:
+            raise DesignError(f"{where}: {target!r} is a signal and cannot be assigned")
+        elif a.kind == "state":
+            if target not in states:
+                raise DesignError(f"{where}: {target!r} is not a declared state")
+            if target in assigned_states:
+                raise DesignError(f"{where}: state {target!r} is assigned twice")
+            assigned_states.add(target)
+        elif a.kind == "let":
+            known.add(target)
+        else:
+            raise DesignError(f"{where}: unknown assignment kind {a.kind!r}")
+    never = [s for s in states if s not in assigned_states]
+    if never:
+        raise DesignError(f"state(s) {never} are never updated")
+    if updates != 1:
+        raise DesignError(
+            f"design {d.name!r} must update theta exactly once (found {updates} updates)"
+        )
+
+
+# --------------------------------------------------------------------- builder
+class DesignBuilder:
+    """Write an algorithm box line by line, then :meth:`build` a validated :class:`Design`.
+
+    Example:
+        >>> from ctopt.design import DesignBuilder, POSITIVE, g, theta
+        >>> b = DesignBuilder("gd")
+        >>> lr = b.hyper("lr", 0.1, POSITIVE, "learning rate", role="lr")
+        >>> b.update(theta - lr * g)
+        >>> b.build().equations()
+        [Eq(theta, -g*lr + theta)]
+    """
+
+    def __init__(self, name: str, doc: str = "", **options: object):
+        self.name = name
+        self.doc = doc
+        self.options = dict(options)
+        self._hyper: list[Hyperparameter] = []
+        self._states: list[State] = []
+        self._reductions: list[Reduction] = []
+        self._assignments: list[Assignment] = []
+        self._filters: list[FilterInfo] = []
+
+    def hyper(
+        self, name: str, default: float, domain: Domain, doc: str = "", role: str | None = None
+    ) -> sp.Symbol:
+        """Declare a hyperparameter; returns its symbol."""
+        h = Hyperparameter(name, float(default), domain, doc, role)
+        self._hyper.append(h)
+        return h.symbol
+
+    def state(
+        self, name: str, init: float | sp.Expr = 0, torch_name: str | None = None, doc: str = ""
+    ) -> sp.Symbol:
+        """Declare a state (initial value, optional torch state-dict name); returns its symbol."""
+        s = State(name, sp.sympify(init), torch_name, doc)
+        self._states.append(s)
+        return s.symbol
+
+    def reduction(self, name: str, kind: str = "l2_norm", of: sp.Expr = g) -> sp.Symbol:
+        """Declare a group reduction (e.g. the group gradient's L2 norm); returns its symbol."""
+        r = Reduction(name, kind, sp.sympify(of))
+        self._reductions.append(r)
+        return r.symbol
+
+    def let(self, name: str, expr: sp.Expr) -> sp.Symbol:
+        """A temporary ``name <- expr``; returns its symbol."""
+        symbol = sp.Symbol(name, real=True)
+        self._assignments.append(Assignment(symbol, sp.sympify(expr), "let"))
+        return symbol
+
+    def assign(self, state: sp.Symbol, expr: sp.Expr) -> None:
+        """Update a declared state: ``state <- expr``."""
+        self._assignments.append(Assignment(state, sp.sympify(expr), "state"))
+
+    def update(self, expr: sp.Expr) -> None:
+        """The parameter update ``theta <- expr``."""
+        self._assignments.append(Assignment(theta, sp.sympify(expr), "update"))
+
+    def filter(self, name: str, transfer: sp.Expr, input: sp.Expr, torch_name: str | None = None):
+        """A moment defined by its transfer function in ``z`` from ``input``; see
+        :func:`ctopt.filters.realize`. Returns the :class:`ctopt.filters.Filter`."""
+        from .filters import realize
+
+        flt = realize(name, transfer, input)
+        for i, state_name in enumerate(flt.state_names):
+            self.state(state_name, 0, torch_name if i == 0 else None)
+        for a in flt.assignments:
+            self._assignments.append(a)
+        self._filters.append(FilterInfo(name, flt.transfer, sp.sympify(input), flt.state_names))
+        return flt
+
+    def build(self) -> Design:
+        return Design(
+            self.name,
+            tuple(self._hyper),
+            tuple(self._states),
+            tuple(self._assignments),
+            tuple(self._reductions),
+            tuple(self._filters),
+            self.doc,
+            MappingProxyType(dict(self.options)),
+        )
+
+
+def free_names(exprs: Iterable[sp.Basic]) -> set[str]:
+    """Names of the free symbols of several expressions."""
+    return {s.name for e in exprs for s in e.free_symbols}

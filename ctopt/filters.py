@@ -1,0 +1,181 @@
+"""Moments defined by transfer functions: realisation as states, closed-form responses.
+
+A moment estimate such as Adam's ``v`` is a linear time-invariant filter of an input signal
+(``g**2`` for Adam). :func:`realize` turns a proper transfer function ``H(z)`` into states and
+assignments in observable canonical form, whose first state *is* the filter output, so that the
+output can carry a torch state-dict name (``exp_avg_sq``).
+
+Convention (torch's indexing): the input at step ``k`` enters the state at step ``k``,
+``x_k = A x_{k-1} + B u_k``, so an EMA ``v_k = beta v_{k-1} + (1 - beta) u_k`` has
+``H(z) = (1 - beta) z / (z - beta)``. Starting from zero state, the response to a unit step is
+``s[k] = 1 - beta**k``: the bias correction is the filter's own step response.
+
+Example:
+    >>> import sympy as sp
+    >>> from ctopt.filters import realize, z
+    >>> b = sp.Symbol("beta2", real=True)
+    >>> f = realize("v", (1 - b) * z / (z - b), sp.Symbol("u"))
+    >>> f.step_response()
+    1 - beta2**k
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from .design import Assignment, k
+from .errors import DesignError
+
+__all__ = ["Filter", "realize", "z", "inverse_z"]
+
+#: The z-transform variable.
+z = sp.Symbol("z")
+
+
+def _rational_in_z(transfer: sp.Expr) -> tuple[sp.Poly, sp.Poly]:
+    num, den = sp.fraction(sp.cancel(sp.together(sp.sympify(transfer))))
+    try:
+        pn, pd = sp.Poly(num, z), sp.Poly(den, z)
+    except sp.PolynomialError as exc:
+        raise DesignError(f"transfer function {transfer} is not rational in z") from exc
+    if pd.degree() < 1:
+        raise DesignError(f"transfer function {transfer} has no pole: a filter needs at least one state")
+    if pn.degree() > pd.degree():
+        raise DesignError(
+            f"transfer function {transfer} is improper (numerator degree {pn.degree()} > "
+            f"denominator degree {pd.degree()}): it would need future inputs"
+        )
+    return pn, pd
+
+
+def inverse_z(expr: sp.Expr, j: sp.Expr) -> sp.Expr:
+    """Closed-form inverse one-sided z-transform ``y[j]`` (``j >= 0``) of a proper rational
+    ``Y(z)``, from partial fractions of ``Y(z)/z``.
+
+    Example:
+        >>> import sympy as sp
+        >>> j = sp.Symbol("j", integer=True, nonnegative=True)
+        >>> inverse_z(z / (z - sp.Rational(1, 2)), j)
+        2**(-j)
+    """
+    pn, pd = _rational_in_z(expr)
+    if pn.degree() > pd.degree():
+        raise DesignError("inverse_z needs a proper Y(z)")
+    terms = sp.Add.make_args(sp.apart(sp.cancel(expr / z), z))
+    out = sp.Integer(0)
+    for term in terms:
+        num, den = sp.fraction(sp.factor(term))
+        coeff, factors = sp.Integer(1), []
+        for fac in sp.Mul.make_args(den):
+            base, power = fac.as_base_exp()
+            if base.has(z):
+                factors.append((base, power))
+            else:
+                coeff *= fac
+        if len(factors) != 1 or num.has(z):
+            raise DesignError(f"no closed-form inverse z-transform for the term {term}")
+        base, m = factors[0]
+        lead = sp.Poly(base, z)
+        if lead.degree() != 1:
+            raise DesignError(f"no closed-form inverse z-transform for the factor {base}")
+        a, b = lead.all_coeffs()
+        pole = -b / a
+        r = num / coeff / a**m
+        r = sp.factor(r)
+        if pole == 0:
+            out += r * sp.KroneckerDelta(j, m - 1)
+        elif m == 1:
+            out += r * pole**j
+        else:
+            out += r * sp.binomial(j, m - 1) * pole ** (j - m + 1)
+    return out
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A realised moment filter: its transfer function, states and assignments."""
+
+    name: str
+    transfer: sp.Expr
+    input: sp.Expr
+    state_names: tuple[str, ...]
+    assignments: tuple[Assignment, ...]
+
+    def poles(self) -> list[sp.Expr]:
+        """Poles of ``H(z)`` with multiplicity."""
+        return _roots(_rational_in_z(self.transfer)[1])
+
+    def zeros(self) -> list[sp.Expr]:
+        """Finite zeros of ``H(z)`` with multiplicity."""
+        return _roots(_rational_in_z(self.transfer)[0])
+
+    def dc_gain(self) -> sp.Expr:
+        """``H(1)``: the steady-state gain; 1 means unbiased in steady state."""
+        return sp.simplify(self.transfer.subs(z, 1))
+
+    def impulse_response(self, step: sp.Expr = k) -> sp.Expr:
+        """Closed-form response ``h[k]`` to a unit impulse at ``k = 1`` (zero initial state)."""
+        j = sp.Symbol("j", integer=True, nonnegative=True)
+        return _by_term(sp.powsimp, inverse_z(self.transfer, j).subs(j, step - 1))
+
+    def step_response(self, step: sp.Expr = k) -> sp.Expr:
+        """Closed-form response ``s[k]`` to a unit step from zero state: the generalised bias
+        correction (``1 - beta**k`` for an EMA)."""
+        j = sp.Symbol("j", integer=True, nonnegative=True)
+        return _by_term(sp.powsimp, inverse_z(self.transfer * z / (z - 1), j).subs(j, step - 1))
+
+
+def _by_term(fn, expr: sp.Expr) -> sp.Expr:
+    return sp.Add(*[fn(t) for t in sp.Add.make_args(expr)])
+
+
+def _roots(poly: sp.Poly) -> list[sp.Expr]:
+    if poly.degree() < 1:
+        return []
+    found = sp.roots(poly, multiple=True)
+    if len(found) != poly.degree():
+        raise DesignError(f"could not find the roots of {poly.as_expr()} in closed form")
+    return found
+
+
+def realize(name: str, transfer: sp.Expr, input: sp.Expr) -> Filter:
+    """Realise ``H(z)`` (proper, rational in ``z``) as states in observable canonical form.
+
+    The first state is named ``name`` and equals the filter output; further states are
+    ``name_1, name_2, ...``. For order >= 2 a temporary ``name_prev`` keeps the old output.
+
+    Example:
+        >>> import sympy as sp
+        >>> b = sp.Symbol("beta1", real=True)
+        >>> f = realize("m", (1 - b) * z / (z - b), sp.Symbol("g", real=True))
+        >>> [a.equation() for a in f.assignments]
+        [Eq(m, beta1*m + g*(1 - beta1))]
+    """
+    transfer = sp.sympify(transfer)
+    _rational_in_z(transfer)
+    # H(z) = z * G(z) with G strictly proper: x_k = A x_{k-1} + B u_k, y_k = x_k[0]
+    gn, gd = _rational_in_z(sp.cancel(transfer / z))
+    lead = gd.LC()
+    den = [c / lead for c in gd.all_coeffs()]  # 1, a1, ..., an
+    n = len(den) - 1
+    num = [c / lead for c in gn.all_coeffs()]
+    num = [sp.Integer(0)] * (n - len(num)) + num  # c1..cn
+    names = (name,) + tuple(f"{name}_{i}" for i in range(1, n))
+    syms = [sp.Symbol(s, real=True) for s in names]
+    u = sp.sympify(input)
+    out: list[Assignment] = []
+    prev = syms[0]
+    if n >= 2:
+        prev = sp.Symbol(f"{name}_prev", real=True)
+        out.append(Assignment(prev, syms[0], "let"))
+        if len(u.free_symbols) > 1 or not u.is_Symbol:
+            u_sym = sp.Symbol(f"{name}_in", real=True)
+            out.append(Assignment(u_sym, u, "let"))
+            u = u_sym
+    for i in range(n):
+        nxt = syms[i + 1] if i + 1 < n else 0
+        rhs = -sp.factor(den[i + 1]) * prev + nxt + sp.factor(num[i]) * u
+        out.append(Assignment(syms[i], rhs, "state"))
+    return Filter(name, transfer, sp.sympify(input), names, tuple(out))

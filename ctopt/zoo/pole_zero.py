@@ -1,0 +1,41 @@
+"""AdamSSM: Adam whose g**2 -> v filter gains one pole-zero pair.
+
+The paper (Chakrabarti & Chopra, Automatica 2024) states the idea in its abstract; its own
+coefficients, parameter names and update equations were not available to ctopt. This design is
+built from the abstract alone: ``H_v(z) = (1-beta2) z/(z-beta2) * (1-pole)/(1-zero) *
+(z-zero)/(z-pole)``, unit DC gain, bias correction from the filter's own step response. The
+defaults (a lead pair, pole < zero <= beta2) keep the filter stable with a nonnegative impulse
+response; see docs/adamssm.md for how they were chosen.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ..design import Domain, Design, DesignBuilder, g, k, theta
+from ..filters import z
+from ._common import ema, epsilon, learning_rate, weight_decay
+from .registry import register
+
+
+@register
+def adamssm() -> Design:
+    """AdamSSM: Adam with ``H_v(z) = (1-beta2) z/(z-beta2) * (1-pole)/(1-zero) * (z-zero)/(z-pole)``.
+    With ``zero == pole`` it is exactly Adam."""
+    b = DesignBuilder("adamssm", doc="Adam with a pole-zero pair in its second-moment filter.")
+    lr = learning_rate(b, 1e-3)
+    beta1 = ema(b, "beta1", 0.9, "first-moment EMA coefficient")
+    beta2 = ema(b, "beta2", 0.999, "second-moment EMA coefficient")
+    pole = b.hyper("pole", 0.9, Domain(0, 1, upper_closed=False), "added pole p")
+    zero = b.hyper("zero", 0.99, Domain(-1, 1, False, False), "added zero q")
+    eps = epsilon(b, 1e-8)
+    wd = weight_decay(b)
+    m = b.state("m", torch_name="exp_avg")
+    grad = b.let("grad", g + wd * theta)
+    b.assign(m, beta1 * m + (1 - beta1) * grad)
+    H = (1 - beta2) * z / (z - beta2) * (1 - pole) / (1 - zero) * (z - zero) / (z - pole)
+    v = b.filter("v", H, input=grad**2, torch_name="exp_avg_sq")
+    m_hat = b.let("m_hat", m / (1 - beta1**k))
+    v_hat = b.let("v_hat", sp.Symbol("v", real=True) / v.step_response(k))
+    b.update(theta - lr * m_hat / (sp.sqrt(v_hat) + eps))
+    return b.build()
