@@ -102,24 +102,28 @@ def _is_reciprocal(a: sp.Basic) -> bool:
 
 
 def _piecewise(expr: sp.Piecewise, env: Mapping[sp.Symbol, Value]) -> Value:
+    # first true condition wins; a scalar condition picks its branch without computing the others
+    pending: list[tuple[Value, Value]] = []
     out = None
-    for value, cond in reversed(expr.args):
+    for value, cond in expr.args:
         c = evaluate(cond, env)
-        if np.ndim(c) == 0:  # a scalar condition picks its branch without computing the others
+        if np.ndim(c) == 0:
             if bool(c):
                 out = evaluate(value, env)
+                break
             continue
         with np.errstate(all="ignore"):
-            v = evaluate(value, env)
-        out = v if out is None else np.where(c, v, out)
-    if out is None:
+            pending.append((c, evaluate(value, env)))
+    if out is None and not pending:
         raise DesignError(f"no branch of {expr} applies")
+    for c, v in reversed(pending):
+        out = v if out is None else np.where(c, v, out)
     return out
 
 
 def _env(design: Design, values: Mapping[str, float]) -> dict[sp.Symbol, Value]:
     checked = design.check_values(**values)
-    return {h.symbol: checked[h.name] for h in design.hyper}
+    return {h.symbol: np.float64(checked[h.name]) for h in design.hyper}
 
 
 def init_state(design: Design, n: int, **values: float) -> dict[str, np.ndarray]:
@@ -161,7 +165,7 @@ def step(
     env.update({g: grad, theta: x, k: int(step_number)})
     for r in design.reductions:
         of = np.broadcast_to(evaluate(r.of, env), x.shape)
-        env[r.symbol] = float(np.sqrt(np.sum(of * of)))
+        env[r.symbol] = np.sqrt(np.sum(of * of))
     for s in design.states:
         env[s.symbol] = np.asarray(state[s.name], dtype=np.float64)
     new_x = x
