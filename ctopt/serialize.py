@@ -143,7 +143,7 @@ class _Builder:
         self.nodes = 0
 
     def build(self, tree: object, symbols: Mapping[str, sp.Symbol], where: str) -> sp.Basic:
-        expr = self._node(tree, symbols, where, 0)
+        expr = _typed(self._node(tree, symbols, where, 0), False, "the expression", where)
         try:
             expr_to_tree(expr)  # what sympy evaluated must itself be an allowed tree
         except DesignFileError as exc:
@@ -187,13 +187,17 @@ class _Builder:
                     raise _fail(f"{where}: a Piecewise piece must be an object with 'value' "
                                 "and 'cond'")
                 _keys(piece, {"value", "cond"}, where)
-                pairs.append((self._node(piece["value"], symbols, where, depth + 1),
-                              self._node(piece["cond"], symbols, where, depth + 1)))
+                value = self._node(piece["value"], symbols, where, depth + 1)
+                cond = self._node(piece["cond"], symbols, where, depth + 1)
+                pairs.append((_typed(value, False, "Piecewise", where),
+                              _typed(cond, True, "Piecewise", where)))
             return _checked(sp.Piecewise(*pairs), where)
         _keys(tree, {"op", "args"}, where)
         arity = (1, 1) if op in _UNARY else (2, 2) if op in _BINARY else (1, MAX_ARGS)
         args = [self._node(a, symbols, where, depth + 1)
                 for a in _list(tree["args"], f"{where}: {op} 'args'", *arity)]
+        for arg in args:
+            _typed(arg, op in ("And", "Or", "Not"), op, where)
         if op == "Pow":
             _check_exponent(args[1], where)
         if op in _UNARY:
@@ -201,6 +205,20 @@ class _Builder:
         if op in _BINARY:
             return _checked(_BINARY[op](*args), where)
         return _checked(_NARY[op](*args), where)
+
+
+_CONDITIONS = (sp.core.relational.Relational, sp.logic.boolalg.BooleanFunction,
+               sp.logic.boolalg.BooleanAtom)
+
+
+def _typed(expr: sp.Basic, condition: bool, op: str, where: str) -> sp.Basic:
+    """Numbers where numbers belong, conditions (comparisons and their And/Or/Not) elsewhere."""
+    if condition and not isinstance(expr, _CONDITIONS):
+        raise _fail(f"{where}: {op} needs a condition (a comparison, or And/Or/Not of "
+                    f"comparisons), got {_short(str(expr))}")
+    if not condition and (not isinstance(expr, sp.Expr) or isinstance(expr, _CONDITIONS)):
+        raise _fail(f"{where}: {op} needs a number, got the condition {_short(str(expr))}")
+    return expr
 
 
 def _number(op: str, tree: dict, where: str) -> sp.Number:
@@ -245,7 +263,7 @@ def _check_exponent(exponent: sp.Basic, where: str) -> None:
     if exponent.is_Number:
         bound = exponent.q if exponent.is_Rational else 1
         if abs(exponent) > MAX_EXPONENT or bound > MAX_EXPONENT:
-            raise _fail(f"{where}: the exponent {_short(str(exponent))} exceeds the limit "
+            raise _fail(f"{where}: the exponent {str(exponent)[:40]} exceeds the limit "
                         f"{MAX_EXPONENT}")
 
 
