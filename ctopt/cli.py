@@ -1,0 +1,382 @@
+"""The ``ctopt`` command: list, show, plot, check, export and benchmark designs, and write a full
+report on one of them.
+
+Every command that takes a design accepts the design's hyperparameters as options
+(``ctopt check adam --beta2 0.99``); ``ctopt COMMAND NAME --help`` lists them with their domains.
+``NAME`` is a zoo name (``ctopt list``) or a design file written by :func:`ctopt.save_design`.
+
+Exit codes: 0 success; 1 a checked condition does not hold (``check``); 2 bad input (unknown
+design, value outside its domain, bad option); 3 a feature or optional extra is not available.
+
+Example:
+    >>> from ctopt.cli import main
+    >>> main(["list"])  # doctest: +ELLIPSIS
+    name...
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import zoo
+from .design import Design, Hyperparameter
+from .errors import CtoptError, UnsupportedError
+
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNAVAILABLE"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+PLOT_KINDS = ("bode", "pole-zero", "root-locus", "region")
+
+_DESCRIPTION = """\
+ctopt: an optimizer is a small dynamical system. Derive a design's transfer functions, prove
+when it is stable, draw it, and compile it into a torch optimizer.
+
+The main job:  ctopt report            (a Markdown report on AdamSSM in ./report-adamssm)
+"""
+
+_HYPER_HELP = (
+    "Every hyperparameter of the design is an option: --NAME VALUE (e.g. --beta2 0.99); "
+    "'ctopt {command} NAME --help' lists them with their allowed ranges."
+)
+
+
+class _Unavailable(CtoptError):
+    """A feature this command needs is missing from the installation."""
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``ctopt`` command (without per-design hyperparameter options,
+    which are added once the design is known).
+
+    Example:
+        >>> build_parser().parse_args(["plot", "adam", "--kind", "bode"]).kind
+        'bode'
+    """
+    parser = argparse.ArgumentParser(
+        prog="ctopt",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'ctopt COMMAND --help' for a command's options.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"ctopt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("list", help="list the zoo's designs", description="List the zoo's designs.")
+
+    def design_command(name: str, help_: str, *, default: str | None = None):
+        description = textwrap.fill(help_, 90) + "\n\n" + textwrap.fill(
+            _HYPER_HELP.format(command=name), 90
+        )
+        p = sub.add_parser(
+            name, help=help_, description=description,
+            add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+        nargs_help = "a zoo design (see 'ctopt list') or a design file (.json)"
+        if default:
+            nargs_help += f"; default {default}"
+        p.add_argument("name", nargs="?", default=default, metavar="NAME", help=nargs_help)
+        return p
+
+    design_command("show", "Show a design: equations, transfer functions, stability conditions.")
+
+    p = design_command("plot", "Draw a design: Bode, pole-zero, root locus or stability region.")
+    p.add_argument("--kind", choices=PLOT_KINDS, default="bode", help="which plot (default bode)")
+    p.add_argument("-o", "--output", metavar="FILE", help="image file (.png, .svg, .pdf); "
+                   "default NAME-KIND.png")
+
+    p = design_command("check", "Check which stability and validity conditions hold, with proofs.")
+    p.add_argument("--curvature", type=_positive_float, default=None, metavar="H",
+                   help="curvature h of the quadratic test loss for the closed loop "
+                        "(default: report the condition as a range of h)")
+    p.add_argument("--no-proof", action="store_true", help="print the verdicts only")
+
+    p = design_command("export", "Write a standalone torch optimizer (needs torch, not ctopt).")
+    p.add_argument("-o", "--output", metavar="FILE.py", help="default NAME_optimizer.py")
+
+    p = sub.add_parser("bench", help="time exported optimizers against torch.optim",
+                       description="Time one optimizer step of exported designs against "
+                                   "torch.optim on this machine (medians, same process).")
+    p.add_argument("designs", nargs="*", metavar="NAME", help="designs to time (default adam)")
+    p.add_argument("--numel", type=_positive_int, default=1_000_000,
+                   help="float32 elements in the parameter (default 1e6)")
+    p.add_argument("--steps", type=_positive_int, default=20, help="timed steps (default 20)")
+    p.add_argument("--backend", default="auto",
+                   choices=("auto", "forloop", "foreach", "compiled"), help="export backend")
+
+    p = design_command("report", "Write a Markdown report on a design: equations, transfer "
+                                 "functions, figures, stability proofs, the exported source and a "
+                                 "training run against Adam on real data.", default="adamssm")
+    p.add_argument("-o", "--output", metavar="DIR", help="folder to write (default report-NAME)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="training epochs of the comparison (default: a quick run)")
+    p.add_argument("--seeds", type=_positive_int, default=None,
+                   help="training seeds of the comparison (default: a quick run)")
+    p.add_argument("--no-training", action="store_true", help="skip the training comparison")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; allowed: (0, inf)") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is outside the allowed range (0, inf)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number; allowed: 1, 2, ..."
+        ) from None
+    if value < 1 or value != float(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is outside the allowed range 1, 2, ...")
+    return value
+
+
+def _hyper_type(h: Hyperparameter) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a number; {h.name} must lie in {h.domain}"
+            ) from None
+        try:
+            return h.check(value)
+        except CtoptError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _hyper_parser(command: str, design: Design) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"ctopt {command} {design.name}", add_help=False, allow_abbrev=False,
+    )
+    group = p.add_argument_group(f"hyperparameters of {design.name}")
+    for h in design.hyper:
+        flags = [f"--{h.name}"]
+        if "_" in h.name:
+            flags.append(f"--{h.name.replace('_', '-')}")
+        group.add_argument(
+            *flags, dest=h.name, type=_hyper_type(h), default=None, metavar="X",
+            help=f"{h.doc or h.name}: default {h.default:g}, allowed {h.domain}",
+        )
+    return p
+
+
+def _load_design(name: str) -> Design:
+    if name.endswith(".json") or "/" in name or Path(name).is_file():
+        from .serialize import load_design
+
+        return load_design(name)
+    return zoo.get(name)
+
+
+def _parse_values(command: str, design: Design, extra: list[str]) -> dict[str, float]:
+    hp = _hyper_parser(command, design)
+    ns, rest = hp.parse_known_args(extra)
+    if rest:
+        flag = next((r for r in rest if r.startswith("-")), rest[0])
+        valid = [f"--{h.name}" for h in design.hyper]
+        close = difflib.get_close_matches(flag.split("=")[0], valid, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        hp.error(
+            f"unrecognized argument(s): {' '.join(rest)}.{hint} "
+            f"Hyperparameters of {design.name}: {', '.join(valid) or 'none'}"
+        )
+    return {k: v for k, v in vars(ns).items() if v is not None}
+
+
+# ----------------------------------------------------------------------------- commands
+def _cmd_list(args, design, values) -> int:
+    rows = [("name", "states", "hyperparameters", "description")]
+    for name in zoo.names():
+        d = zoo.get(name)
+        doc = (d.doc or "").strip().splitlines()[0] if d.doc else ""
+        rows.append((name, ", ".join(d.state_names) or "-", ", ".join(d.hyperparameters), doc))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
+    print(f"\n{len(rows) - 1} designs. 'ctopt show NAME' prints one.")
+    return EXIT_OK
+
+
+def _cmd_show(args, design, values) -> int:
+    from . import report
+
+    print(design if not values else design.with_defaults(**values))
+    for section in report.analyze(design, values, include=("transfer", "stability")):
+        print()
+        print(section.as_text(proofs=False))
+    return EXIT_OK
+
+
+def _cmd_check(args, design, values) -> int:
+    from . import report
+
+    sections = report.analyze(design, values, include=("stability",), curvature=args.curvature)
+    verdicts = [v for s in sections for v in s.verdicts]
+    for section in sections:
+        print(section.as_text(proofs=not args.no_proof))
+        print()
+    failed = [name for name, ok in verdicts if ok is False]
+    unknown = [name for name, ok in verdicts if ok is None]
+    summary = f"{len(verdicts) - len(failed) - len(unknown)} of {len(verdicts)} conditions hold"
+    if unknown:
+        summary += f"; undecided: {', '.join(unknown)}"
+    if failed:
+        print(f"{summary}; FAILED: {', '.join(failed)}")
+        return EXIT_FAILED
+    print(summary + ".")
+    return EXIT_OK
+
+
+def _cmd_plot(args, design, values) -> int:
+    from . import report
+
+    output = Path(args.output or f"{design.name}-{args.kind}.png")
+    report.save_plot(design, args.kind, output, values)
+    print(f"wrote {output}")
+    return EXIT_OK
+
+
+def _cmd_export(args, design, values) -> int:
+    export_source = _feature("export_source", "the exporter")
+    output = Path(args.output or f"{design.name}_optimizer.py")
+    if output.suffix != ".py":
+        raise _BadInput(f"--output must name a .py file, got {str(output)!r}")
+    d = design.with_defaults(**values) if values else design
+    export_source(d, output)
+    print(f"wrote {output} (needs torch only; import it and use it like torch.optim)")
+    return EXIT_OK
+
+
+def _cmd_bench(args, design, values) -> int:
+    from . import report
+
+    names = args.designs or ["adam"]
+    designs = [_load_design(n) for n in names]
+    report.bench(designs, numel=args.numel, steps=args.steps, backend=args.backend, out=sys.stdout)
+    return EXIT_OK
+
+
+def _cmd_report(args, design, values) -> int:
+    from . import report
+
+    out = Path(args.output or f"report-{design.name}")
+    path = report.write_report(
+        design, out, values=values, epochs=args.epochs, seeds=args.seeds,
+        training=not args.no_training, progress=not args.quiet,
+    )
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[..., int]] = {
+    "list": _cmd_list, "show": _cmd_show, "plot": _cmd_plot, "check": _cmd_check,
+    "export": _cmd_export, "bench": _cmd_bench, "report": _cmd_report,
+}
+_DESIGN_COMMANDS = ("show", "plot", "check", "export", "report")
+
+
+class _BadInput(CtoptError):
+    """Bad command-line input found after parsing."""
+
+
+def _feature(name: str, what: str):
+    """A public ctopt feature, or a clear error when this installation lacks it."""
+    import ctopt
+
+    try:
+        return getattr(ctopt, name)
+    except (ImportError, AttributeError) as exc:
+        raise _Unavailable(f"{what} (ctopt.{name}) is not available: {exc}") from None
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ctopt`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code.
+
+    Example:
+        >>> main(["show", "sgd", "--lr", "-1"])  # doctest: +SKIP
+        2
+    """
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except SystemExit as exc:  # argparse already printed the message
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE if argv else EXIT_OK
+    subparser = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
+    try:
+        design, values = None, {}
+        if args.command in _DESIGN_COMMANDS:
+            if args.help:
+                return _print_design_help(subparser, args.command, args.name)
+            if args.name is None:
+                subparser.error(f"a design NAME is required; valid names: {', '.join(zoo.names())}")
+            design = _load_design(args.name)
+            values = _parse_values(args.command, design, extra)
+        elif extra:
+            subparser.error(f"unrecognized argument(s): {' '.join(extra)}")
+        return _COMMANDS[args.command](args, design, values)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except _Unavailable as exc:
+        _fail(f"{exc}")
+        return EXIT_UNAVAILABLE
+    except UnsupportedError as exc:
+        _fail(str(exc))
+        return EXIT_UNAVAILABLE
+    except ModuleNotFoundError as exc:
+        _fail(f"a required package is missing: {exc.name}. Install the extra that provides it, "
+              "e.g. pip install 'ctopt[dev]'")
+        return EXIT_UNAVAILABLE
+    except (CtoptError, OSError) as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+
+
+def _print_design_help(subparser: argparse.ArgumentParser, command: str, name: str | None) -> int:
+    subparser.print_help()
+    if name is None:
+        return EXIT_OK
+    try:
+        design = _load_design(name)
+    except CtoptError as exc:
+        print()
+        _fail(str(exc))
+        return EXIT_USAGE
+    print()
+    help_text = _hyper_parser(command, design).format_help()
+    print(help_text[help_text.index("hyperparameters of"):].rstrip())
+    return EXIT_OK
+
+
+def _fail(message: str) -> None:
+    wrapped = textwrap.fill(message, width=100, subsequent_indent="  ", break_long_words=False,
+                            break_on_hyphens=False)
+    print(f"ctopt: error: {wrapped}", file=sys.stderr)

@@ -1,0 +1,191 @@
+"""Meta-tests on the documentation of ctopt's public API (python-control's docstrings_test and
+kwargs_test are the model):
+
+- every public function has a docstring with a runnable ``>>>`` example, and every public class a
+  docstring;
+- every keyword a docstring mentions (its ``Args:`` entries, and the keywords of calls of the
+  function in its own examples) is a real parameter of the function;
+- every module's examples run as doctests.
+"""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import importlib
+import inspect
+import pkgutil
+import re
+
+import pytest
+
+import ctopt
+
+# modules that need an optional extra to import; they are checked when the extra is installed
+_OPTIONAL = {"ctopt.explore": "ipywidgets", "ctopt.analysis.iqc": "cvxpy"}
+
+
+def _module_names() -> list[str]:
+    names = ["ctopt"]
+    for info in pkgutil.walk_packages(ctopt.__path__, "ctopt."):
+        if info.name.rsplit(".", 1)[-1].startswith("_") and not info.ispkg:
+            continue
+        names.append(info.name)
+    return sorted(names)
+
+
+def _import(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if name in _OPTIONAL and exc.name == _OPTIONAL[name]:
+            pytest.skip(f"{name} needs {exc.name}")
+        raise
+
+
+def _public(module) -> list[tuple[str, object]]:
+    """(qualified name, object) of every public function and class the module defines."""
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [n for n in vars(module) if not n.startswith("_")]
+    out = []
+    for n in names:
+        try:
+            obj = getattr(module, n, None)
+        except ImportError:  # a lazy name whose module is missing: test_lazy_names_resolve
+            continue
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+            continue
+        if not getattr(obj, "__module__", "").startswith("ctopt"):
+            continue  # re-exported from elsewhere
+        if obj.__module__ != module.__name__:
+            continue  # checked where it is defined
+        out.append((f"{obj.__module__}.{obj.__qualname__}", obj))
+    return out
+
+
+MODULES = _module_names()
+
+
+def _all_public() -> dict[str, object]:
+    found: dict[str, object] = {}
+    for name in MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+        for qual, obj in _public(module):
+            found.setdefault(qual, obj)
+    return found
+
+
+PUBLIC = _all_public()
+FUNCTIONS = {q: f for q, f in PUBLIC.items() if inspect.isfunction(f)}
+CLASSES = {q: c for q, c in PUBLIC.items() if inspect.isclass(c)}
+
+
+def test_the_public_api_is_found():
+    # the walk must see the core, or the checks below would pass vacuously
+    for expected in ("ctopt.zoo.registry.get", "ctopt.oracle.simulate", "ctopt.cli.main"):
+        assert expected in FUNCTIONS
+
+
+@pytest.mark.parametrize("name", sorted(ctopt.__all__))
+def test_lazy_names_resolve(name):
+    # every public name of ctopt exists (and so is covered by the checks below)
+    try:
+        getattr(ctopt, name)
+    except ModuleNotFoundError as exc:
+        if exc.name in _OPTIONAL.values():
+            pytest.skip(f"ctopt.{name} needs {exc.name}")
+        raise
+
+
+@pytest.mark.parametrize("qualname", sorted(FUNCTIONS))
+def test_public_function_has_a_runnable_example(qualname):
+    doc = inspect.getdoc(FUNCTIONS[qualname])
+    assert doc, f"{qualname} has no docstring"
+    assert ">>>" in doc, f"{qualname}'s docstring has no runnable '>>>' example"
+
+
+@pytest.mark.parametrize("qualname", sorted(CLASSES))
+def test_public_class_is_documented(qualname):
+    assert inspect.getdoc(CLASSES[qualname]), f"{qualname} has no docstring"
+
+
+_ARGS_HEADER = re.compile(r"^(Args|Arguments|Parameters|Keyword Args|Keyword Arguments):\s*$")
+_ARG_LINE = re.compile(r"^\s{2,}\**([A-Za-z_][A-Za-z0-9_]*)\s*(\([^)]*\))?\s*:")
+
+
+def documented_keywords(func) -> set[str]:
+    """Keywords the docstring of ``func`` documents as its own: the entries of its ``Args:``
+    section, and the keywords passed to ``func`` itself in its examples."""
+    doc = inspect.getdoc(func) or ""
+    found: set[str] = set()
+    in_args = False
+    for line in doc.splitlines():
+        if _ARGS_HEADER.match(line):
+            in_args = True
+        elif in_args and line and not line.startswith(" "):
+            in_args = False
+        elif in_args and (m := _ARG_LINE.match(line)):
+            found.add(m.group(1))
+    for example in doctest.DocTestParser().get_examples(doc):
+        try:
+            tree = ast.parse(example.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                callee = node.func
+                name = getattr(callee, "attr", None) or getattr(callee, "id", "")
+                if name == func.__name__:
+                    found |= {kw.arg for kw in node.keywords if kw.arg is not None}
+    return found
+
+
+def _accepts(func, keyword: str) -> bool:
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return True
+    if keyword in params:
+        return True
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+@pytest.mark.parametrize("qualname", sorted(FUNCTIONS))
+def test_every_keyword_a_docstring_mentions_exists(qualname):
+    func = FUNCTIONS[qualname]
+    missing = sorted(k for k in documented_keywords(func) if not _accepts(func, k))
+    assert not missing, f"{qualname}'s docstring mentions keyword(s) {missing} it does not accept"
+
+
+def test_keyword_check_can_fail():
+    def f(a, b=1):
+        """Do it.
+
+        Args:
+            a: first.
+            c: not a parameter.
+
+        Example:
+            >>> f(1, d=2)  # doctest: +SKIP
+        """
+
+    assert documented_keywords(f) == {"a", "c", "d"}  # Args entries and keywords of f(...)
+    assert not _accepts(f, "c")
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_module_examples_run(module_name, tmp_path, monkeypatch):
+    module = _import(module_name)
+    monkeypatch.chdir(tmp_path)  # examples that write files write them here
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    tests = [t for t in finder.find(module, module_name, module=module) if t.examples]
+    report: list[str] = []
+    for test in tests:
+        runner.run(test, out=report.append)
+    failed = runner.summarize(verbose=False).failed
+    assert failed == 0, f"{failed} example(s) failed in {module_name}:\n" + "".join(report)[:4000]
