@@ -24,7 +24,7 @@ Example:
     True
     >>> filter_validity(ctopt.zoo.get("adamssm"), pole=1.2).failed
     ['v: stable: |pole| < 1 violated for pole=1.2']
-    >>> print(filter_validity(ctopt.zoo.get("adamssm"), zero=0.9999).failed[0][:58])
+    >>> print(filter_validity(ctopt.zoo.get("adamssm"), zero=0.9999).failed[0][:57])
     v: nonnegative impulse response: zero <= Max(beta2, pole)
 """
 
