@@ -349,8 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc))
         return EXIT_UNAVAILABLE
     except ModuleNotFoundError as exc:
-        _fail(f"a required package is missing: {exc.name}. Install the extra that provides it, "
-              "e.g. pip install 'ctopt[dev]'")
+        if (exc.name or "").startswith("ctopt"):
+            _fail(f"this installation of ctopt lacks {exc.name}, which '{args.command}' needs")
+        else:
+            _fail(f"a required package is missing: {exc.name}. Install the extra that provides "
+                  "it, e.g. pip install 'ctopt[dev]'")
         return EXIT_UNAVAILABLE
     except (CtoptError, OSError) as exc:
         _fail(str(exc))
