@@ -288,7 +288,14 @@ def _kind(value: object) -> str:
 
 
 def _short(value: object) -> str:
-    text = repr(value)
+    if isinstance(value, int) and abs(value).bit_length() > 256:
+        return f"<an integer of {abs(value).bit_length()} bits>"
+    if isinstance(value, (list, dict)) and len(value) > 8:
+        return f"<{_kind(value)} of {len(value)} entries>"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"<{_kind(value)}>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -331,7 +338,7 @@ def _real(value: object, where: str, *, optional: bool = False) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(f"{where} must be a number, not {_kind(value)}")
-    if not math.isfinite(float(value)):
+    if isinstance(value, int) and abs(value).bit_length() > 1000 or not math.isfinite(value):
         raise _fail(f"{where} must be finite")
     return value
 
@@ -566,12 +573,15 @@ def _design(data: object) -> Design:
     symbols: dict[str, sp.Symbol] = dict(SIGNALS)
     symbols.update({h.name: h.symbol for h in hyper})
     for i, r in enumerate(reductions_raw):
-        symbols[_name(r.get("name"), f"reduction {i}")] = sp.Symbol(r["name"], nonnegative=True)
+        declared = _name(r.get("name"), f"reduction {i}")
+        symbols[declared] = sp.Symbol(declared, nonnegative=True)
     for i, s in enumerate(states_raw):
-        symbols[_name(s.get("name"), f"state {i}")] = sp.Symbol(s["name"], real=True)
+        declared = _name(s.get("name"), f"state {i}")
+        symbols[declared] = sp.Symbol(declared, real=True)
     for i, a in enumerate(assignments_raw):
         if a.get("kind") == "let":
-            symbols[_name(a.get("target"), f"assignment {i}")] = sp.Symbol(a["target"], real=True)
+            declared = _name(a.get("target"), f"assignment {i}")
+            symbols[declared] = sp.Symbol(declared, real=True)
     builder = _Builder()
     reductions = tuple(_reduction(r, builder, symbols) for r in reductions_raw)
     states = tuple(_state(s, builder, symbols) for s in states_raw)
