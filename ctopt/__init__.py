@@ -41,12 +41,38 @@ _LAZY = {
     "load_design": "ctopt.serialize",
     "explore": "ctopt.explore",
 }
-_SUBMODULES = ("analysis", "export", "plot", "scaling", "dynamics", "serialize", "experiments", "cli")
+_SUBMODULES = (
+    "analysis",
+    "export",
+    "plot",
+    "scaling",
+    "dynamics",
+    "serialize",
+    "experiments",
+    "cli",
+)
 
 __all__ = [
-    "CtoptError", "Design", "DesignBuilder", "DesignError", "DesignFileError", "Domain",
-    "Hyperparameter", "HyperparameterError", "State", "errors", "filters", "g", "k", "oracle",
-    "simulate", "theta", "z", "zoo", *_LAZY, *_SUBMODULES,
+    "CtoptError",
+    "Design",
+    "DesignBuilder",
+    "DesignError",
+    "DesignFileError",
+    "Domain",
+    "Hyperparameter",
+    "HyperparameterError",
+    "State",
+    "errors",
+    "filters",
+    "g",
+    "k",
+    "oracle",
+    "simulate",
+    "theta",
+    "z",
+    "zoo",
+    *_LAZY,
+    *_SUBMODULES,
 ]
 
 

@@ -82,10 +82,13 @@ class Domain:
             return False
         if not math.isfinite(x):
             return False
-        if self.lower is not None and (x < self.lower or (x == self.lower and not self.lower_closed)):
+        if self.lower is not None and (
+            x < self.lower or (x == self.lower and not self.lower_closed)
+        ):
             return False
         return not (
-            self.upper is not None and (x > self.upper or (x == self.upper and not self.upper_closed))
+            self.upper is not None
+            and (x > self.upper or (x == self.upper and not self.upper_closed))
         )
 
     def condition(self, symbol: sp.Symbol) -> sp.Basic:
@@ -310,14 +313,21 @@ class Design:
             lines.append("  " + self.doc.strip().splitlines()[0])
         lines.append("  hyperparameters:")
         for h in self.hyper:
-            lines.append(f"    {h.name} = {h.default:g} in {h.domain}" + (f"  # {h.doc}" if h.doc else ""))
-        lines.append("  states: " + ", ".join(
-            f"{s.name}={s.init}" + (f" ({s.torch_name})" if s.torch_name else "") for s in self.states
-        ))
+            lines.append(
+                f"    {h.name} = {h.default:g} in {h.domain}" + (f"  # {h.doc}" if h.doc else "")
+            )
+        lines.append(
+            "  states: "
+            + ", ".join(
+                f"{s.name}={s.init}" + (f" ({s.torch_name})" if s.torch_name else "")
+                for s in self.states
+            )
+        )
         if self.reductions:
-            lines.append("  reductions: " + ", ".join(
-                f"{r.name} = {r.kind}({r.of})" for r in self.reductions
-            ))
+            lines.append(
+                "  reductions: "
+                + ", ".join(f"{r.name} = {r.kind}({r.of})" for r in self.reductions)
+            )
         lines.append("  for k = 1, 2, ...:")
         for a in self.assignments:
             lines.append(f"    {a.target} <- {a.expr}")
@@ -333,9 +343,7 @@ class Design:
         rows = [rf"\textbf{{{_latex_text(self.name)}}}\ \text{{for }} k = 1, 2, \dots"]
         for a in self.assignments:
             rows.append(rf"\quad {sp.latex(a.target)} \leftarrow {sp.latex(a.expr)}")
-        given = ", ".join(
-            f"{sp.latex(h.symbol)}={h.default:g}" for h in self.hyper
-        )
+        given = ", ".join(f"{sp.latex(h.symbol)}={h.default:g}" for h in self.hyper)
         rows.append(rf"\text{{defaults: }} {given}")
         return r"$\begin{array}{l}" + r" \\ ".join(rows) + r"\end{array}$"
 
@@ -363,7 +371,9 @@ def _check_functions(expr: sp.Basic, where: str) -> None:
                 f"allowed: {sorted(f.__name__ for f in ALLOWED_FUNCTIONS)} and powers/sqrt"
             )
         if isinstance(node, sp.Symbol) and node.name == "z":
-            raise DesignError(f"{where} uses 'z': a transfer function belongs in DesignBuilder.filter")
+            raise DesignError(
+                f"{where} uses 'z': a transfer function belongs in DesignBuilder.filter"
+            )
 
 
 def _validate(d: Design) -> None:
@@ -396,7 +406,9 @@ def _validate(d: Design) -> None:
     states = {s.name: s for s in d.states}
     for r in d.reductions:
         if r.kind not in REDUCTION_KINDS:
-            raise DesignError(f"reduction {r.name!r} has unknown kind {r.kind!r}; known: {REDUCTION_KINDS}")
+            raise DesignError(
+                f"reduction {r.name!r} has unknown kind {r.kind!r}; known: {REDUCTION_KINDS}"
+            )
         bad = {s.name for s in r.of.free_symbols} - {s.name for s in hyper | {g, theta}}
         if bad:
             raise DesignError(
@@ -405,7 +417,9 @@ def _validate(d: Design) -> None:
     for s in d.states:
         bad = {x.name for x in sp.sympify(s.init).free_symbols} - {h.name for h in d.hyper}
         if bad:
-            raise DesignError(f"initial value of state {s.name!r} uses {sorted(bad)}: only hyperparameters allowed")
+            raise DesignError(
+                f"initial value of state {s.name!r} uses {sorted(bad)}: only hyperparameters allowed"
+            )
     known = {x.name for x in hyper | signals | reductions} | set(states)
     assigned_states: set[str] = set()
     updates = 0
@@ -420,7 +434,9 @@ def _validate(d: Design) -> None:
                 "earlier temporary"
             )
         if target in reduction_names:
-            raise DesignError(f"{where}: {target!r} is a group reduction and cannot be assigned or used as a state")
+            raise DesignError(
+                f"{where}: {target!r} is a group reduction and cannot be assigned or used as a state"
+            )
         if a.kind == "update":
             if a.target != theta:
                 raise DesignError(f"{where}: a parameter update must assign theta")

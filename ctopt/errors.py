@@ -6,7 +6,13 @@ Example:
     True
 """
 
-__all__ = ["CtoptError", "DesignError", "DesignFileError", "HyperparameterError", "UnsupportedError"]
+__all__ = [
+    "CtoptError",
+    "DesignError",
+    "DesignFileError",
+    "HyperparameterError",
+    "UnsupportedError",
+]
 
 
 class CtoptError(Exception):

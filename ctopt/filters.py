@@ -41,7 +41,9 @@ def _rational_in_z(transfer: sp.Expr) -> tuple[sp.Poly, sp.Poly]:
     except sp.PolynomialError as exc:
         raise DesignError(f"transfer function {transfer} is not rational in z") from exc
     if pd.degree() < 1:
-        raise DesignError(f"transfer function {transfer} has no pole: a filter needs at least one state")
+        raise DesignError(
+            f"transfer function {transfer} has no pole: a filter needs at least one state"
+        )
     if pn.degree() > pd.degree():
         raise DesignError(
             f"transfer function {transfer} is improper (numerator degree {pn.degree()} > "
@@ -117,14 +119,30 @@ class Filter:
 
     def impulse_response(self, step: sp.Expr = k) -> sp.Expr:
         """Closed-form response ``h[k]`` to a unit impulse at ``k = 1`` (zero initial state)."""
-        j = sp.Symbol("j", integer=True, nonnegative=True)
-        return _by_term(sp.powsimp, inverse_z(self.transfer, j).subs(j, step - 1))
+        return self._response(self.transfer, step)
 
     def step_response(self, step: sp.Expr = k) -> sp.Expr:
         """Closed-form response ``s[k]`` to a unit step from zero state: the generalised bias
         correction (``1 - beta**k`` for an EMA)."""
+        return self._response(self.transfer * z / (z - 1), step)
+
+    def _response(self, Y: sp.Expr, step: sp.Expr) -> sp.Expr:
+        """Inverse z-transform of ``Y`` at ``step``; where two symbolic poles may coincide (e.g.
+        ``pole == beta2``), the repeated-pole form is a separate Piecewise branch, so the closed
+        form stays finite there."""
         j = sp.Symbol("j", integer=True, nonnegative=True)
-        return _by_term(sp.powsimp, inverse_z(self.transfer * z / (z - 1), j).subs(j, step - 1))
+
+        def closed(expr):
+            return _by_term(sp.powsimp, inverse_z(expr, j).subs(j, step - 1))
+
+        branches = []
+        poles = [p for p in dict.fromkeys(self.poles()) if p.free_symbols]
+        for i, a in enumerate(poles):
+            for b in poles[i + 1 :]:
+                if isinstance(b, sp.Symbol) and sp.simplify(a - b) != 0:
+                    branches.append((closed(sp.cancel(Y.subs(b, a))), sp.Eq(b, a)))
+        generic = closed(Y)
+        return sp.Piecewise(*branches, (generic, True)) if branches else generic
 
 
 def _by_term(fn, expr: sp.Expr) -> sp.Expr:

@@ -63,7 +63,11 @@ def evaluate(expr: sp.Basic, env: Mapping[sp.Symbol, Value]) -> Value:
         return reduce(operator.add, (evaluate(a, env) for a in expr.args))
     if expr.is_Mul:
         num = [a for a in expr.args if not _is_reciprocal(a)]
-        den = [a.base if a.exp == -1 else sp.Pow(a.base, -a.exp) for a in expr.args if _is_reciprocal(a)]
+        den = [
+            a.base if a.exp == -1 else sp.Pow(a.base, -a.exp)
+            for a in expr.args
+            if _is_reciprocal(a)
+        ]
         top = reduce(operator.mul, (evaluate(a, env) for a in num)) if num else 1.0
         if not den:
             return top
@@ -135,7 +139,10 @@ def init_state(design: Design, n: int, **values: float) -> dict[str, np.ndarray]
         {'s': array([0.1, 0.1])}
     """
     values = design.check_values(**values)
-    return {s.name: np.full(n, design.state_init(s.name, values), dtype=np.float64) for s in design.states}
+    return {
+        s.name: np.full(n, design.state_init(s.name, values), dtype=np.float64)
+        for s in design.states
+    }
 
 
 def step(
@@ -161,7 +168,9 @@ def step(
     x = np.asarray(x, dtype=np.float64)
     grad = np.asarray(grad, dtype=np.float64)
     if x.shape != grad.shape:
-        raise DesignError(f"gradient shape {grad.shape} does not match the parameter shape {x.shape}")
+        raise DesignError(
+            f"gradient shape {grad.shape} does not match the parameter shape {x.shape}"
+        )
     env.update({g: grad, theta: x, k: int(step_number)})
     for r in design.reductions:
         of = np.broadcast_to(evaluate(r.of, env), x.shape)
@@ -172,7 +181,11 @@ def step(
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for a in design.assignments:
             value = evaluate(a.expr, env)
-            value = np.broadcast_to(np.asarray(value, dtype=np.float64), x.shape) if a.kind != "let" else value
+            value = (
+                np.broadcast_to(np.asarray(value, dtype=np.float64), x.shape)
+                if a.kind != "let"
+                else value
+            )
             env[a.target] = value
             if a.kind == "update":
                 new_x = np.array(value, dtype=np.float64)

@@ -25,7 +25,9 @@ def adan_reference(grad_fn, x0, steps, lr, betas, eps, weight_decay, max_grad_no
         v = (1 - b2) * v + b2 * d
         n = (1 - b3) * n + b3 * (g + (1 - b2) * d) ** 2
         denom = np.sqrt(n) / np.sqrt(1 - (1 - b3) ** t) + eps
-        step = lr / (1 - (1 - b1) ** t) * m / denom + lr * (1 - b2) / (1 - (1 - b2) ** t) * v / denom
+        step = (
+            lr / (1 - (1 - b1) ** t) * m / denom + lr * (1 - b2) / (1 - (1 - b2) ** t) * v / denom
+        )
         if no_prox:
             x = x * (1 - lr * weight_decay) - step
         else:
@@ -49,8 +51,15 @@ def test_adan_equals_official_convention(values, no_prox, problem):
     d = ctopt.zoo.get("adan", no_prox=no_prox)
     full = d.check_values(**values)
     ref = adan_reference(
-        grad_fn, x0, STEPS, full["lr"], (full["beta1"], full["beta2"], full["beta3"]),
-        full["eps"], full["weight_decay"], full["max_grad_norm"], no_prox,
+        grad_fn,
+        x0,
+        STEPS,
+        full["lr"],
+        (full["beta1"], full["beta2"], full["beta3"]),
+        full["eps"],
+        full["weight_decay"],
+        full["max_grad_norm"],
+        no_prox,
     )
     ours = ctopt.simulate(d, grad_fn, x0, STEPS, **values)
     assert relative_error(ours, ref) <= RTOL
@@ -79,7 +88,9 @@ def test_dgclip_equals_stated_rule(values, problem):
     grad_fn, x0 = problem
     d = ctopt.zoo.get("dgclip")
     full = d.check_values(**values)
-    ref = dgclip_reference(grad_fn, x0, STEPS, full["lr"], full["gamma"], full["delta"], full["weight_decay"])
+    ref = dgclip_reference(
+        grad_fn, x0, STEPS, full["lr"], full["gamma"], full["delta"], full["weight_decay"]
+    )
     assert relative_error(ctopt.simulate(d, grad_fn, x0, STEPS, **values), ref) <= RTOL
 
 

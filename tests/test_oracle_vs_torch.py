@@ -28,7 +28,12 @@ CASES = {
         ),
     ],
     "nesterov": [
-        (torch.optim.SGD, dict(lr=0.02, momentum=0.9, nesterov=True), dict(lr=0.02, momentum=0.9), {}),
+        (
+            torch.optim.SGD,
+            dict(lr=0.02, momentum=0.9, nesterov=True),
+            dict(lr=0.02, momentum=0.9),
+            {},
+        ),
         (
             torch.optim.SGD,
             dict(lr=0.01, momentum=0.5, nesterov=True, weight_decay=0.05),
@@ -141,8 +146,16 @@ def test_adabelief_equals_official(values, official, decoupled, problem):
     from adabelief_pytorch import AdaBelief
 
     grad_fn, x0 = problem
-    kwargs = dict(official, eps=values.get("eps", 1e-16), weight_decouple=decoupled,
-                  rectify=False, fixed_decay=False, amsgrad=False)
+    kwargs = dict(
+        official,
+        eps=values.get("eps", 1e-16),
+        weight_decouple=decoupled,
+        rectify=False,
+        fixed_decay=False,
+        amsgrad=False,
+    )
     ref = torch_trajectory(AdaBelief, kwargs, grad_fn, x0)
-    ours = ctopt.simulate(ctopt.zoo.get("adabelief", decoupled=decoupled), grad_fn, x0, STEPS, **values)
+    ours = ctopt.simulate(
+        ctopt.zoo.get("adabelief", decoupled=decoupled), grad_fn, x0, STEPS, **values
+    )
     assert relative_error(ours, ref) <= RTOL

@@ -17,6 +17,20 @@ from .pole_zero import adamssm
 from .registry import get, names, register
 
 __all__ = [
-    "adabelief", "adagrad", "adam", "adamssm", "adamw", "adan", "amsgrad", "dgclip", "get",
-    "heavy_ball", "names", "nesterov", "register", "rmsprop", "sgd", "signgd",
+    "adabelief",
+    "adagrad",
+    "adam",
+    "adamssm",
+    "adamw",
+    "adan",
+    "amsgrad",
+    "dgclip",
+    "get",
+    "heavy_ball",
+    "names",
+    "nesterov",
+    "register",
+    "rmsprop",
+    "sgd",
+    "signgd",
 ]

@@ -19,5 +19,7 @@ def epsilon(b: DesignBuilder, default: float) -> sp.Symbol:
     return b.hyper("eps", default, POSITIVE, "denominator guard", role="eps")
 
 
-def weight_decay(b: DesignBuilder, default: float = 0.0, doc: str = "L2 penalty added to the gradient") -> sp.Symbol:
+def weight_decay(
+    b: DesignBuilder, default: float = 0.0, doc: str = "L2 penalty added to the gradient"
+) -> sp.Symbol:
     return b.hyper("weight_decay", default, NONNEGATIVE, doc)

@@ -59,7 +59,9 @@ def adabelief(decoupled: bool = True) -> Design:
     ``rectify=False``: s tracks (g - m)**2 with the *new* m, eps is added inside the recursion (it
     accumulates in the state) and again outside the root. ``decoupled`` selects weight_decouple.
     Rectification (RAdam) is not modelled."""
-    b = DesignBuilder("adabelief", doc="AdaBelief: the EMA of the belief (g - m)**2.", decoupled=decoupled)
+    b = DesignBuilder(
+        "adabelief", doc="AdaBelief: the EMA of the belief (g - m)**2.", decoupled=decoupled
+    )
     lr = learning_rate(b, 1e-3)
     beta1 = ema(b, "beta1", 0.9, "first-moment EMA coefficient")
     beta2 = ema(b, "beta2", 0.999, "belief EMA coefficient")

@@ -22,11 +22,15 @@ def adan(no_prox: bool = False) -> Design:
     beta3 = ema(b, "beta3", 0.99, "second-moment EMA coefficient (paper: 1 - beta3)")
     eps = epsilon(b, 1e-8)
     wd = weight_decay(b, 0.0, "weight decay (proximal unless no_prox=True)")
-    max_norm = b.hyper("max_grad_norm", 0.0, NONNEGATIVE, "clip threshold on the group gradient norm (0: off)")
+    max_norm = b.hyper(
+        "max_grad_norm", 0.0, NONNEGATIVE, "clip threshold on the group gradient norm (0: off)"
+    )
     norm = b.reduction("grad_norm", "l2_norm", g)
     m, v = b.state("m", torch_name="exp_avg"), b.state("v", torch_name="exp_avg_diff")
     n, g_prev = b.state("n", torch_name="exp_avg_sq"), b.state("g_prev", torch_name="pre_grad")
-    clip = b.let("clip", sp.Piecewise((1, sp.Eq(max_norm, 0)), (sp.Min(1, max_norm / (norm + eps)), True)))
+    clip = b.let(
+        "clip", sp.Piecewise((1, sp.Eq(max_norm, 0)), (sp.Min(1, max_norm / (norm + eps)), True))
+    )
     gc = b.let("gc", clip * g)
     diff = b.let("diff", sp.Piecewise((0, sp.Eq(k, 1)), (gc - g_prev, True)))  # g_0 := g_1
     b.assign(m, beta1 * m + (1 - beta1) * gc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ..design import Domain, Design, DesignBuilder, POSITIVE, g, theta
+from ..design import POSITIVE, Design, DesignBuilder, Domain, g, theta
 from ._common import learning_rate, weight_decay
 from .registry import register
 
@@ -19,6 +19,8 @@ def dgclip() -> Design:
     gamma = b.hyper("gamma", 0.1, POSITIVE, "gradient-norm threshold")
     delta = b.hyper("delta", 1e-3, Domain(0, 1), "floor of the step-size factor")
     norm = b.reduction("grad_norm", "l2_norm", g)
-    h = b.let("h", sp.Piecewise((0, sp.Eq(norm, 0)), (lr * sp.Min(1, sp.Max(delta, gamma / norm)), True)))
+    h = b.let(
+        "h", sp.Piecewise((0, sp.Eq(norm, 0)), (lr * sp.Min(1, sp.Max(delta, gamma / norm)), True))
+    )
     b.update(theta - h * (g + wd * theta))
     return b.build()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ..design import Domain, Design, DesignBuilder, g, k, theta
+from ..design import Design, DesignBuilder, Domain, g, k, theta
 from ..filters import z
 from ._common import ema, epsilon, learning_rate, weight_decay
 from .registry import register

@@ -9,11 +9,23 @@ from ..design import Design
 from ..errors import DesignError
 
 _REGISTRY: dict[str, Callable[..., Design]] = {}
+_CACHE: dict[tuple, Design] = {}
 
 #: The documented order of the zoo.
 ORDER = (
-    "sgd", "heavy_ball", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "amsgrad",
-    "adabelief", "adamssm", "adan", "signgd", "dgclip",
+    "sgd",
+    "heavy_ball",
+    "nesterov",
+    "adagrad",
+    "rmsprop",
+    "adam",
+    "adamw",
+    "amsgrad",
+    "adabelief",
+    "adamssm",
+    "adan",
+    "signgd",
+    "dgclip",
 )
 
 
@@ -48,4 +60,11 @@ def get(name: str, **options: object) -> Design:
         close = difflib.get_close_matches(str(name), names(), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise DesignError(f"unknown design {name!r}.{hint} Valid names: {', '.join(names())}")
-    return _REGISTRY[name](**options)
+    key = (name, tuple(sorted(options.items())))
+    try:
+        return _CACHE[key]
+    except KeyError:
+        design = _CACHE[key] = _REGISTRY[name](**options)  # designs are immutable
+        return design
+    except TypeError:  # unhashable option values
+        return _REGISTRY[name](**options)
