@@ -1,0 +1,182 @@
+"""From a design to a :class:`Program`: its per-step scalar part and its elementwise part.
+
+The code generator is one compiler pass over the algorithm box:
+
+1. **SSA.** Every state assignment gets a fresh name (``m`` -> ``m_new``), so a later line that
+   reads ``m`` reads the new value, exactly as the IR's "latest value" rule says. Temporaries used
+   once are inlined; temporaries used more than once stay named.
+2. **Scalar hoisting.** Every maximal subexpression that depends only on hyperparameters, the step
+   number ``k`` and group reductions (bias corrections, step sizes, clip factors, scalar
+   ``Piecewise`` choices) is computed *once per step*, in float64, by the scalar part. The
+   elementwise part receives these as coefficients ``c0, c1, ...``.
+3. **Maximize.** The gradient enters as ``gsign*g`` with ``gsign = -1`` when maximizing, so the
+   sign folds into the scalar coefficients for free.
+
+The printers in :mod:`ctopt.export.printers` turn a program into Python/torch source.
+
+Example:
+    >>> import ctopt
+    >>> from ctopt.export.codegen import build_program
+    >>> p = build_program(ctopt.zoo.get("adam"))
+    >>> [name for name, _ in p.elementwise][-1]
+    'theta_new'
+    >>> len(p.scalars) > 0
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from ..design import Design, g, k, theta
+
+__all__ = ["Program", "build_program", "GSIGN"]
+
+#: The sign of the gradient (-1 when maximizing); folded into the scalar part.
+GSIGN = sp.Symbol("gsign", real=True, nonzero=True)
+
+
+@dataclass(frozen=True)
+class Program:
+    """A design compiled into straight-line code.
+
+    ``scalars``: ordered ``(name, expr)`` over hyperparameters, ``k``, ``gsign``, reductions and
+    earlier scalar names (computed once per step, float64). ``elementwise``: ordered
+    ``(name, expr)`` over ``theta``, ``g``, old states (``s_<name>``), earlier elementwise names
+    and scalar names. ``outputs``: the elementwise names holding the new theta and new states.
+    ``inputs``: the scalar names the elementwise part reads, in argument order.
+    """
+
+    design: Design
+    scalars: tuple[tuple[str, sp.Expr], ...]
+    elementwise: tuple[tuple[str, sp.Expr], ...]
+    theta_out: str
+    state_out: tuple[str, ...]
+    coefficients: tuple[str, ...]
+    reductions: tuple[tuple[str, sp.Expr], ...]
+
+
+def state_symbol(name: str) -> sp.Symbol:
+    """The symbol of a state's *old* value in generated code."""
+    return sp.Symbol(f"s_{name}", real=True)
+
+
+class _Builder:
+    def __init__(self, design: Design):
+        self.design = design
+        self.scalar_names: set[sp.Symbol] = {h.symbol for h in design.hyper}
+        self.scalar_names |= {r.symbol for r in design.reductions} | {k, GSIGN}
+        self.scalars: list[tuple[str, sp.Expr]] = []
+        self._hoisted: dict[sp.Expr, sp.Symbol] = {}
+        self.hoisted_names: set[sp.Symbol] = set()
+        self.elementwise: list[tuple[str, sp.Expr]] = []
+        self.used_names: set[str] = {s.name for s in self.scalar_names}
+        self.used_names |= {"theta", "g"} | {state_symbol(s.name).name for s in design.states}
+
+    # ------------------------------------------------------------ naming
+    def fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.used_names:
+            name, i = f"{base}_{i}", i + 1
+        self.used_names.add(name)
+        return name
+
+    def is_scalar(self, expr: sp.Basic) -> bool:
+        return expr.free_symbols <= self.scalar_names
+
+    def add_scalar(self, name: str, expr: sp.Expr) -> sp.Symbol:
+        symbol = sp.Symbol(self.fresh(name), real=True)
+        self.scalars.append((symbol.name, expr))
+        self.scalar_names.add(symbol)
+        self.hoisted_names.add(symbol)
+        self._hoisted.setdefault(expr, symbol)
+        return symbol
+
+    def coefficient(self, expr: sp.Expr) -> sp.Expr:
+        """A scalar expression as a literal number or a named scalar."""
+        if expr.is_Number or expr in (sp.true, sp.false):
+            return expr
+        if expr in self.hoisted_names:
+            return expr
+        if expr in self._hoisted:
+            return self._hoisted[expr]
+        return self.add_scalar(f"c{len(self.scalars)}", expr)
+
+    # ------------------------------------------------------------ hoisting
+    def hoist(self, expr: sp.Expr) -> sp.Expr:
+        """Replace every maximal scalar subexpression by a named coefficient."""
+        if self.is_scalar(expr):
+            return self.coefficient(expr)
+        if expr.is_Add or expr.is_Mul or isinstance(expr, (sp.Max, sp.Min)):
+            scalar = [a for a in expr.args if self.is_scalar(a)]
+            rest = [self.hoist(a) for a in expr.args if not self.is_scalar(a)]
+            if len(scalar) > 0:
+                rest.append(self.coefficient(expr.func(*scalar)))
+            return expr.func(*rest, evaluate=False)
+        if isinstance(expr, sp.Piecewise):
+            pairs = [(self.hoist(v), self.hoist(c) if c is not sp.true else c) for v, c in expr.args]
+            return sp.Piecewise(*pairs, evaluate=False)
+        if not expr.args:
+            return expr
+        return expr.func(*(self.hoist(a) for a in expr.args), evaluate=False)
+
+
+def _uses(assignments, index: int, symbol: sp.Symbol) -> int:
+    return sum(1 for a in assignments[index + 1:] if symbol in a.expr.free_symbols)
+
+
+def build_program(design: Design) -> Program:
+    """Compile ``design`` into a :class:`Program` (see the module docstring).
+
+    Example:
+        >>> import ctopt
+        >>> p = build_program(ctopt.zoo.get("sgd"))
+        >>> p.elementwise
+        (('theta_new', c0*g + c1*theta),)
+        >>> p.scalars
+        (('c0', -gsign*lr), ('c1', -lr*weight_decay + 1))
+    """
+    b = _Builder(design)
+    signed = {g: GSIGN * g}
+    current: dict[sp.Symbol, sp.Expr] = {s.symbol: state_symbol(s.name) for s in design.states}
+    assignments = design.assignments
+    theta_out, state_out = "", {}
+    for i, a in enumerate(assignments):
+        expr = sp.sympify(a.expr).xreplace(signed).xreplace(current)
+        if a.kind == "let":
+            if b.is_scalar(expr):
+                current[a.target] = b.add_scalar(a.target.name, expr)
+            elif _uses(assignments, i, a.target) <= 1 or expr.is_Symbol:
+                current[a.target] = expr
+            else:
+                name = b.fresh(a.target.name)
+                b.elementwise.append((name, b.hoist(expr)))
+                current[a.target] = sp.Symbol(name, real=True)
+            continue
+        if b.is_scalar(expr):  # a state or theta set to a per-step scalar: broadcast it
+            body = sp.Add(b.coefficient(expr), sp.Mul(0, theta, evaluate=False), evaluate=False)
+        else:
+            body = b.hoist(expr)
+        if a.kind == "update":
+            theta_out = b.fresh("theta_new")
+            b.elementwise.append((theta_out, body))
+        else:
+            name = b.fresh(f"{a.target.name}_new")
+            b.elementwise.append((name, body))
+            state_out[a.target.name] = name
+            current[a.target] = sp.Symbol(name, real=True)
+    used = set().union(*(e.free_symbols for _, e in b.elementwise))
+    coefficients = tuple(n for n, _ in b.scalars if sp.Symbol(n, real=True) in used)
+    elementwise = tuple(b.elementwise)
+    reductions = tuple((r.name, sp.sympify(r.of).xreplace(signed)) for r in design.reductions)
+    return Program(
+        design=design,
+        scalars=tuple(b.scalars),
+        elementwise=elementwise,
+        theta_out=theta_out,
+        state_out=tuple(state_out[s.name] for s in design.states),
+        coefficients=coefficients,
+        reductions=reductions,
+    )

@@ -1,0 +1,191 @@
+"""The compiled path and the flat parameter layout. Torch only — copied into standalone exports.
+
+The generated ``_fused(theta, g, *states, coef)`` is compiled once per (device, dtype) with
+``torch.compile(dynamic=True, fullgraph=True)``: one fused elementwise kernel (C++/OpenMP on CPU,
+Triton on GPU) that reads theta, g and the states once and writes them once. Everything per-step
+(lr, betas, bias corrections, clip factors) arrives in the 1-D tensor ``coef``, so a scheduler
+that changes lr or betas never recompiles.
+
+States live in one flat buffer per (param group, device, dtype, state); each parameter's state is
+a view into it. When the parameters and gradients are themselves views of one flat buffer (see
+:func:`flat_parameters`), a whole group is one kernel call; otherwise the kernel is called once per
+tensor (the same compiled code; tensors of fewer than 2 elements run eagerly).
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import torch
+
+__all__ = ["CompiledRunner", "flat_parameters"]
+
+
+def _flat_view(tensors: list[torch.Tensor]) -> torch.Tensor | None:
+    """One 1-D view covering ``tensors`` when they lie back to back in one storage, else None."""
+    first = tensors[0]
+    if not all(t.is_contiguous() for t in tensors):
+        return None
+    storage = first.untyped_storage().data_ptr()
+    offset = first.storage_offset()
+    for t in tensors:
+        if t.untyped_storage().data_ptr() != storage or t.storage_offset() != offset:
+            return None
+        offset += t.numel()
+    total = offset - first.storage_offset()
+    return first.detach().as_strided((total,), (1,), first.storage_offset())
+
+
+class _FlatState:
+    """Flat state buffers of one (group, device, dtype): the per-parameter states are views."""
+
+    def __init__(self, keys, params, states):
+        self.ids = tuple(id(p) for p in params)
+        total = sum(p.numel() for p in params)
+        p0 = params[0]
+        self.buffers = {key: torch.empty(total, dtype=p0.dtype, device=p0.device) for key in keys}
+        offset = 0
+        for p, state in zip(params, states, strict=False):
+            n = p.numel()
+            for key, buffer in self.buffers.items():
+                view = buffer[offset:offset + n].view(p.shape)
+                view.copy_(state[key])
+                state[key] = view
+            offset += n
+        self.ptrs = self._ptrs(states)
+
+    def _ptrs(self, states):
+        return tuple(state[key].data_ptr() for state in states for key in self.buffers)
+
+    def valid(self, params, states) -> bool:
+        return self.ids == tuple(id(p) for p in params) and self.ptrs == self._ptrs(states)
+
+
+class CompiledRunner:
+    """Runs an exported optimizer's step through its compiled fused kernel."""
+
+    def __init__(self, cls):
+        self.cls = cls
+        self.fused = None
+        self.failed = False
+        self.succeeded = False
+        self.flat: dict = {}
+
+    def available(self) -> bool:
+        """Whether torch.compile can run here (a C++ compiler on CPU; Triton on CUDA)."""
+        if self.failed or not hasattr(torch, "compile"):
+            return False
+        return shutil.which("c++") is not None or shutil.which("g++") is not None or \
+            torch.cuda.is_available()
+
+    def kernel(self):
+        if self.fused is None:
+            self.fused = torch.compile(self.cls._fused, dynamic=True, fullgraph=True)
+        return self.fused
+
+    def run(self, opt, gi: int, items, states, ks, coefficients) -> None:
+        buckets: dict = {}
+        for (_, p), state, k in zip(items, states, ks, strict=False):
+            if p.numel() > 0:
+                buckets.setdefault((p.device, p.dtype), []).append((p, state, k))
+        for (device, dtype), members in buckets.items():
+            cdtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+            cache: dict = {}
+
+            def coef(k, device=device, cdtype=cdtype, cache=cache):
+                if k not in cache:
+                    values = [float(c) for c in coefficients(k)]
+                    cache[k] = torch.tensor(values, dtype=cdtype).to(device, non_blocking=True)
+                return cache[k]
+
+            self._run_bucket(opt, gi, device, dtype, members, coef, coefficients)
+
+    def _state_owners(self, opt, gi, device, dtype):
+        params = [p for p in opt.param_groups[gi]["params"]
+                  if p.device == device and p.dtype == dtype and p.numel() > 0 and opt.state.get(p)]
+        return params, [opt.state[p] for p in params]
+
+    def _run_bucket(self, opt, gi, device, dtype, members, coef, coefficients) -> None:
+        keys = self.cls.state_keys
+        owners, owner_states = self._state_owners(opt, gi, device, dtype)
+        record = self.flat.get((gi, device, dtype))
+        if keys and (record is None or not record.valid(owners, owner_states)):
+            record = _FlatState(keys, owners, owner_states)
+            self.flat[(gi, device, dtype)] = record
+        params = [p for p, _, _ in members]
+        same_k = len({k for _, _, k in members}) == 1
+        if same_k and len(params) > 1 and [id(p) for p in params] == [id(p) for p in owners]:
+            theta, grad = _flat_view(params), _flat_view([p.grad for p in params])
+            if theta is not None and grad is not None:
+                flats = [record.buffers[key] for key in keys] if keys else []
+                if self._call(theta, grad, flats, coef(members[0][2])):
+                    return
+        for p, state, k in members:
+            olds = [state[key] for key in keys]
+            if p.numel() >= 2 and p.is_contiguous() and p.grad.is_contiguous() and \
+                    all(s.is_contiguous() for s in olds):
+                views = [s.view(-1) for s in olds]
+                if self._call(p.detach().view(-1), p.grad.view(-1), views, coef(k)):
+                    continue
+            out = self.cls._elementwise(p, p.grad, *olds, *coefficients(k))
+            p.copy_(out[0])
+            for old, new in zip(olds, out[1:], strict=False):
+                old.copy_(new)
+
+    def _call(self, theta, grad, states, coef) -> bool:
+        """Run the fused kernel; on a first-call compile failure warn once and return False."""
+        if self.failed:
+            return False
+        if self.succeeded:
+            self.kernel()(theta, grad, *states, coef)
+            return True
+        try:
+            self.kernel()(theta, grad, *states, coef)
+        except Exception as error:  # no C++ compiler, unsupported platform, ...
+            self.failed = True
+            warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); the "
+                          "optimizer falls back to eager code", RuntimeWarning, stacklevel=3)
+            return False
+        self.succeeded = True
+        return True
+
+
+def flat_parameters(params) -> list[torch.Tensor]:
+    """Lay parameters (a module or an iterable) and their gradients out as views of one flat
+    buffer per (device, dtype), so the compiled path updates a whole group in one kernel call.
+
+    Gradients are allocated (zeros) as views too; keep them by calling the exported optimizer's
+    ``zero_grad()`` (it zeroes such gradients in place instead of setting them to None). Returns
+    the flat parameter buffers.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(3, 2)
+        >>> [b.numel() for b in flat_parameters(model)]
+        [8]
+        >>> model.weight.grad.shape
+        torch.Size([2, 3])
+    """
+    if isinstance(params, torch.nn.Module):
+        params = params.parameters()
+    params = [p for p in params if p.requires_grad]
+    groups: dict = {}
+    for p in params:
+        groups.setdefault((p.device, p.dtype), []).append(p)
+    out = []
+    with torch.no_grad():
+        for (device, dtype), members in groups.items():
+            total = sum(p.numel() for p in members)
+            flat = torch.empty(total, dtype=dtype, device=device)
+            grads = torch.zeros(total, dtype=dtype, device=device)
+            offset = 0
+            for p in members:
+                n = p.numel()
+                flat[offset:offset + n].copy_(p.detach().reshape(-1))
+                p.data = flat[offset:offset + n].view(p.shape)
+                p.grad = grads[offset:offset + n].view(p.shape)
+                p._ctopt_flat_grad = grads
+                offset += n
+            out.append(flat)
+    return out

@@ -1,0 +1,250 @@
+"""Python source of an exported optimizer: the generated class, and the standalone module.
+
+:func:`class_source` prints one design as a subclass of the runtime's ``GeneratedOptimizer``
+(hyperparameter table, state names, and the generated ``_scalars``, ``_elementwise``,
+``_foreach``, ``_fused`` and ``_reduce_*`` functions). :func:`module_source` prepends the runtime
+(``compiled.py`` and ``optimizer.py``, torch only), so the result runs without ctopt.
+
+Example:
+    >>> import ctopt
+    >>> text = class_source(ctopt.zoo.get("sgd"))
+    >>> text.splitlines()[0]
+    'class Sgd(GeneratedOptimizer):'
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import sympy as sp
+
+from ..design import Design
+from .codegen import GSIGN, Program, build_program, state_symbol
+from .printers import ForeachPrinter, python_name, scalar_code, tensor_code
+
+__all__ = ["class_name", "class_source", "module_source"]
+
+_INDENT = "        "
+
+
+def class_name(design: Design) -> str:
+    """CamelCase class name of a design (``heavy_ball`` -> ``HeavyBall``).
+
+    Example:
+        >>> import ctopt
+        >>> class_name(ctopt.zoo.get("heavy_ball"))
+        'HeavyBall'
+    """
+    return "".join(part[:1].upper() + part[1:] for part in design.name.split("_")) or "Optimizer"
+
+
+def beta_names(design: Design) -> tuple[str, ...]:
+    """``beta1, beta2, ...`` when the design has them consecutively from ``beta1`` (these are
+    the entries of torch's ``betas`` tuple)."""
+    names = [h.name for h in design.hyper]
+    out = []
+    while f"beta{len(out) + 1}" in names:
+        out.append(f"beta{len(out) + 1}")
+    return tuple(out) if len(out) >= 1 else ()
+
+
+def _hyper_row(h) -> str:
+    d = h.domain
+    return (f"Hyper({h.name!r}, {float(h.default)!r}, {d.lower if d.lower is None else float(d.lower)!r}, "
+            f"{d.upper if d.upper is None else float(d.upper)!r}, {d.lower_closed}, "
+            f"{d.upper_closed}, {h.doc!r}),")
+
+
+def _bindings(exprs, design: Design, with_reductions: bool) -> tuple[list[str], dict[str, str]]:
+    used = {s.name for e in exprs for s in sp.sympify(e).free_symbols}
+    lines = [f"{python_name(h.name)} = h[{h.name!r}]" for h in design.hyper if h.name in used]
+    names = {}
+    if with_reductions:
+        names = {r.name: f"red({r.name!r})" for r in design.reductions}
+    return lines, names
+
+
+def _scalars_function(p: Program) -> list[str]:
+    exprs = [e for _, e in p.scalars]
+    lines, names = _bindings(exprs, p.design, True)
+    for name, expr in p.scalars:
+        lines.append(f"{python_name(name)} = {scalar_code(expr, names)}")
+    lines.append("return (" + "".join(f"{python_name(c)}, " for c in p.coefficients) + ")")
+    return lines
+
+
+def _elementwise_lines(p: Program) -> list[str]:
+    elem = {"theta", "g"} | {state_symbol(s.name).name for s in p.design.states}
+    lines = []
+    for name, expr in p.elementwise:
+        lines.append(f"{python_name(name)} = {tensor_code(expr, elem)}")
+        elem.add(python_name(name))
+    return lines
+
+
+def _foreach_lines(p: Program) -> list[str]:
+    inputs = {"theta"} | {state_symbol(s.name).name for s in p.design.states}
+    printer = ForeachPrinter({"theta", "g"} | inputs)
+    targets = {p.theta_out: "theta"}
+    targets.update({out: state_symbol(s.name).name for out, s in zip(p.state_out, p.design.states, strict=False)})
+    for i, (name, expr) in enumerate(p.elementwise):
+        later = {s.name for _, e in p.elementwise[i + 1:] for s in e.free_symbols}
+        into = targets.get(name)
+        if into is not None and into in later:
+            into = None
+        if expr.is_Symbol and expr.name in inputs | {"g"}:
+            printer.lines.append(f"{python_name(name)} = torch._foreach_clone({expr.name})")
+            printer.elementwise.add(python_name(name))
+            continue
+        printer.line(python_name(name), expr, inplace=into)
+    lines = printer.lines
+    for out, target in targets.items():
+        lines.append(f"if {python_name(out)} is not {target}:")
+        lines.append(f"    torch._foreach_copy_({target}, {python_name(out)})")
+    return lines
+
+
+def _reduction_functions(p: Program) -> list[str]:
+    out = []
+    for name, expr in p.reductions:
+        binds, _ = _bindings([expr], p.design, False)
+        body = binds + [f"return {tensor_code(expr, {'theta', 'g'})}"]
+        out += ["", "    @staticmethod", f"    def _reduce_{name}(theta, g, h, gsign):"]
+        out += [_INDENT + line for line in body]
+    return out
+
+
+def class_source(design: Design, name: str | None = None) -> str:
+    """The generated optimizer class for ``design`` as Python source (needs the runtime).
+
+    Example:
+        >>> import ctopt
+        >>> "def _foreach(" in class_source(ctopt.zoo.get("adam"))
+        True
+    """
+    p = build_program(design)
+    cls = name or class_name(design)
+    if not cls.isidentifier():
+        raise ValueError(f"class name {cls!r} is not a Python identifier")
+    states = [state_symbol(s.name).name for s in design.states]
+    coefs = [python_name(c) for c in p.coefficients]
+    betas = beta_names(design)
+    hyper_args = ", ".join(f"{python_name(h.name)}={float(h.default)!r}" for h in design.hyper)
+    hyper_dict = ", ".join(f"{h.name!r}: {python_name(h.name)}" for h in design.hyper)
+    doc = (design.doc or design.name).strip().splitlines()[0].replace('"""', "'")
+    eqs = [f"    {a.target} <- {a.expr}" for a in design.assignments]
+    init_binds, _ = _bindings([s.init for s in design.states], design, False)
+    init_values = "".join(f"{scalar_code(sp.sympify(s.init))}, " for s in design.states)
+    out = [
+        f"class {cls}(GeneratedOptimizer):",
+        f'    """{doc}',
+        "",
+        f"    Generated by ctopt from the design {design.name!r}; for k = 1, 2, ...:",
+        "",
+        *[line.replace("\\", "\\\\") for line in eqs],
+        "",
+        f"    Hyperparameters: {', '.join(h.name for h in design.hyper)}"
+        + (f" (or betas=({', '.join(betas)}))" if betas else "") + ".",
+        f"    State (torch names): {', '.join(s.key for s in design.states) or 'none'}.",
+        '    """',
+        "",
+        f"    design_name = {design.name!r}",
+        "    hyperparameters = (",
+        *[f"        {_hyper_row(h)}" for h in design.hyper],
+        "    )",
+        f"    beta_names = {betas!r}",
+        f"    state_names = {tuple(s.name for s in design.states)!r}",
+        f"    state_keys = {tuple(s.key for s in design.states)!r}",
+        f"    reduction_names = {tuple(r.name for r in design.reductions)!r}",
+        "",
+        f"    def __init__(self, params, {hyper_args}, *, betas=None, maximize=False,",
+        '                 backend="auto", nonfinite="propagate"):',
+        f"        super().__init__(params, {{{hyper_dict}}}, betas=betas, maximize=maximize,",
+        "                         backend=backend, nonfinite=nonfinite)",
+        "",
+        "    @staticmethod",
+        "    def _state_init(h):",
+        *[_INDENT + line for line in init_binds],
+        f"        return ({init_values})",
+        "",
+        "    @staticmethod",
+        "    def _scalars(h, k, gsign, red):",
+        '        """The per-step scalar part (float64), once per step."""',
+        *[_INDENT + line for line in _scalars_function(p)],
+        "",
+        "    @staticmethod",
+        f"    def _elementwise({', '.join(['theta', 'g', *states, *coefs])}):",
+        '        """The elementwise part with torch operators; returns (theta, *states)."""',
+        *[_INDENT + line for line in _elementwise_lines(p)],
+        f"        return ({', '.join(python_name(n) for n in (p.theta_out, *p.state_out))},)",
+        "",
+        "    @staticmethod",
+        f"    def _fused({', '.join(['theta', 'g', *states, 'coef'])}):",
+        '        """The compiled path\'s kernel: reads coefficients from coef, writes in place."""',
+        *[f"        {c} = coef[{i}]" for i, c in enumerate(coefs)],
+        *[_INDENT + line for line in _elementwise_lines(p)],
+        f"        theta.copy_({python_name(p.theta_out)})",
+        *[f"        {s}.copy_({python_name(o)})" for s, o in zip(states, p.state_out, strict=False)],
+        "",
+        "    @staticmethod",
+        f"    def _foreach({', '.join(['theta', 'g', *states, *coefs])}):",
+        '        """The foreach path over lists of tensors; updates theta and states in place."""',
+        *[_INDENT + line for line in _foreach_lines(p)],
+        *_reduction_functions(p),
+    ]
+    if GSIGN.name in {h.name for h in design.hyper}:
+        raise ValueError("a hyperparameter may not be called 'gsign'")
+    return "\n".join(out) + "\n"
+
+
+_RUNTIME = ("compiled.py", "optimizer.py")
+_STANDALONE_ERRORS = '''
+
+class CtoptError(Exception):
+    """Base class of the errors this module raises on purpose."""
+
+
+class HyperparameterError(CtoptError, ValueError):
+    """A hyperparameter value outside its domain, or an unknown hyperparameter name."""
+
+
+class UnsupportedError(CtoptError, NotImplementedError):
+    """A request this optimizer cannot honour (sparse or complex input, unknown option)."""
+'''
+
+
+def runtime_source() -> str:
+    """The runtime modules as one torch-only source text (no ctopt import)."""
+    here = Path(__file__).parent
+    parts = []
+    for filename in _RUNTIME:
+        text = (here / filename).read_text()
+        text = "\n".join(line for line in text.splitlines() if not line.endswith("# package-only"))
+        text = re.sub(r"^from __future__ import annotations\n", "", text, flags=re.M)
+        text = re.sub(r'^__all__ = \[.*?\]\n', "", text, flags=re.M | re.S)
+        parts.append(f"# ---- runtime: {filename} ----\n" + text)
+    return "\n\n".join(parts)
+
+
+def module_source(design: Design, name: str | None = None) -> str:
+    """A standalone module: runtime + generated class; imports only torch (and stdlib).
+
+    Example:
+        >>> import ctopt
+        >>> text = module_source(ctopt.zoo.get("adam"))
+        >>> "import ctopt" in text, "class Adam(GeneratedOptimizer)" in text
+        (False, True)
+    """
+    cls = name or class_name(design)
+    header = (
+        f'"""{cls}: an optimizer generated by ctopt from the design {design.name!r}.\n\n'
+        "Standalone: needs torch only. Usage::\n\n"
+        f"    opt = {cls}(model.parameters(), lr=...)\n"
+        f'    # backend="auto"|"forloop"|"foreach"|"compiled", nonfinite="propagate"|"skip"|"raise"\n'
+        '"""\n\n'
+        "from __future__ import annotations\n"
+    )
+    return (header + _STANDALONE_ERRORS + "\n\n" + runtime_source() + "\n\n# ---- generated ----\n\n"
+            + class_source(design, cls) + f"\n__all__ = [{cls!r}, 'flat_parameters', "
+            "'GeneratedOptimizer', 'NonFiniteGradientError', 'StateDictError']\n")
