@@ -96,7 +96,8 @@ class StabilityConditions:
         inside the region, negative outside, near zero on its boundary (used to stay a documented
         tolerance away from the boundary when comparing with floating-point eigenvalues)."""
         args = _arguments(self.parameters, values)
-        forms = [positive_form(a)[0] for a in self.atoms] or [sp.Integer(1)]
+        forms = [positive_form(a)[0] for a in self.atoms if not isinstance(a, sp.Unequality)]
+        forms = forms or [sp.Integer(1)]
         fn = _lambdified(self, "margin", lambda: sp.Min(*forms) if len(forms) > 1 else forms[0])
         out = fn(*args)
         return _as_result(out, args, boolean=False)
@@ -212,8 +213,32 @@ def _jury(poly: sp.Poly, var: sp.Symbol, assumed: tuple[sp.Basic, ...]) -> Stabi
     proof = Proof("all roots strictly inside the unit circle (Jury / Schur-Cohn)")
     expr = poly.as_expr()
     proof.step("characteristic polynomial", sp.Eq(sp.Function("P")(var), expr))
-    lead = poly.LC()
+    content, factors = sp.factor_list(expr, var)
+    factors = [sp.Poly(f, var) for f, _ in factors if sp.Poly(f, var).degree() >= 1]
     atoms: list[sp.Basic] = []
+    if len(factors) > 1:
+        proof.step("P factors; its roots are inside the unit circle iff each factor's are",
+                   *[f.as_expr() for f in factors])
+    for f in factors:
+        atoms += _jury_factor(f, var, proof)
+    atoms = _dedupe([a for a in atoms if a is not sp.true])
+    if any(a is sp.false for a in atoms):
+        atoms = [sp.false]
+    proof.step("conclusion: stable iff all of", sp.And(*atoms))
+    for a in assumed:
+        proof.step("assumed", a)
+    return StabilityConditions(expr, var, tuple(atoms), proof, False, assumed)
+
+
+def _jury_factor(poly: sp.Poly, var: sp.Symbol, proof: Proof) -> list[sp.Basic]:
+    atoms: list[sp.Basic] = []
+    lead = poly.LC()
+    if poly.degree() == 1:
+        root = sp.factor(-poly.nth(0) / lead)
+        if root.is_Symbol or (-root).is_Symbol:
+            cond = sp.Abs(root) < 1
+            proof.step(f"root {var} = {root}: inside iff", cond)
+            return [cond]
     if lead.is_number:
         if lead < 0:
             poly = -poly
@@ -232,29 +257,23 @@ def _jury(poly: sp.Poly, var: sp.Symbol, assumed: tuple[sp.Basic, ...]) -> Stabi
     atoms += [_readable(at_one > 0), _readable(at_minus > 0)]
     if n == 1:
         proof.step("for degree 1 these two conditions are equivalent to |a_0| < a_1")
-    else:
-        a0, an = coeffs[0], coeffs[-1]
-        first = _readable(sp.Abs(sp.factor(a0)) < sp.factor(an))
-        proof.step("|a_0| < a_n", first)
-        atoms.append(first)
-        rows = jury_table(coeffs)
-        for i, row in enumerate(rows):
-            proof.step(f"Jury table row {i + 1}", sp.Matrix([row]))
-        for i, row in enumerate(rows[1:], 2):
-            head, tail = sp.factor(row[0]), sp.factor(row[-1])
-            # row 2 starts with a_0^2 - a_n^2 < 0 (by |a_0| < a_n); later rows start positive
-            size = -head if i == 2 else head
-            cond = _readable(sp.Abs(tail) < sp.factor(size))
-            proof.step(f"|first| > |last| in row {i} (the first element is "
-                       f"{'negative' if i == 2 else 'positive'} by the previous condition)", cond)
-            atoms.append(cond)
-    atoms = _dedupe([a for a in atoms if a is not sp.true])
-    if any(a is sp.false for a in atoms):
-        atoms = [sp.false]
-    proof.step("conclusion: stable iff all of", sp.And(*atoms))
-    for a in assumed:
-        proof.step("assumed", a)
-    return StabilityConditions(expr, var, tuple(atoms), proof, False, assumed)
+        return atoms
+    a0, an = coeffs[0], coeffs[-1]
+    first = _readable(sp.Abs(sp.factor(a0)) < sp.factor(an))
+    proof.step("|a_0| < a_n", first)
+    atoms.append(first)
+    rows = jury_table(coeffs)
+    for i, row in enumerate(rows):
+        proof.step(f"Jury table row {i + 1}", sp.Matrix([row]))
+    for i, row in enumerate(rows[1:], 2):
+        head, tail = sp.factor(row[0]), sp.factor(row[-1])
+        # row 2 starts with a_0^2 - a_n^2 < 0 (by |a_0| < a_n); later rows start positive
+        size = -head if i == 2 else head
+        cond = _readable(sp.Abs(tail) < sp.factor(size))
+        proof.step(f"|first| > |last| in row {i} (the first element is "
+                   f"{'negative' if i == 2 else 'positive'} by the previous condition)", cond)
+        atoms.append(cond)
+    return atoms
 
 
 def _numeric(poly: sp.Poly, var: sp.Symbol, assumed) -> StabilityConditions:
@@ -356,6 +375,9 @@ def canonical_atoms(boolean: sp.Basic, assumptions: Iterable[sp.Basic] = ()) -> 
     for atom in sp.And.make_args(boolean):
         if atom is sp.true:
             continue
+        if isinstance(atom, sp.Unequality):
+            out.add((_canonical_poly(atom.lhs - atom.rhs, positives), "nonzero"))
+            continue
         form, strict = positive_form(atom)
         for part in _split_abs(form):
             out.add((_canonical_poly(part, positives), strict))
@@ -447,7 +469,7 @@ def _arguments(params: tuple[sp.Symbol, ...], values: Mapping[str, object]) -> l
     if missing:
         raise CtoptError(f"values needed for {missing} (the conditions depend on "
                          f"{[p.name for p in params]})")
-    return [np.asarray(values[p.name], dtype=float) for p in params]
+    return list(np.broadcast_arrays(*[np.asarray(values[p.name], dtype=float) for p in params]))
 
 
 def _lambdified(result: StabilityConditions, key: str, build):

@@ -31,7 +31,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import sympy as sp
 from sympy.printing.str import StrPrinter
@@ -133,7 +134,7 @@ def filter_validity(design_or_filter, **values: float) -> FilterValidity:
         env = {n: float(v) for n, v in values.items()}
         f = design_or_filter
         name = f.name if isinstance(f, Filter) else f.output
-        checks, skipped = [_declared(name, f.transfer, f.input, [])], {}
+        checks, skipped = [_fresh(_declared(name, f.transfer, f.input, ()))], {}
         title = f"filter {name!r} is valid"
     else:
         raise CtoptError("filter_validity takes a Design or a Filter, "
@@ -157,7 +158,8 @@ def _design_filters(design: Design, domains) -> tuple[list[FilterCheck], dict[st
     lets = {a.target: a.expr for a in design.assignments if a.kind == "let"}
     hyper = {h.symbol for h in design.hyper}
     declared = {s for f in design.filters for s in f.states}
-    checks = [_declared(f.output, f.transfer, f.input, domains) for f in design.filters]
+    domains = tuple(domains)
+    checks = [_fresh(_declared(f.output, f.transfer, f.input, domains)) for f in design.filters]
     skipped: dict[str, str] = {}
     for a in design.assignments:
         if a.kind != "state" or a.target.name in declared:
@@ -167,8 +169,13 @@ def _design_filters(design: Design, domains) -> tuple[list[FilterCheck], dict[st
             skipped[a.target.name] = found
             continue
         c, b, u, const = found
-        checks.append(_first_order_check(a.target.name, c, b, u, const, domains))
+        checks.append(_fresh(_first_order_check(a.target.name, c, b, u, const, domains)))
     return checks, skipped
+
+
+def _fresh(check: FilterCheck) -> FilterCheck:
+    """A copy of a cached check with its own proof and status."""
+    return replace(check, proof=Proof(check.proof.title, list(check.proof.steps)), status={})
 
 
 def _steady(expr: sp.Expr) -> sp.Expr:
@@ -207,6 +214,7 @@ def _first_order(s: sp.Symbol, expr: sp.Expr, hyper: set, lets: Mapping):
 
 
 # ------------------------------------------------------------------ first-order filters
+@lru_cache(maxsize=256)
 def _first_order_check(name, c, b, u, const, domains) -> FilterCheck:
     proof = Proof(f"{name}: first-order recursion {name} <- {c}*{name} + {b}*u")
     H = b * z / (z - c)
@@ -252,6 +260,7 @@ def _first_order_nonneg(b, c, proof: Proof) -> sp.Basic:
 
 
 # ------------------------------------------------------------------ declared filters
+@lru_cache(maxsize=256)
 def _declared(name: str, transfer: sp.Expr, u: sp.Expr, domains) -> FilterCheck:
     proof = Proof(f"{name}: declared filter H(z) = {transfer}")
     num, den = sp.fraction(sp.cancel(sp.together(transfer)))
@@ -438,8 +447,8 @@ class Region:
 
         params = sorted(self.expr.free_symbols, key=lambda s: s.name)
         fn = sp.lambdify(params, self.expr, modules="numpy")
-        args = [np.asarray(values[p.name], dtype=float) for p in params]
-        return np.broadcast_to(fn(*args), np.broadcast_shapes(*(a.shape for a in args)))
+        args = np.broadcast_arrays(*[np.asarray(values[p.name], dtype=float) for p in params])
+        return np.asarray(fn(*args), dtype=bool)
 
 
 def adamssm_region() -> Region:
