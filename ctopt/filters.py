@@ -60,7 +60,7 @@ def inverse_z(expr: sp.Expr, j: sp.Expr) -> sp.Expr:
         >>> import sympy as sp
         >>> j = sp.Symbol("j", integer=True, nonnegative=True)
         >>> inverse_z(z / (z - sp.Rational(1, 2)), j)
-        2**(-j)
+        (1/2)**j
     """
     pn, pd = _rational_in_z(expr)
     if pn.degree() > pd.degree():
