@@ -134,9 +134,9 @@ def build_program(design: Design) -> Program:
         >>> import ctopt
         >>> p = build_program(ctopt.zoo.get("sgd"))
         >>> p.elementwise
-        (('theta_new', c0*g + c1*theta),)
+        (('theta_new', c2*(c0*g + c1*theta) + theta),)
         >>> p.scalars
-        (('c0', -gsign*lr), ('c1', -lr*weight_decay + 1))
+        (('c0', gsign), ('c1', weight_decay), ('c2', -lr))
     """
     b = _Builder(design)
     signed = {g: GSIGN * g}

@@ -16,7 +16,7 @@ Example:
     >>> import sympy as sp
     >>> x, c = sp.symbols("x c", real=True)
     >>> tensor_code(c * x / sp.sqrt(x + 1))
-    '((c * x) / torch.sqrt((x + 1.0)))'
+    '((c * x) / torch.sqrt((1.0 + x)))'
     >>> scalar_code(sp.Piecewise((0, sp.Eq(c, 1)), (1 / c, True)))
     '(0.0 if (c == 1.0) else _div(1.0, c))'
 """
