@@ -55,24 +55,24 @@ def adam_frozen_matrix():
 
 def test_gradient_descent_region_is_exact():
     cond = stability_conditions(gd_matrix())
-    assert same_region(cond.expr, (0 < ah) & (ah < 2))
-    assert not same_region(cond.expr, (0 < ah) & (ah < 1))
+    assert same_region(cond.expr, (ah > 0) & (ah < 2))
+    assert not same_region(cond.expr, (ah > 0) & (ah < 1))
 
 
 def test_heavy_ball_region_is_exact():
     cond = stability_conditions(heavy_ball_matrix())
-    expected = (sp.Abs(beta) < 1) & (0 < ah) & (ah < 2 * (1 + beta))
+    expected = (sp.Abs(beta) < 1) & (ah > 0) & (ah < 2 * (1 + beta))
     assert same_region(cond.expr, expected)
-    assert not same_region(cond.expr, (sp.Abs(beta) < 1) & (0 < ah) & (ah < 2))
+    assert not same_region(cond.expr, (sp.Abs(beta) < 1) & (ah > 0) & (ah < 2))
 
 
 def test_nesterov_region_is_exact_and_the_stated_form_needs_beta_above_minus_half():
     cond = stability_conditions(nesterov_matrix())
     # what Jury gives, for every real beta
-    jury = (sp.Abs(beta * (1 - ah)) < 1) & (0 < ah) & (2 + 2 * beta - ah * (1 + 2 * beta) > 0)
+    jury = (sp.Abs(beta * (1 - ah)) < 1) & (ah > 0) & (2 + 2 * beta - ah * (1 + 2 * beta) > 0)
     assert same_region(cond.expr, jury)
     # the closed form 0 < ah < (2+2b)/(1+2b): equivalent exactly when 1 + 2*beta > 0
-    stated = (sp.Abs(beta * (1 - ah)) < 1) & (0 < ah) & (ah < (2 + 2 * beta) / (1 + 2 * beta))
+    stated = (sp.Abs(beta * (1 - ah)) < 1) & (ah > 0) & (ah < (2 + 2 * beta) / (1 + 2 * beta))
     assert cond.equivalent(stated, [2 * beta + 1 > 0])
     assert not same_region(cond.expr, stated)
     # and for beta < -1/2 it is wrong: beta = -3/4, alpha*h = 1 gives P(z) = z**2 (stable)
