@@ -330,7 +330,8 @@ def _transfer_section(design: Design) -> Section:
     from .analysis.transfer import transfer_functions
 
     s = Section("Transfer functions")
-    tfs = transfer_functions(design)
+    internal = {s for f in design.filters for s in f.states[1:]}  # realisation states
+    tfs = {n: tf for n, tf in transfer_functions(design).items() if n not in internal}
     if not tfs:
         s.notes.append(f"{design.name} has no linear moment filter (its states do not follow "
                        "a linear recursion of one input signal).")

@@ -4,8 +4,9 @@ kwargs_test are the model):
 - every public function has a docstring with a runnable ``>>>`` example, and every public class a
   docstring;
 - every keyword a docstring mentions (its ``Args:`` entries, and the keywords of calls of the
-  function in its own examples) is a real parameter of the function;
-- every module's examples run as doctests.
+  function in its own examples) is a real parameter of the function.
+
+The examples themselves run as doctests in the default test run (``--doctest-modules``).
 """
 
 from __future__ import annotations
@@ -175,17 +176,3 @@ def test_keyword_check_can_fail():
 
     assert documented_keywords(f) == {"a", "c", "d"}  # Args entries and keywords of f(...)
     assert not _accepts(f, "c")
-
-
-@pytest.mark.parametrize("module_name", MODULES)
-def test_module_examples_run(module_name, tmp_path, monkeypatch):
-    module = _import(module_name)
-    monkeypatch.chdir(tmp_path)  # examples that write files write them here
-    finder = doctest.DocTestFinder(exclude_empty=True)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    tests = [t for t in finder.find(module, module_name, module=module) if t.examples]
-    report: list[str] = []
-    for test in tests:
-        runner.run(test, out=report.append)
-    failed = runner.summarize(verbose=False).failed
-    assert failed == 0, f"{failed} example(s) failed in {module_name}:\n" + "".join(report)[:4000]
