@@ -249,7 +249,7 @@ def _slider(widgets, h: Hyperparameter):
         return widgets.FloatSlider(value=value, min=lo, max=hi, step=(hi - lo) / 2000, **common)
     if value > 0 and d.lower is not None and d.lower >= 0:
         centre = math.log10(value)
-        return widgets.FloatLogSlider(value=value, base=10, min=centre - 3, max=centre + 2,
+        return widgets.FloatLogSlider(value=value, base=10, min=centre - 3, max=centre + 3,
                                       step=0.01, **common)
     lo, hi = _range(h, value)
     if d.lower is not None and d.lower_closed:
