@@ -80,8 +80,14 @@ class CompiledRunner:
             torch.cuda.is_available()
 
     def kernel(self):
+        """The compiled ``_fused``, shared by every optimizer of the class (compiled once per
+        device and dtype)."""
         if self.fused is None:
-            self.fused = torch.compile(self.cls._fused, dynamic=True, fullgraph=True)
+            fused = self.cls.__dict__.get("_compiled_fused")
+            if fused is None:
+                fused = torch.compile(self.cls._fused, dynamic=True, fullgraph=True)
+                self.cls._compiled_fused = fused
+            self.fused = fused
         return self.fused
 
     def run(self, opt, gi: int, items, states, ks, coefficients) -> None:

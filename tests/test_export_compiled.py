@@ -1,0 +1,173 @@
+"""The compiled path (torch.compile of the generated fused kernel): parity with the oracle and the
+other paths, zero recompiles under LR/beta schedulers, flat layouts, and a protocol subset.
+
+Compiling is expensive on CPU, so every test reuses the per-class compiled kernel (one compile per
+design and dtype); designs beyond the core ones are marked slow for float32."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch._dynamo.utils
+
+import ctopt
+from ctopt.export import flat_parameters
+
+from test_export_parity import CASES, PATH_RTOL32, TORCH, TORCH_RTOL32, design_of, problem, rel_err, run
+
+pytestmark = pytest.mark.skipif(not ctopt.export.compiled.CompiledRunner(object).available(),
+                                reason="torch.compile has no compiler here")
+
+CORE = ("adam", "adan", "dgclip")
+
+
+def compiled_run(case, dtype=torch.float64, **kwargs):
+    design, values = design_of(case), CASES[case][1]
+    cls = ctopt.to_torch(design, check=False)
+    with _no_fallback():
+        return run(cls, values, dtype=dtype, backend="compiled", **kwargs)
+
+
+class _no_fallback:
+    """Fail if the compiled path silently fell back to eager code."""
+
+    def __enter__(self):
+        import warnings
+
+        self._catch = warnings.catch_warnings(record=True)
+        self._log = self._catch.__enter__()
+        warnings.simplefilter("always")
+
+    def __exit__(self, *exc):
+        self._catch.__exit__(*exc)
+        fallbacks = [w for w in self._log if "falls back" in str(w.message)]
+        assert not fallbacks, fallbacks[0].message
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_compiled_equals_oracle_float64(case):
+    design, values = design_of(case), CASES[case][1]
+    grad_fn, x0 = problem()
+    reference = ctopt.simulate(design, grad_fn, x0, 20, **values)
+    assert rel_err(compiled_run(case), reference) <= 1e-12
+
+
+def _float32_cases():
+    return [c if c in CORE else pytest.param(c, marks=pytest.mark.slow) for c in sorted(CASES)]
+
+
+@pytest.mark.parametrize("case", _float32_cases())
+def test_compiled_equals_foreach_float32(case):
+    cls = ctopt.to_torch(design_of(case), check=False)
+    eager = run(cls, CASES[case][1], dtype=torch.float32, backend="foreach")
+    assert rel_err(compiled_run(case, dtype=torch.float32), eager) <= PATH_RTOL32
+
+
+def test_compiled_adam_equals_torch_float32():
+    make, values = TORCH["adam"]
+    expected = run(lambda p, **v: make(p, foreach=False, **v), values, steps=100,
+                   dtype=torch.float32)
+    ours = run(ctopt.to_torch(ctopt.zoo.get("adam")), values, steps=100, dtype=torch.float32,
+               backend="compiled")
+    assert rel_err(ours, expected) <= TORCH_RTOL32
+
+
+def _graphs() -> int:
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+@pytest.mark.parametrize("scheduler", ["step", "one_cycle"])
+def test_schedulers_never_recompile(scheduler):
+    Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
+    ps = [torch.nn.Parameter(torch.randn(n)) for n in (64, 33, 7)]
+    opt = Adam(ps, lr=0.01, backend="compiled")
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    opt.step()  # compiles (or reuses) the float32 kernel
+    before = _graphs()
+    if scheduler == "step":
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    else:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=12)
+    seen = set()
+    for _ in range(10):
+        for p in ps:
+            p.grad = torch.randn_like(p)
+        opt.step()
+        sched.step()
+        seen.add((opt.param_groups[0]["lr"], opt.param_groups[0]["betas"]))
+    assert len(seen) == 10  # lr (and betas for one-cycle) really changed every step
+    if scheduler == "one_cycle":
+        assert len({b for _, b in seen}) > 5
+    assert _graphs() == before, "a scheduler step triggered a recompile"
+
+
+def test_flat_layout_is_one_call_and_keeps_gradients_in_place():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+    twin = copy.deepcopy(model)
+    buffers = flat_parameters(model)
+    assert len(buffers) == 1 and buffers[0].numel() == sum(p.numel() for p in twin.parameters())
+    Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
+    opt = Adam(model.parameters(), lr=0.01, backend="compiled")
+    ref = Adam(twin.parameters(), lr=0.01, backend="forloop")
+    calls = []
+    runner = opt._compiled_runner()
+    original = runner._call
+    runner._call = lambda *a: calls.append(a[0].numel()) or original(*a)
+    x = torch.randn(8, 5)
+    for _ in range(4):
+        for m, o in ((model, opt), (twin, ref)):
+            o.zero_grad()
+            m(x).pow(2).sum().backward()
+            o.step()
+    grad_ptrs = {p.grad.untyped_storage().data_ptr() for p in model.parameters()}
+    assert grad_ptrs == {model[0].weight._ctopt_flat_grad.untyped_storage().data_ptr()}
+    assert calls == [buffers[0].numel()] * 4  # one kernel call per step for the whole model
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_compiled_protocol_subset():
+    """state_dict round trip, None grads, zero-size and tiny tensors, deepcopy, non-finite skip."""
+    Adan = ctopt.to_torch(ctopt.zoo.get("adan"))
+    ps = [torch.nn.Parameter(torch.randn(n)) for n in (6, 1, 0, 9)]
+    idle = torch.nn.Parameter(torch.ones(4))
+    opt = Adan(ps + [idle], lr=0.01, max_grad_norm=1.0, backend="compiled", nonfinite="skip")
+
+    def grads(seed):
+        gen = torch.Generator().manual_seed(seed)
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=gen)
+
+    for i in range(3):
+        grads(i)
+        opt.step()
+    assert idle not in opt.state and torch.equal(idle, torch.ones(4))
+    clone = copy.deepcopy(opt)
+    loaded = Adan([torch.nn.Parameter(p.detach().clone()) for p in ps + [idle]],
+                  backend="compiled")
+    loaded.load_state_dict(opt.state_dict())
+    grads(9)
+    ps[0].grad[2] = float("nan")
+    before = [p.detach().clone() for p in ps]
+    opt.step()
+    assert all(torch.equal(p, b) for p, b in zip(ps, before, strict=True))
+    assert opt.state_dict()["skipped_steps"] == 1
+    for other in (clone, loaded):
+        theirs = [p for p in other.param_groups[0]["params"]][:4]
+        for i in range(3, 6):
+            grads(i)
+            for p, q in zip(ps, theirs, strict=True):
+                q.grad = p.grad.clone()
+            other.step()
+        assert all(np.isfinite(q.detach().numpy()).all() for q in theirs)
+    for i in range(3, 6):
+        grads(i)
+        opt.step()
+    for other in (clone, loaded):
+        theirs = [p for p in other.param_groups[0]["params"]][:4]
+        assert all(torch.equal(p, q) for p, q in zip(ps, theirs, strict=True))
