@@ -12,11 +12,19 @@ import numpy as np
 import pytest
 import torch
 import torch._dynamo.utils
+from test_export_parity import (
+    CASES,
+    PATH_RTOL32,
+    TORCH,
+    TORCH_RTOL32,
+    design_of,
+    problem,
+    rel_err,
+    run,
+)
 
 import ctopt
 from ctopt.export import flat_parameters
-
-from test_export_parity import CASES, PATH_RTOL32, TORCH, TORCH_RTOL32, design_of, problem, rel_err, run
 
 pytestmark = pytest.mark.skipif(not ctopt.export.compiled.CompiledRunner(object).available(),
                                 reason="torch.compile has no compiler here")
