@@ -119,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "training run against Adam on real data.", default="adamssm")
     p.add_argument("-o", "--output", metavar="DIR", help="folder to write (default report-NAME)")
     p.add_argument("--epochs", type=_positive_int, default=None,
-                   help="training epochs of the comparison (default: a quick run)")
+                   help="training epochs of the comparison (default 10)")
     p.add_argument("--seeds", type=_positive_int, default=None,
-                   help="training seeds of the comparison (default: a quick run)")
+                   help="seeds at the best learning rate (default 3)")
     p.add_argument("--no-training", action="store_true", help="skip the training comparison")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -231,7 +231,8 @@ def _cmd_show(args, design, values) -> int:
 def _cmd_check(args, design, values) -> int:
     from . import report
 
-    sections = report.analyze(design, values, include=("stability",), curvature=args.curvature)
+    sections = report.analyze(design, values, include=("stability", "lyapunov"),
+                              curvature=args.curvature)
     verdicts = [v for s in sections for v in s.verdicts]
     for section in sections:
         print(section.as_text(proofs=not args.no_proof))
