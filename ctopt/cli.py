@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ctopt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    sub.add_parser("list", help="list the zoo's designs", description="List the zoo's designs.")
+    sub.add_parser("list", help="List the zoo's designs.", description="List the zoo's designs.")
 
     def design_command(name: str, help_: str, *, default: str | None = None):
         description = textwrap.fill(help_, 90) + "\n\n" + textwrap.fill(
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = design_command("export", "Write a standalone torch optimizer (needs torch, not ctopt).")
     p.add_argument("-o", "--output", metavar="FILE.py", help="default NAME_optimizer.py")
 
-    p = sub.add_parser("bench", help="time exported optimizers against torch.optim",
+    p = sub.add_parser("bench", help="Time exported optimizers against torch.optim.",
                        description="Time one optimizer step of exported designs against "
                                    "torch.optim on this machine (medians, same process).")
     p.add_argument("designs", nargs="*", metavar="NAME", help="designs to time (default adam)")
@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-training", action="store_true", help="skip the training comparison")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _wide(prog: str) -> argparse.HelpFormatter:
+    return argparse.HelpFormatter(prog, max_help_position=28, width=100)
 
 
 def _positive_float(text: str) -> float:
@@ -168,6 +172,7 @@ def _hyper_type(h: Hyperparameter) -> Callable[[str], float]:
 def _hyper_parser(command: str, design: Design) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"ctopt {command} {design.name}", add_help=False, allow_abbrev=False,
+        formatter_class=_wide,
     )
     group = p.add_argument_group(f"hyperparameters of {design.name}")
     for h in design.hyper:

@@ -1,0 +1,19 @@
+"""A griffe extension for the API reference: ctopt's docstrings title their doctest section
+``Example:`` (singular); griffe's Google parser knows ``Examples:``. Renaming the header lets the
+``>>>`` lines render as code instead of Markdown."""
+
+from __future__ import annotations
+
+import re
+
+import griffe
+
+_HEADER = re.compile(r"^(\s*)Example:\s*$", re.MULTILINE)
+
+
+class ExamplesSection(griffe.Extension):
+    """Rename ``Example:`` section headers to ``Examples:`` in every docstring."""
+
+    def on_object(self, *, obj, loader, **kwargs) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = _HEADER.sub(r"\1Examples:", obj.docstring.value)
