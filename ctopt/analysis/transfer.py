@@ -1,0 +1,708 @@
+"""Transfer functions of a design's linear part, symbolically in ``z``.
+
+A design's box gives the state map ``x_k = F(x_{k-1}, inputs_k, k)``. ctopt reads a transfer
+function off it in four steps:
+
+1. *Flatten* the box by substitution. A state on a right-hand side means its latest value, so the
+   expressions are first written with "new-value" placeholders and the placeholders resolved in
+   assignment order.
+2. *Asymptotics*: time-varying scalar factors (bias corrections ``1/(1 - beta**k)``, ``Piecewise``
+   branches on ``k`` such as torch's ``buf_1 = grad``) are replaced by their ``k -> oo`` limits.
+   They are asymptotically vanishing gains and are listed in ``TransferFunction.time_varying``.
+3. *Input*: the requested signal (``"g**2"``, ``"(g - m)**2"``, ...) is written in the box's own
+   terms (a state in it means its latest value) and replaced by a fresh input ``u``. Every other
+   input is held at zero, as for any SISO transfer function of a MIMO system: the rest of ``g`` and,
+   unless the output is ``theta``, the parameter ``theta`` (coupled weight decay is feedback through
+   the parameter and belongs to :func:`ctopt.analysis.closed_loop`). Group reductions stay as
+   symbolic gains. Constant terms (AdaBelief's ``eps`` inside the recursion) are reported as
+   ``offset``, not filtered.
+4. The result must be affine in the states and ``u``; then ``H(z) = z C (zI - A)^{-1} B`` in the
+   current-input convention of :mod:`ctopt.filters` (``x_k = A x_{k-1} + B u_k``), so an EMA is
+   ``(1 - beta) z / (z - beta)``.
+
+Example:
+    >>> import ctopt
+    >>> tf = ctopt.transfer_function(ctopt.zoo.get("adam"), output="v", input="g**2")
+    >>> tf.expr
+    z*(1 - beta2)/(-beta2 + z)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import sympy as sp
+
+from ..design import Design, g, k, theta
+from ..errors import DesignError, HyperparameterError, UnsupportedError
+from ..filters import Filter, z
+from ..limits import check_size
+
+__all__ = [
+    "StateSpace", "TransferFunction", "state_space", "transfer_function", "transfer_functions",
+]
+
+#: The input symbol that stands for the chosen signal.
+u = sp.Symbol("u", real=True)
+
+_PARSE_NAMES = ("Integer", "Float", "Rational", "Symbol", "sqrt", "Abs", "Max", "Min", "exp", "log")
+
+
+# ---------------------------------------------------------------------------- the box, flattened
+@dataclass
+class Box:
+    """A design's assignments with lets expanded and state versions made explicit.
+
+    ``exprs[name]`` is the right-hand side of state ``name`` (or ``"theta"`` for the update) in
+    terms of old states, placeholders ``new[s]`` for states assigned above, signals and
+    hyperparameters. ``envs[name]`` maps every let and state symbol to its version at that line.
+    """
+
+    design: Design
+    exprs: dict[str, sp.Expr]
+    envs: dict[str, dict[sp.Symbol, sp.Expr]]
+    new: dict[str, sp.Symbol]
+    order: list[str]
+
+    @property
+    def old(self) -> dict[str, sp.Symbol]:
+        return {s.name: s.symbol for s in self.design.states}
+
+    def flatten(self, exprs: Mapping[str, sp.Expr]) -> dict[str, sp.Expr]:
+        """Resolve placeholders in assignment order: every expression in old values only."""
+        resolved: dict[sp.Symbol, sp.Expr] = {}
+        out = {}
+        for name in self.order:
+            if name not in exprs:
+                continue
+            value = exprs[name].xreplace(resolved)
+            out[name] = value
+            if name in self.new:
+                resolved[self.new[name]] = value
+        return out
+
+    def versioned(self, expr: sp.Expr, at: str) -> sp.Expr:
+        """``expr`` (in box terms: lets, latest states) as seen by the assignment to ``at``."""
+        return expr.xreplace(self.envs[at])
+
+
+def build_box(design: Design) -> Box:
+    """Expand a design's lets and version its states (see :class:`Box`)."""
+    new = {s.name: sp.Dummy(f"{s.name}_new", real=True) for s in design.states}
+    env: dict[sp.Symbol, sp.Expr] = {s.symbol: s.symbol for s in design.states}
+    exprs, envs, order = {}, {}, []
+    for a in design.assignments:
+        value = a.expr.xreplace(env)
+        if a.kind == "let":
+            env[a.target] = value
+            continue
+        name = a.target.name
+        exprs[name], envs[name] = value, dict(env)
+        order.append(name)
+        if a.kind == "state":
+            env[a.target] = new[name]
+    return Box(design, exprs, envs, new, order)
+
+
+# ------------------------------------------------------------------- k -> infinity asymptotics
+@dataclass(frozen=True)
+class TimeVarying:
+    """A factor of the box that depends on the step ``k``, and its ``k -> oo`` limit."""
+
+    expr: sp.Expr
+    limit: sp.Expr
+    where: str
+    note: str = ""
+
+    def __str__(self) -> str:
+        extra = f" ({self.note})" if self.note else ""
+        return f"{self.where}: {self.expr} -> {self.limit} as k -> oo{extra}"
+
+
+def _dynamic_symbols(design: Design) -> set[sp.Symbol]:
+    return {g, theta} | {s.symbol for s in design.states} | {r.symbol for r in design.reductions}
+
+
+def _inside_unit_disc(base: sp.Expr, design: Design) -> bool:
+    if base.is_Number:
+        return bool(abs(base) < 1)
+    h = design.hyperparameters.get(getattr(base, "name", ""))
+    if h is None:
+        return False
+    d = h.domain
+    low_ok = d.lower is not None and (d.lower > -1 or (d.lower == -1 and not d.lower_closed))
+    high_ok = d.upper is not None and (d.upper < 1 or (d.upper == 1 and not d.upper_closed))
+    return low_ok and high_ok
+
+
+def _eventual_branch(pw: sp.Piecewise) -> sp.Expr:
+    for value, cond in pw.args:
+        held = cond.subs(k, sp.oo) if cond not in (sp.true, sp.false) else cond
+        if held is sp.true:
+            return value
+        if held is not sp.false:
+            raise UnsupportedError(f"cannot decide the branch of {pw} as k -> oo")
+    raise UnsupportedError(f"no branch of {pw} holds as k -> oo")
+
+
+def _scalar_limit(expr: sp.Expr, design: Design) -> tuple[sp.Expr, str]:
+    """The ``k -> oo`` limit of a per-step scalar (no dynamic symbols)."""
+
+    def rule(e: sp.Expr) -> sp.Expr:
+        if not e.has(k):
+            return e
+        if isinstance(e, sp.Piecewise) and any(c.has(k) for _, c in e.args):
+            return rule(_eventual_branch(e))
+        if (e.is_Pow and e.exp.has(k) and not e.base.has(k)
+                and _inside_unit_disc(e.base, design) and e.exp.subs(k, sp.oo) is sp.oo):
+            return sp.Integer(0)
+        return e.func(*[rule(a) for a in e.args]) if e.args else e
+
+    value = sp.simplify(rule(expr)) if expr.has(k) else expr
+    if not value.has(k):
+        return value, ""
+    for h in design.hyper:  # e.g. lr/(1 + (k-1)*lr_decay): its default lr_decay = 0 removes k
+        if value.has(h.symbol):
+            trial = value.subs(h.symbol, sp.nsimplify(h.default))
+            if not trial.has(k):
+                return sp.simplify(trial), f"{h.name} = {h.default:g} (its default) assumed"
+    value = sp.limit(value, k, sp.oo)
+    if value.has(k) or not value.is_finite:
+        raise UnsupportedError(f"the time-varying factor {expr} has no finite limit as k -> oo")
+    return value, ""
+
+
+def asymptotic(expr: sp.Expr, design: Design, where: str, records: list[TimeVarying]) -> sp.Expr:
+    """Replace the time-varying factors of ``expr`` by their ``k -> oo`` limits; append a
+    :class:`TimeVarying` record for each maximal one."""
+    dynamic = _dynamic_symbols(design)
+
+    def walk(e: sp.Expr) -> sp.Expr:
+        if not e.has(k):
+            return e
+        if not (e.free_symbols & dynamic):
+            limit, note = _scalar_limit(e, design)
+            if limit != e:
+                _record(records, TimeVarying(e, limit, where, note))
+            return limit
+        if isinstance(e, sp.Piecewise) and any(c.has(k) for _, c in e.args):
+            branch = walk(_eventual_branch(e))
+            note = "differs from its limit at finitely many k"
+            _record(records, TimeVarying(e, branch, where, note))
+            return branch
+        return e.func(*[walk(a) for a in e.args])
+
+    return walk(expr)
+
+
+def _record(records: list[TimeVarying], rec: TimeVarying) -> None:
+    if all((r.expr, r.where) != (rec.expr, rec.where) for r in records):
+        records.append(rec)
+
+
+# ---------------------------------------------------------------------------- inputs and parsing
+def parse_signal(design: Design, signal: str | sp.Expr) -> sp.Expr:
+    """An input signal, given as a sympy expression or a string over the design's names
+    (``"g**2"``, ``"(g - m)**2"``). Strings are parsed with only the design's names and a few
+    sympy constructors in scope.
+
+    Example:
+        >>> import ctopt
+        >>> parse_signal(ctopt.zoo.get("adabelief"), "(g - m)**2")
+        (g - m)**2
+    """
+    if isinstance(signal, sp.Basic):
+        return signal
+    if not isinstance(signal, str):
+        raise DesignError(f"an input signal must be a string or a sympy expression, not {signal!r}")
+    from sympy.parsing.sympy_parser import parse_expr
+
+    scope = {"__builtins__": {}} | {n: getattr(sp, n) for n in _PARSE_NAMES}
+    try:
+        return parse_expr(signal, local_dict=dict(design.symbols), global_dict=scope)
+    except Exception as exc:  # noqa: BLE001 - any parse failure becomes a clear DesignError
+        raise DesignError(
+            f"cannot read the input signal {signal!r} for design {design.name!r}: {exc}; "
+            f"known names: {sorted(design.symbols)}"
+        ) from None
+
+
+def detect_signal(box: Box, name: str) -> sp.Expr | None:
+    """The signal the box filters into state ``name``, in box terms (``None`` if it reads none).
+
+    Example:
+        >>> import ctopt
+        >>> detect_signal(build_box(ctopt.zoo.get("adam")), "v")
+        g**2
+    """
+    design = box.design
+    expr = asymptotic(box.exprs[name], design, name, []).xreplace({theta: 0})
+    states = set(box.old.values()) | set(box.new.values())
+    signals = []
+    terms = sp.Add.make_args(sp.expand(expr, power_base=False, power_exp=False, multinomial=False))
+    for term in terms:
+        if not term.has(g):
+            continue
+        _, rest = term.as_independent(g, *states, *(r.symbol for r in design.reductions))
+        signals.append(rest)
+    unique = list(dict.fromkeys(signals))
+    if not unique:
+        return None
+    if len(unique) > 1 and not all(sp.Poly(s, g).is_linear for s in unique if s.is_polynomial(g)):
+        return None
+    # back to box terms: placeholders are the latest values of the states
+    back = {v: sp.Symbol(n, real=True) for n, v in box.new.items()}
+    return unique[0].xreplace(back)
+
+
+# ------------------------------------------------------------------------------ linear systems
+@dataclass
+class LinearPart:
+    """``x_k = A x_{k-1} + B u_k + offset`` on the named states (current-input convention)."""
+
+    names: list[str]
+    A: sp.Matrix
+    B: sp.Matrix
+    offset: sp.Matrix
+    time_varying: list[TimeVarying]
+
+
+def _input_substituted(box: Box, name: str, signal: sp.Expr | None, keep_theta: bool,
+                       records: list[TimeVarying]) -> sp.Expr:
+    design = box.design
+    expr = asymptotic(box.exprs[name], design, name, records)
+    if not keep_theta:
+        expr = expr.xreplace({theta: 0})
+    if signal is not None:
+        pattern = asymptotic(box.versioned(signal, name), design, name, [])
+        if not keep_theta:
+            pattern = pattern.xreplace({theta: 0})
+        expr = expr.subs(pattern, u) if pattern != g else expr.xreplace({g: u})
+    return expr.xreplace({g: 0})
+
+
+def linear_part(box: Box, signal: sp.Expr | None, names: list[str],
+                keep_theta: bool = False) -> LinearPart:
+    """Substitute the input and read ``A``, ``B`` and the offset on ``names`` (which must be
+    closed under dependence). Raises :class:`UnsupportedError` where the map is not affine."""
+    records: list[TimeVarying] = []
+    raw = {n: _input_substituted(box, n, signal, keep_theta, records) for n in box.order}
+    flat = box.flatten(raw)
+    syms = [theta if n == "theta" else sp.Symbol(n, real=True) for n in names]
+    zero = {s: 0 for s in syms} | {u: 0}
+    rows_a, rows_b, rows_c = [], [], []
+    for n in names:
+        f = flat[n]
+        row = [sp.diff(f, s) for s in syms]
+        b = sp.diff(f, u)
+        for d in [*row, b]:
+            if d.free_symbols & (set(syms) | {u}) or d.has(sp.Heaviside, sp.DiracDelta, sp.sign):
+                raise UnsupportedError(
+                    f"state {n!r} of design {box.design.name!r} is not linear in the states and "
+                    f"the input ({f}); choose a nonlinear sub-expression as the input signal, or "
+                    "use closed_loop(..., preconditioner='linearized')"
+                )
+        rows_a.append(row)
+        rows_b.append(b)
+        rows_c.append(sp.simplify(f.xreplace(zero)))
+    return LinearPart(list(names), sp.Matrix(rows_a), sp.Matrix(rows_b), sp.Matrix(rows_c), records)
+
+
+def _relevant(box: Box, output: str, keep_theta: bool, signal: sp.Expr | None) -> list[str]:
+    """States on a path from the input to the output (backward closure from the output,
+    intersected with the forward closure from the input)."""
+    names = [n for n in box.order if n != "theta" or keep_theta]
+    raw = {n: _input_substituted(box, n, signal, keep_theta, []) for n in box.order}
+    flat = box.flatten(raw)
+    sym = {n: theta if n == "theta" else sp.Symbol(n, real=True) for n in names}
+    reads = {n: {m for m in names if flat[n].has(sym[m])} for n in names}
+    back, todo = set(), [output]
+    while todo:
+        n = todo.pop()
+        if n not in back:
+            back.add(n)
+            todo.extend(reads[n])
+    fwd = {n for n in names if flat[n].has(u)}
+    grew = True
+    while grew:
+        more = {n for n in names if reads[n] & fwd} - fwd
+        fwd |= more
+        grew = bool(more)
+    if output not in fwd:
+        raise DesignError(
+            f"the input {signal} does not reach {output!r} in design {box.design.name!r}"
+        )
+    return [n for n in names if n in back and n in fwd]
+
+
+def _numeric_values(expr_symbols: set[sp.Symbol], design: Design | None,
+                    values: Mapping[str, float]) -> dict[sp.Symbol, float]:
+    """Numbers for every free symbol: ``values`` by name, else the design's defaults."""
+    by_name = {s.name: s for s in expr_symbols}
+    unknown = sorted(set(values) - set(by_name))
+    hyper = design.hyperparameters if design is not None else {}
+    unknown = [n for n in unknown if n not in hyper]
+    if unknown:
+        raise HyperparameterError(
+            f"unknown name(s) {unknown}; this expression uses {sorted(by_name)}"
+        )
+    out = {}
+    for name, sym in by_name.items():
+        if name in values:
+            out[sym] = hyper[name].check(values[name]) if name in hyper else float(values[name])
+        elif name in hyper:
+            out[sym] = float(hyper[name].default)
+        else:
+            raise HyperparameterError(f"a numeric value is needed for {name!r} (no default)")
+    return out
+
+
+def _monic(den: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    """``den`` as a product of factors monic in z, and the constant divided out."""
+    poly = sp.Poly(den, z)
+    if den.has(sp.Float):
+        coeffs = poly.all_coeffs()
+        n = len(coeffs) - 1
+        rest = sum(c / coeffs[0] * z ** (n - i) for i, c in enumerate(coeffs) if i)
+        return z**n + rest, coeffs[0]
+    const, factors = sp.factor_list(den, z)
+    lead, parts = const, []
+    for f, m in factors:
+        c = sp.Poly(f, z).LC()
+        lead *= c**m
+        parts.append(sp.expand(f / c) ** m)
+    return sp.Mul(*parts), lead
+
+
+def _positive_constants(expr: sp.Expr) -> sp.Expr:
+    """Flip factors such as ``beta2 - 1`` to ``1 - beta2`` (sign moved to the front)."""
+    sign, parts = 1, []
+    for fac in sp.Mul.make_args(expr):
+        base, power = fac.as_base_exp()
+        if base.is_Add and not base.has(z) and base.as_coeff_Add()[0] < 0 and power.is_integer:
+            base, sign = -base, sign * (-1) ** power
+        parts.append(sp.Pow(base, power, evaluate=False) if power != 1 else base)
+    return sign * sp.Mul(*parts)
+
+
+def _coefficients(expr: sp.Expr) -> np.ndarray:
+    coeffs = sp.Poly(expr, z).all_coeffs()
+    return np.array([complex(c) for c in coeffs]).real.astype(float)
+
+
+# --------------------------------------------------------------------------- transfer functions
+@dataclass(frozen=True)
+class TransferFunction:
+    """A symbolic discrete-time transfer function ``H(z) = num/den`` (denominator monic in z)
+    from ``input`` to ``output`` of a design, in the current-input convention.
+
+    ``time_varying`` lists the box's factors that depend on ``k`` along this path (bias
+    corrections, first-step branches) with the ``k -> oo`` limits used here: they are
+    asymptotically vanishing gains, outside the LTI map. ``offset`` is the constant input of the
+    output's equation (AdaBelief's ``eps``), not part of ``H``.
+
+    Example:
+        >>> import ctopt
+        >>> tf = ctopt.transfer_function(ctopt.zoo.get("adagrad"), output="s", input="g**2")
+        >>> tf.poles(), tf.dc_gain()
+        ([1], zoo)
+    """
+
+    num: sp.Expr
+    den: sp.Expr
+    input: sp.Expr = sp.Symbol("u", real=True)
+    output: str = "y"
+    design: Design | None = field(default=None, repr=False, compare=False)
+    time_varying: tuple[TimeVarying, ...] = ()
+    offset: sp.Expr = sp.Integer(0)
+
+    @property
+    def expr(self) -> sp.Expr:
+        """``H(z)`` as one sympy expression."""
+        return self.num / self.den
+
+    @classmethod
+    def from_expr(cls, expr: sp.Expr, **fields) -> TransferFunction:
+        """Normalise ``expr`` (rational in z) to factored numerator over monic denominator.
+
+        Example:
+            >>> TransferFunction.from_expr(2 * z / (2 * z - 1)).expr
+            z/(z - 1/2)
+        """
+        num, den = sp.fraction(sp.cancel(sp.together(sp.sympify(expr))))
+        den, lead = _monic(den)
+        return cls(_positive_constants(sp.factor(sp.cancel(num / lead))), den, **fields)
+
+    def _filter(self) -> Filter:
+        return Filter(self.output, self.expr, self.input, (), ())
+
+    def poles(self) -> list[sp.Expr]:
+        """Poles with multiplicity."""
+        return self._filter().poles()
+
+    def zeros(self) -> list[sp.Expr]:
+        """Finite zeros with multiplicity."""
+        if not self.num.has(z):
+            return []
+        return self._filter().zeros()
+
+    def dc_gain(self) -> sp.Expr:
+        """``H(1)``; ``zoo`` (complex infinity) for an integrator."""
+        value = sp.cancel(self.expr.subs(z, 1)) if self.den.subs(z, 1) != 0 else sp.zoo
+        return sp.factor(value) if value is not sp.zoo else value
+
+    def impulse_response(self, step: sp.Expr = k) -> sp.Expr:
+        """Closed-form response ``h[k]`` to a unit impulse at ``k = 1`` from zero state."""
+        return self._filter().impulse_response(step)
+
+    def step_response(self, step: sp.Expr = k) -> sp.Expr:
+        """Closed-form response ``s[k]`` to a unit step from zero state (the generalised bias
+        correction of a moment filter)."""
+        return self._filter().step_response(step)
+
+    def numeric(self, **values: float) -> tuple[np.ndarray, np.ndarray]:
+        """Numerator and denominator coefficients (highest power first) for ``values``
+        (the design's defaults for hyperparameters not given)."""
+        subs = _numeric_values(self.expr.free_symbols - {z}, self.design, values)
+        return _coefficients(sp.expand(self.num.xreplace(subs))), _coefficients(
+            sp.expand(self.den.xreplace(subs))
+        )
+
+    def frequency_response(self, w, **values: float) -> np.ndarray:
+        """Complex ``H(e^{jw})`` at the angular frequencies ``w`` (radians per step).
+
+        Example:
+            >>> import ctopt
+            >>> tf = ctopt.transfer_function(ctopt.zoo.get("adam"), output="v", input="g**2")
+            >>> float(abs(tf.frequency_response([0.0])[0]))
+            1.0
+        """
+        num, den = self.numeric(**values)
+        ez = np.exp(1j * np.asarray(w, dtype=float))
+        return np.polyval(num, ez) / np.polyval(den, ez)
+
+    def to_control(self, **values: float):
+        """A ``control.TransferFunction`` with ``dt=1``."""
+        import control
+
+        num, den = self.numeric(**values)
+        return control.tf(num, den, dt=1)
+
+    def to_sympy(self):
+        """A ``sympy.physics.control.TransferFunction`` in ``z``."""
+        from sympy.physics.control import TransferFunction as SympyTF
+
+        return SympyTF(self.num, self.den, z)
+
+    def subs(self, **values: float | sp.Expr) -> TransferFunction:
+        """Substitute symbols by name (numbers are validated against the design's domains).
+
+        Example:
+            >>> import ctopt
+            >>> tf = ctopt.transfer_function(ctopt.zoo.get("adam"), output="m", input="g")
+            >>> tf.subs(beta1=0.5).expr
+            0.5*z/(z - 0.5)
+        """
+        table = {s.name: s for s in self.expr.free_symbols | self.offset.free_symbols}
+        hyper = self.design.hyperparameters if self.design is not None else {}
+        subs = {}
+        for name, value in values.items():
+            if name not in table:
+                raise HyperparameterError(f"{name!r} does not appear in {self.expr}")
+            if name in hyper and not isinstance(value, sp.Basic):
+                value = hyper[name].check(value)
+            subs[table[name]] = value
+        return TransferFunction.from_expr(
+            self.expr.subs(subs), input=self.input, output=self.output, design=self.design,
+            time_varying=self.time_varying, offset=self.offset.subs(subs),
+        )
+
+    def __str__(self) -> str:
+        return f"H_{self.output}(z) = {self.expr}   (input {self.input})"
+
+    def _repr_latex_(self) -> str:
+        return (rf"$H_{{{sp.latex(sp.Symbol(self.output))}}}(z) = {sp.latex(self.expr)}"
+                rf"\quad\text{{from }} {sp.latex(self.input)}$")
+
+
+def _output_name(design: Design, output: str | None) -> str:
+    names = list(design.state_names)
+    if output is None:
+        return names[0] if names else "theta"
+    if output != "theta" and output not in names:
+        raise DesignError(
+            f"unknown output {output!r} for design {design.name!r}; outputs: {names + ['theta']}"
+        )
+    return output
+
+
+def transfer_function(design: Design, output: str | None = None,
+                      input: str | sp.Expr | None = None, **fixed: float) -> TransferFunction:
+    """The transfer function from the signal ``input`` to the state ``output`` (or ``"theta"``).
+
+    ``input`` is written in the design's terms (a state in it means its latest value, as in the
+    box); ``None`` picks the signal the box feeds into ``output``. ``fixed`` substitutes
+    hyperparameter values before the derivation.
+
+    Example:
+        >>> import ctopt
+        >>> d = ctopt.zoo.get("adabelief")
+        >>> ctopt.transfer_function(d, output="s", input="(g - m)**2").expr
+        z*(1 - beta2)/(-beta2 + z)
+    """
+    check_size("transfer function", states=len(design.states))
+    if fixed:
+        design = _fix(design, fixed)
+    output = _output_name(design, output)
+    box = build_box(design)
+    keep_theta = output == "theta"
+    if input is None:
+        signal = detect_signal(box, output) if output != "theta" else g
+        if signal is None:
+            raise DesignError(f"no single input signal feeds {output!r}; pass input=...")
+    else:
+        signal = parse_signal(design, input)
+    try:
+        names = _relevant(box, output, keep_theta, signal)
+    except DesignError:
+        found = detect_signal(box, output) if output != "theta" else None
+        raise DesignError(
+            f"the input {signal} does not appear in the equations that feed {output!r} in design "
+            f"{design.name!r}" + (f"; the signal fed to it is {found}" if found is not None else "")
+        ) from None
+    lin = linear_part(box, signal, names, keep_theta)
+    check_size("transfer function", states=len(names))
+    i = names.index(output)
+    M = z * sp.eye(len(names)) - lin.A
+    x = M.LUsolve(lin.B)
+    records = [r for r in lin.time_varying if r.where in names] + _corrections(design, output)
+    return TransferFunction.from_expr(
+        z * x[i], input=signal, output=output, design=design,
+        time_varying=tuple(records), offset=lin.offset[i],
+    )
+
+
+def _corrections(design: Design, output: str) -> list[TimeVarying]:
+    """Time-varying factors of the lines that read ``output`` directly (e.g. ``v_hat``)."""
+    if output == "theta":
+        return []
+    sym = sp.Symbol(output, real=True)
+    out: list[TimeVarying] = []
+    for a in design.assignments:
+        if a.kind == "let" and a.expr.has(sym) and a.expr.has(k):
+            try:
+                asymptotic(a.expr, design, a.target.name, out)
+            except UnsupportedError:
+                continue
+    return out
+
+
+def _fix(design: Design, fixed: Mapping[str, float]) -> Design:
+    """A copy of ``design`` with hyperparameters replaced by numbers in every expression."""
+    checked = design.check_values(**fixed)
+    subs = {design.hyperparameters[n].symbol: sp.nsimplify(checked[n]) for n in fixed}
+    assignments = tuple(replace(a, expr=a.expr.subs(subs)) for a in design.assignments)
+    hyper = tuple(replace(h, default=checked[h.name]) for h in design.hyper)
+    return replace(design, assignments=assignments, hyper=hyper)
+
+
+def transfer_functions(design: Design) -> dict[str, TransferFunction]:
+    """Every state's transfer function from the signal the box feeds into it (states with no
+    single linear input are left out), plus ``theta``'s from ``g`` when the update is linear.
+
+    Example:
+        >>> import ctopt
+        >>> sorted(transfer_functions(ctopt.zoo.get("adam")))
+        ['m', 'v']
+    """
+    out = {}
+    for name in [*design.state_names, "theta"]:
+        try:
+            out[name] = transfer_function(design, output=name)
+        except (UnsupportedError, DesignError):
+            continue
+    return out
+
+
+# ---------------------------------------------------------------------------------- state space
+@dataclass(frozen=True)
+class StateSpace:
+    """Symbolic ``(A, B, C, D)`` of a design's linear part in python-control's form
+    ``xi_{k+1} = A xi_k + B u_k``, ``y_k = C xi_k + D u_k`` with ``xi_k = x_{k-1}`` (the states
+    before step k). The box's own current-input form is ``x_k = A x_{k-1} + B u_k``; outputs are
+    the states themselves, so ``C = A`` and ``D = B`` row-wise.
+
+    Example:
+        >>> import ctopt
+        >>> ss = ctopt.state_space(ctopt.zoo.get("adam"), input="g")
+        >>> ss.state_names, ss.A
+        (['m'], Matrix([[beta1]]))
+        >>> ss.D
+        Matrix([[1 - beta1]])
+    """
+
+    A: sp.Matrix
+    B: sp.Matrix
+    C: sp.Matrix
+    D: sp.Matrix
+    state_names: list[str]
+    input: sp.Expr
+    design: Design | None = field(default=None, repr=False, compare=False)
+    offset: sp.Matrix | None = None
+
+    def to_control(self, **values: float):
+        """A ``control.StateSpace`` with ``dt=1``."""
+        import control
+
+        syms = set().union(*(m.free_symbols for m in (self.A, self.B, self.C, self.D)))
+        subs = _numeric_values(syms, self.design, values)
+        num = [np.array(m.xreplace(subs), dtype=float) for m in (self.A, self.B, self.C, self.D)]
+        return control.ss(*num, dt=1)
+
+    def transfer_function(self, output: str) -> TransferFunction:
+        """The transfer function to one named state."""
+        i = self.state_names.index(output)
+        n = len(self.state_names)
+        x = (z * sp.eye(n) - self.A).LUsolve(self.B)
+        return TransferFunction.from_expr(z * x[i], input=self.input, output=output,
+                                          design=self.design)
+
+    def _repr_latex_(self) -> str:
+        return (rf"$A = {sp.latex(self.A)},\ B = {sp.latex(self.B)},\ C = {sp.latex(self.C)},"
+                rf"\ D = {sp.latex(self.D)}$")
+
+
+def state_space(design: Design, input: str | sp.Expr | None = None,
+                outputs: list[str] | None = None, **fixed: float) -> StateSpace:
+    """Symbolic state space of the design's linear part from one input signal (default ``g``)
+    to the states it reaches (or ``outputs``).
+
+    Example:
+        >>> import ctopt
+        >>> ctopt.state_space(ctopt.zoo.get("adamssm"), input="g**2").state_names
+        ['v', 'v_1']
+    """
+    check_size("state space", states=len(design.states))
+    if fixed:
+        design = _fix(design, fixed)
+    signal = parse_signal(design, input if input is not None else "g")
+    box = build_box(design)
+    targets = outputs or [n for n in design.state_names]
+    names: list[str] = []
+    for out in targets:
+        try:
+            found = _relevant(box, _output_name(design, out), False, signal)
+            if not outputs:
+                linear_part(box, signal, found)  # states the input reaches nonlinearly drop out
+        except (DesignError, UnsupportedError):
+            if outputs:
+                raise
+            continue
+        names += [n for n in found if n not in names]
+    if not names:
+        raise DesignError(f"the input {signal} reaches no state of design {design.name!r}")
+    names = [n for n in box.order if n in names]
+    lin = linear_part(box, signal, names)
+    return StateSpace(lin.A, lin.B, lin.A, lin.B, names, signal, design, lin.offset)
