@@ -37,16 +37,40 @@ def _flat_view(tensors: list[torch.Tensor]) -> torch.Tensor | None:
     return first.detach().as_strided((total,), (1,), first.storage_offset())
 
 
+#: tensors at least this large get their own kernel call when parameters are not flat
+DIRECT_NUMEL = 1 << 20
+
+
+def _gatherable(p: torch.Tensor) -> bool:
+    return p.numel() < DIRECT_NUMEL and p.is_contiguous()
+
+
 class _FlatState:
-    """Flat state buffers of one (group, device, dtype): the per-parameter states are views."""
+    """Flat state buffers of one (group, device, dtype); the per-parameter states are views.
+
+    When the parameters are not themselves flat, small tensors are placed first so that they form
+    one contiguous span: their theta and g are gathered into scratch buffers and updated in one
+    kernel call; large tensors (>= ``DIRECT_NUMEL``) are called one by one, in place.
+    """
 
     def __init__(self, keys, params, states):
         self.ids = tuple(id(p) for p in params)
+        self.flat_params = _flat_view(params) is not None and \
+            all(p.grad is not None for p in params) and \
+            _flat_view([p.grad for p in params]) is not None
+        order = list(range(len(params)))
+        if not self.flat_params:
+            order.sort(key=lambda i: not _gatherable(params[i]))
+        self.order = [params[i] for i in order]
+        self.small = [p for p in self.order if _gatherable(p)] if not self.flat_params else []
+        self.small_numel = sum(p.numel() for p in self.small)
         total = sum(p.numel() for p in params)
         p0 = params[0]
         self.buffers = {key: torch.empty(total, dtype=p0.dtype, device=p0.device) for key in keys}
+        self.scratch = None
         offset = 0
-        for p, state in zip(params, states, strict=False):
+        for i in order:
+            p, state = params[i], states[i]
             n = p.numel()
             for key, buffer in self.buffers.items():
                 view = buffer[offset:offset + n].view(p.shape)
@@ -59,7 +83,20 @@ class _FlatState:
         return tuple(state[key].data_ptr() for state in states for key in self.buffers)
 
     def valid(self, params, states) -> bool:
-        return self.ids == tuple(id(p) for p in params) and self.ptrs == self._ptrs(states)
+        if self.ids != tuple(id(p) for p in params) or self.ptrs != self._ptrs(states):
+            return False
+        return self.flat_params == (_flat_view(params) is not None)
+
+    def gather(self, params):
+        """theta and g of the small parameters, gathered into scratch buffers."""
+        if self.scratch is None:
+            p0 = params[0]
+            self.scratch = [torch.empty(self.small_numel, dtype=p0.dtype, device=p0.device)
+                            for _ in range(2)]
+        theta, grad = self.scratch
+        torch.cat([p.detach().reshape(-1) for p in params], out=theta)
+        torch.cat([p.grad.reshape(-1) for p in params], out=grad)
+        return theta, grad
 
 
 class CompiledRunner:
@@ -116,18 +153,31 @@ class CompiledRunner:
         keys = self.cls.state_keys
         owners, owner_states = self._state_owners(opt, gi, device, dtype)
         record = self.flat.get((gi, device, dtype))
-        if keys and (record is None or not record.valid(owners, owner_states)):
+        if record is None or not record.valid(owners, owner_states):
             record = _FlatState(keys, owners, owner_states)
             self.flat[(gi, device, dtype)] = record
-        params = [p for p, _, _ in members]
-        same_k = len({k for _, _, k in members}) == 1
-        if same_k and len(params) > 1 and [id(p) for p in params] == [id(p) for p in owners]:
+        ks = {k for _, _, k in members}
+        whole = len(ks) == 1 and len(members) > 1 and \
+            {id(p) for p, _, _ in members} == set(record.ids)
+        done: set = set()
+        if whole and record.flat_params:
+            params = [p for p, _, _ in members]
             theta, grad = _flat_view(params), _flat_view([p.grad for p in params])
             if theta is not None and grad is not None:
-                flats = [record.buffers[key] for key in keys] if keys else []
+                flats = [record.buffers[key] for key in keys]
                 if self._call(theta, grad, flats, coef(members[0][2])):
                     return
+        elif whole and len(record.small) > 1:
+            k = members[0][2]
+            theta, grad = record.gather(record.small)
+            flats = [record.buffers[key][:record.small_numel] for key in keys]
+            if self._call(theta, grad, flats, coef(k)):
+                views = [p.detach().view(-1) for p in record.small]
+                torch._foreach_copy_(views, list(theta.split([p.numel() for p in record.small])))
+                done = {id(p) for p in record.small}
         for p, state, k in members:
+            if id(p) in done:
+                continue
             olds = [state[key] for key in keys]
             if p.numel() >= 2 and p.is_contiguous() and p.grad.is_contiguous() and \
                     all(s.is_contiguous() for s in olds):
