@@ -464,3 +464,14 @@ def test_guard_refuses_an_unstable_filter():
     with pytest.raises(DesignError, match="fails the filter checks"):
         ctopt.to_torch(design)
     assert issubclass(ctopt.to_torch(design, check=False), torch.optim.Optimizer)
+
+
+def test_to_torch_needs_a_design_and_auto_picks_foreach_for_small_models():
+    with pytest.raises(DesignError, match="needs a ctopt Design"):
+        ctopt.to_torch("adam")
+    opt = opt_class("adam")(params(), lr=0.01)
+    assert opt.backend == "auto" and opt._resolve_backend() == "foreach"
+    with pytest.raises(StateDictError, match="unknown parameter id 7"):
+        sd = opt.state_dict()
+        sd["state"][7] = {"step": torch.tensor(1.0)}
+        opt.load_state_dict(sd)
