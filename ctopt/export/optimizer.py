@@ -319,9 +319,14 @@ class GeneratedOptimizer(torch.optim.Optimizer):
         def red(name: str) -> float:
             if name not in cache:
                 fn = getattr(self, f"_reduce_{name}")
-                parts = [torch.linalg.vector_norm(fn(p, p.grad, h, gsign), dtype=torch.float64)
-                         .to("cpu", non_blocking=True) for _, p in items if p.numel() > 0]
-                cache[name] = float(torch.stack(parts).norm()) if parts else 0.0
+                by_device: dict = {}
+                for _, p in items:
+                    if p.numel() > 0:
+                        norm = torch.linalg.vector_norm(fn(p, p.grad, h, gsign),
+                                                        dtype=torch.float64)
+                        by_device.setdefault(p.device, []).append(norm)
+                squares = [float(torch.stack(n).square().sum()) for n in by_device.values()]
+                cache[name] = math.sqrt(math.fsum(squares))
             return cache[name]
 
         return red
