@@ -315,7 +315,7 @@ def closed_loop(design: Design, curvature: str = "h", preconditioner: str = "fro
     if preconditioner == "linearized":
         for n, s in zip(names, syms, strict=True):
             point[s] = sp.sympify(at[n]) if n in at else sp.Symbol(f"{n}_star", real=True)
-    point[w] = 0
+    point[w] = sp.S.Zero
     rows_a, rows_b = [], []
     for n in names:
         f = flat[n]

@@ -37,7 +37,7 @@ import sympy as sp
 
 from ..design import Design, g, k, theta
 from ..errors import DesignError, HyperparameterError, UnsupportedError
-from ..filters import Filter, z
+from ..filters import Filter, inverse_z, z
 from ..limits import check_size
 
 __all__ = [
@@ -238,15 +238,17 @@ def detect_signal(box: Box, name: str) -> sp.Expr | None:
         g**2
     """
     design = box.design
-    expr = asymptotic(box.exprs[name], design, name, []).xreplace({theta: 0})
+    expr = asymptotic(box.exprs[name], design, name, []).xreplace({theta: sp.S.Zero})
     states = set(box.old.values()) | set(box.new.values())
     signals = []
-    terms = sp.Add.make_args(sp.expand(expr, power_base=False, power_exp=False, multinomial=False))
-    for term in terms:
+    dynamic = (g, *states, *(r.symbol for r in design.reductions))
+    for term in sp.Add.make_args(expr):
         if not term.has(g):
             continue
-        _, rest = term.as_independent(g, *states, *(r.symbol for r in design.reductions))
-        signals.append(rest)
+        rest = term.as_independent(*dynamic)[1]
+        parts = sp.Add.make_args(sp.expand(rest, power_base=False, multinomial=False)) \
+            if rest.is_Add else (rest,)
+        signals += [p.as_independent(*dynamic)[1] for p in parts if p.has(g)]
     unique = list(dict.fromkeys(signals))
     if not unique:
         return None
@@ -274,13 +276,13 @@ def _input_substituted(box: Box, name: str, signal: sp.Expr | None, keep_theta: 
     design = box.design
     expr = asymptotic(box.exprs[name], design, name, records)
     if not keep_theta:
-        expr = expr.xreplace({theta: 0})
+        expr = expr.xreplace({theta: sp.S.Zero})
     if signal is not None:
         pattern = asymptotic(box.versioned(signal, name), design, name, [])
         if not keep_theta:
-            pattern = pattern.xreplace({theta: 0})
+            pattern = pattern.xreplace({theta: sp.S.Zero})
         expr = expr.subs(pattern, u) if pattern != g else expr.xreplace({g: u})
-    return expr.xreplace({g: 0})
+    return expr.xreplace({g: sp.S.Zero})
 
 
 def linear_part(box: Box, signal: sp.Expr | None, names: list[str],
@@ -291,7 +293,7 @@ def linear_part(box: Box, signal: sp.Expr | None, names: list[str],
     raw = {n: _input_substituted(box, n, signal, keep_theta, records) for n in box.order}
     flat = box.flatten(raw)
     syms = [theta if n == "theta" else sp.Symbol(n, real=True) for n in names]
-    zero = {s: 0 for s in syms} | {u: 0}
+    zero = {s: sp.S.Zero for s in syms} | {u: sp.S.Zero}
     rows_a, rows_b, rows_c = [], [], []
     for n in names:
         f = flat[n]
@@ -376,6 +378,37 @@ def _monic(den: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
     return sp.Mul(*parts), lead
 
 
+def _inverse(expr: sp.Expr, step: sp.Expr) -> sp.Expr:
+    """``y[step]`` (``step >= 1``) of ``Y(z)``: :func:`ctopt.filters.inverse_z` where partial
+    fractions exist over the coefficients' field, else residues at the (distinct) roots."""
+    j = sp.Symbol("j", integer=True, nonnegative=True)
+    try:
+        value = inverse_z(expr, j) if sp.fraction(sp.cancel(expr))[1].has(z) else \
+            sp.cancel(expr) * sp.KroneckerDelta(j, 0)
+    except DesignError:
+        value = _inverse_by_residues(expr, j)
+    return sp.Add(*[sp.powsimp(t) for t in sp.Add.make_args(value.subs(j, step - 1))])
+
+
+def _inverse_by_residues(expr: sp.Expr, j: sp.Symbol) -> sp.Expr:
+    num, den = sp.fraction(sp.cancel(expr))
+    pd = sp.Poly(den, z)
+    if den.has(sp.Float):
+        roots = [sp.nsimplify(r) if r.is_real and r == 0 else r for r in pd.nroots()]
+    else:
+        found = sp.roots(pd, multiple=True)
+        if len(found) != pd.degree():
+            raise DesignError(f"no closed-form roots for the denominator {den}")
+        roots = found
+    if len(set(roots)) != len(roots) or any(r == 0 for r in roots):
+        raise DesignError(f"no closed-form inverse z-transform of {expr} (repeated or zero pole)")
+    slope = sp.diff(den, z)
+    out = sp.cancel(num.subs(z, 0) / den.subs(z, 0)) * sp.KroneckerDelta(j, 0)
+    for r in roots:
+        out += num.subs(z, r) / (r * slope.subs(z, r)) * r**j
+    return out
+
+
 def _positive_constants(expr: sp.Expr) -> sp.Expr:
     """Flip factors such as ``beta2 - 1`` to ``1 - beta2`` (sign moved to the front)."""
     sign, parts = 1, []
@@ -440,7 +473,7 @@ class TransferFunction:
 
     def poles(self) -> list[sp.Expr]:
         """Poles with multiplicity."""
-        return self._filter().poles()
+        return self._filter().poles() if self.den.has(z) else []
 
     def zeros(self) -> list[sp.Expr]:
         """Finite zeros with multiplicity."""
@@ -454,13 +487,20 @@ class TransferFunction:
         return sp.factor(value) if value is not sp.zoo else value
 
     def impulse_response(self, step: sp.Expr = k) -> sp.Expr:
-        """Closed-form response ``h[k]`` to a unit impulse at ``k = 1`` from zero state."""
-        return self._filter().impulse_response(step)
+        """Closed-form response ``h[k]`` to a unit impulse at ``k = 1`` from zero state.
+
+        Example:
+            >>> import ctopt
+            >>> tf = ctopt.transfer_function(ctopt.zoo.get("adagrad"), output="s", input="g**2")
+            >>> tf.impulse_response()
+            1
+        """
+        return _inverse(self.expr, step)
 
     def step_response(self, step: sp.Expr = k) -> sp.Expr:
         """Closed-form response ``s[k]`` to a unit step from zero state (the generalised bias
         correction of a moment filter)."""
-        return self._filter().step_response(step)
+        return _inverse(self.expr * z / (z - 1), step)
 
     def numeric(self, **values: float) -> tuple[np.ndarray, np.ndarray]:
         """Numerator and denominator coefficients (highest power first) for ``values``
@@ -690,10 +730,11 @@ def state_space(design: Design, input: str | sp.Expr | None = None,
     signal = parse_signal(design, input if input is not None else "g")
     box = build_box(design)
     targets = outputs or [n for n in design.state_names]
+    keep_theta = "theta" in targets
     names: list[str] = []
     for out in targets:
         try:
-            found = _relevant(box, _output_name(design, out), False, signal)
+            found = _relevant(box, _output_name(design, out), keep_theta, signal)
             if not outputs:
                 linear_part(box, signal, found)  # states the input reaches nonlinearly drop out
         except (DesignError, UnsupportedError):
@@ -704,5 +745,5 @@ def state_space(design: Design, input: str | sp.Expr | None = None,
     if not names:
         raise DesignError(f"the input {signal} reaches no state of design {design.name!r}")
     names = [n for n in box.order if n in names]
-    lin = linear_part(box, signal, names)
+    lin = linear_part(box, signal, names, keep_theta)
     return StateSpace(lin.A, lin.B, lin.A, lin.B, names, signal, design, lin.offset)
