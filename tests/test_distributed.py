@@ -16,6 +16,7 @@ results come back as JSON.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import time
@@ -71,6 +72,11 @@ def config_id(config) -> str:
 
 
 # ----------------------------------------------------------------- what each process runs
+@functools.cache
+def exported(name: str) -> type:
+    return ctopt.to_torch(ctopt.zoo.get(name))
+
+
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(),
@@ -97,14 +103,13 @@ def train(net, opt, rank=None) -> None:
 
 def single_process(name: str, backend: str):
     net = model()
-    opt = ctopt.to_torch(ctopt.zoo.get(name))(net.parameters(), backend=backend,
-                                              **SETTINGS[name])
+    opt = exported(name)(net.parameters(), backend=backend, **SETTINGS[name])
     train(net, opt)
     return net, opt
 
 
 def run_config(rank: int, kind: str, name: str, backend: str) -> dict:
-    Opt = ctopt.to_torch(ctopt.zoo.get(name))
+    Opt = exported(name)
     net = model()
     out: dict = {}
     if kind == "ddp":
