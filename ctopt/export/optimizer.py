@@ -91,7 +91,12 @@ def _min(*args):
 
 
 def _choose(cond, a, b):
-    """A scalar choice: a Python branch on floats, ``torch.where`` on a 0-d tensor."""
+    """A scalar choice: a Python branch on floats, ``torch.where`` on a 0-d tensor.
+
+    Example:
+        >>> _choose(True, 1.0, 2.0), _choose(torch.tensor(0.0), torch.ones(1), 2.0).tolist()
+        (1.0, [2.0])
+    """
     if isinstance(cond, torch.Tensor):
         return torch.where(cond != 0, a, b)
     return a if cond else b
@@ -103,7 +108,14 @@ def _fe_full(value, like):
 
 
 class Hyper(NamedTuple):
-    """A hyperparameter as the runtime sees it: name, default and the interval it must lie in."""
+    """A hyperparameter as the runtime sees it: name, default and the interval it must lie in.
+
+    Example:
+        >>> Hyper("beta1", 0.9, 0.0, 1.0, True, False).check(0.5)
+        0.5
+        >>> Hyper("beta1", 0.9, 0.0, 1.0, True, False).domain()
+        '[0, 1)'
+    """
 
     name: str
     default: float

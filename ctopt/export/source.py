@@ -41,7 +41,13 @@ def class_name(design: Design) -> str:
 
 def beta_names(design: Design) -> tuple[str, ...]:
     """``beta1, beta2, ...`` when the design has them consecutively from ``beta1`` (these are
-    the entries of torch's ``betas`` tuple)."""
+    the entries of torch's ``betas`` tuple).
+
+    Example:
+        >>> import ctopt
+        >>> beta_names(ctopt.zoo.get("adan")), beta_names(ctopt.zoo.get("sgd"))
+        (('beta1', 'beta2', 'beta3'), ())
+    """
     names = [h.name for h in design.hyper]
     out = []
     while f"beta{len(out) + 1}" in names:
@@ -215,7 +221,12 @@ class UnsupportedError(CtoptError, NotImplementedError):
 
 
 def runtime_source() -> str:
-    """The runtime modules as one torch-only source text (no ctopt import)."""
+    """The runtime modules as one torch-only source text (no ctopt import).
+
+    Example:
+        >>> "class GeneratedOptimizer" in runtime_source(), "from ..errors" in runtime_source()
+        (True, False)
+    """
     here = Path(__file__).parent
     parts = []
     for filename in _RUNTIME:
