@@ -147,18 +147,19 @@ class ClosedLoop:
         """
         table = {s.name: s for s in self.A.free_symbols}
         args = [table.get(n, sp.Symbol(n, real=True)) for n in names]
+        others = sorted(self.A.free_symbols - set(args), key=lambda s: s.name)
+        fn = sp.lambdify(args + others, self.A.tolist(), "numpy")
         n = self.A.shape[0]
 
         def evaluate(*arrays, **values: float) -> np.ndarray:
-            others = (self.A.free_symbols | self.B.free_symbols) - set(args)
-            matrix = self.A.xreplace(_numeric_values(others, self.design, values))
+            given = _numeric_values(set(others), self.design, values)
             arrays = [np.asarray(a, dtype=float) for a in arrays]
             shape = np.broadcast(*arrays).shape if arrays else ()
+            entries = fn(*arrays, *(given[s] for s in others))
             out = np.empty(shape + (n, n))
             for i in range(n):
                 for j in range(n):
-                    entry = sp.lambdify(args, matrix[i, j], "numpy")
-                    out[..., i, j] = np.broadcast_to(entry(*arrays), shape)
+                    out[..., i, j] = np.broadcast_to(entries[i][j], shape)
             return out
 
         return evaluate
