@@ -270,7 +270,10 @@ def _cmd_export(args, design, values) -> int:
         raise _BadInput(f"--output must name a .py file, got {str(output)!r}")
     d = design.with_defaults(**values) if values else design
     export_source(d, output)
-    print(f"wrote {output} (needs torch only; import it and use it like torch.optim)")
+    from .export.source import class_name
+
+    print(f"wrote {output}: class {class_name(d)}, a torch.optim.Optimizer that needs torch "
+          f"only (from {output.stem} import {class_name(d)})")
     return EXIT_OK
 
 
