@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import sympy as sp
@@ -147,10 +147,15 @@ def stability_conditions(system, var: sp.Symbol | None = None, assumptions=None
     if n < 1:
         raise CtoptError(f"stability_conditions needs a polynomial of degree >= 1 in {var}, "
                          f"got {poly.as_expr()}")
-    params = poly.free_symbols - {var}
-    if not params:
+    return _cached(poly.as_expr(), var, assumed)
+
+
+@lru_cache(maxsize=512)
+def _cached(expr: sp.Expr, var: sp.Symbol, assumed: tuple) -> StabilityConditions:
+    poly = sp.Poly(expr, var)
+    if not poly.free_symbols - {var}:
         return _numeric(poly, var, assumed)
-    check_size("Jury test", degree=n)
+    check_size("Jury test", degree=poly.degree())
     with time_limit(TIME_LIMIT, "Jury test"):
         return _jury(poly, var, assumed)
 
@@ -243,7 +248,10 @@ def _jury_factor(poly: sp.Poly, var: sp.Symbol, proof: Proof) -> list[sp.Basic]:
         if lead < 0:
             poly = -poly
             proof.step("multiply by -1 so that the leading coefficient is positive")
-    elif lead.is_positive is not True:
+    elif lead.is_positive:
+        poly = sp.Poly(sp.expand(poly.as_expr() / lead), var)
+        proof.step("divide by the positive leading coefficient", lead > 0)
+    else:
         atoms.append(sp.Ne(lead, 0))
         poly = sp.Poly(sp.expand(lead * poly.as_expr()), var)
         proof.step("multiply by the leading coefficient (same roots, positive leading "
@@ -299,7 +307,7 @@ def _readable(rel: sp.Basic) -> sp.Basic:
     if rel.lhs.has(sp.Abs) or rel.rhs.has(sp.Abs):
         return rel
     form, strict = positive_form(rel)
-    form = sp.expand(form)
+    form = sp.expand(_drop_positive_factors(form))
     if form.is_number:
         return sp.true if (form > 0 if strict else form >= 0) else sp.false
     pos, neg = sp.Integer(0), sp.Integer(0)
@@ -318,6 +326,17 @@ def _readable(rel: sp.Basic) -> sp.Basic:
     if neg.is_number or (not pos.is_number and sp.count_ops(pos) < sp.count_ops(neg)):
         return pos > neg if strict else pos >= neg
     return neg < pos if strict else neg <= pos
+
+
+def _drop_positive_factors(form: sp.Expr) -> sp.Expr:
+    """Divide ``form`` by its factors that sympy knows are positive (a symbol declared
+    positive, such as a frozen preconditioner ``r``), keeping its sign."""
+    factored = sp.factor(form)
+    coeff, parts = factored.as_coeff_mul()
+    keep = [f for f in parts if f.is_positive is not True]
+    if len(keep) == len(parts):
+        return form
+    return sp.sign(coeff) * sp.Mul(*keep)
 
 
 def positive_form(rel: sp.Basic) -> tuple[sp.Expr, bool]:
