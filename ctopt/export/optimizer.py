@@ -358,6 +358,8 @@ class GeneratedOptimizer(torch.optim.Optimizer):
             return scalars[k]
 
         backend = self._resolve_backend()
+        if backend == "compiled" and any(type(p.detach()) is not torch.Tensor for _, p in items):
+            backend = "foreach"  # tensor subclasses (e.g. DTensor) have no flat storage to fuse
         if backend == "forloop":
             self._run_forloop(items, states, ks, coefficients)
         elif backend == "foreach":
