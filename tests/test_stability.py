@@ -184,6 +184,27 @@ SYSTEMS = {
 }
 
 
+def _design_loop(name, **fixed):
+    def build():
+        return ctopt.closed_loop(ctopt.zoo.get(name), **fixed).A
+    return build
+
+
+_R = sp.Symbol("r", positive=True)
+_LR, _B1 = sp.Symbol("lr", real=True), sp.Symbol("beta1", real=True)
+SYSTEMS |= {
+    # the Adam-type closed loops as derived by ctopt.closed_loop (frozen preconditioner r)
+    "closed_loop_adam": (_design_loop("adam", weight_decay=0, eps=1e-8),
+                         {_LR: (-0.5, 3.0), h: (-0.5, 2.0), _B1: (-1.2, 1.2), _R: (0.2, 2.0)}),
+    "closed_loop_adabelief": (_design_loop("adabelief", weight_decay=0, eps=1e-16),
+                              {_LR: (-0.5, 3.0), h: (-0.5, 2.0), _B1: (-1.2, 1.2),
+                               _R: (0.2, 2.0)}),
+    "closed_loop_nesterov": (_design_loop("nesterov", weight_decay=0, dampening=0),
+                             {_LR: (-0.5, 3.0), h: (-0.5, 2.0),
+                              sp.Symbol("momentum", real=True): (-1.5, 1.5)}),
+}
+
+
 @pytest.mark.parametrize("name", sorted(SYSTEMS))
 @settings(max_examples=3, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))

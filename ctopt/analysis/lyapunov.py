@@ -145,6 +145,8 @@ def lyapunov(system, Q=None, *, ranges: Mapping[str, tuple[float, float]] | None
         # the loop's own characteristic polynomial when it has one (shares the cached result)
         stab = stability_conditions(system if hasattr(system, "charpoly") else A)
         proof.step("stability region of A (Jury)", stab.expr)
+        proof.step("classical argument: where A is Schur stable, P = sum_k (A^T)^k Q A^k "
+                   "converges and is positive definite; the minors below make this explicit")
         proof.step("Sylvester: P > 0 iff every leading principal minor is positive")
         minors = _minors(P)
         known = _known_positive(stab)
