@@ -79,6 +79,8 @@ class LanguageTask:
         import torch
 
         if not self._cache:
+            if self.chars < 10_000:
+                raise ValueError(f"chars must be >= 10000 (one validation chunk in ten), got {self.chars}")
             text = stdlib_docstrings(self.chars)[: self.chars]
             lookup = {c: i for i, c in enumerate(ALPHABET + "~")}
             ids = torch.tensor([lookup.get(c, len(ALPHABET)) for c in text], dtype=torch.long)

@@ -67,11 +67,11 @@ def pole_zero_study(task, pairs: Sequence[tuple[float, float]], *, lr: float = 1
     """Train ctopt's exported AdamSSM with each ``(pole, zero)`` at ``lr`` for ``seeds`` seeds.
 
     Example:
-        >>> from ctopt.experiments import DigitsTask
-        >>> out = pole_zero_study(DigitsTask(epochs=1, batch=256), [(0.9, 0.99)], seeds=1,
-        ...                       progress=False)
-        >>> len(out[(0.9, 0.99)])
-        1
+        >>> from ctopt.experiments import LanguageTask
+        >>> tiny = LanguageTask(chars=12_000, steps=2, hidden=4, embed=2, seq=4, batch=2)
+        >>> out = pole_zero_study(tiny, [(0.9, 0.99)], seeds=1, progress=False)
+        >>> out[(0.9, 0.99)][0].steps
+        [2]
     """
     from tqdm.auto import tqdm
 
