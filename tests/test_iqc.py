@@ -71,3 +71,19 @@ def test_missing_cvxpy_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "cvxpy", None)
     with pytest.raises(UnsupportedError, match=r"ctopt\[lmi\]"):
         iqc_rate(([[1.0]], [[-0.1]], [[1.0]]), 0.1, 1.0)
+
+
+def test_plot_certified_rate_against_kappa():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ctopt.analysis.iqc import plot_iqc_rates
+
+    fig, ax = plot_iqc_rates(kappas=(4, 16), tol=1e-3)
+    lines = ax.get_lines()
+    assert len(lines) == 5
+    gd = lines[0].get_ydata()
+    assert np.allclose(gd, [(4 - 1) / (4 + 1), (16 - 1) / (16 + 1)], atol=2e-3)
+    plt.close(fig)
