@@ -87,3 +87,14 @@ def test_plot_certified_rate_against_kappa():
     gd = lines[0].get_ydata()
     assert np.allclose(gd, [(4 - 1) / (4 + 1), (16 - 1) / (16 + 1)], atol=2e-3)
     plt.close(fig)
+
+
+def test_adam_with_frozen_preconditioner_is_certified_above_its_quadratic_rate():
+    from ctopt.analysis.convergence import worst_case_rate
+
+    adam = ctopt.zoo.get("adam")
+    values = dict(lr=0.5, r=1.0, beta1=0.5)
+    cert = iqc_rate(adam, 0.1, 1.0, iqc=("sector", "off_by_one"), tol=1e-5, **values)
+    quadratic = worst_case_rate(adam, 0.1, 1.0, **values).rate
+    assert cert.certified
+    assert quadratic - 1e-6 <= cert.rate <= quadratic + 0.05
