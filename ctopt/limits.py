@@ -28,7 +28,15 @@ MAX_DEGREE = 6
 
 
 def check_size(what: str, *, states: int | None = None, degree: int | None = None) -> None:
-    """Raise :class:`UnsupportedError` when a symbolic task is larger than the limits."""
+    """Raise :class:`UnsupportedError` when a symbolic task is larger than the limits.
+
+    Example:
+        >>> check_size("Lyapunov equation", states=3)
+        >>> check_size("Lyapunov equation", states=12)
+        Traceback (most recent call last):
+        ...
+        ctopt.errors.UnsupportedError: Lyapunov equation: 12 states exceed the symbolic limit 6 ...
+    """
     if states is not None and states > MAX_STATES:
         raise UnsupportedError(
             f"{what}: {states} states exceed the symbolic limit {MAX_STATES} "

@@ -30,8 +30,8 @@ def draw_values(draw, design):
         values[h.name] = draw(st.floats(lo, hi, allow_nan=False))
         values[h.name] = h.check(values[h.name]) if h.domain.contains(values[h.name]) else h.default
     if design.name == "adamssm":
-        b, p, q = sorted([values["beta2"], values["pole"], values["zero"]])
-        values.update(pole=p, zero=q, beta2=b)
+        p, q, b = sorted(abs(values[n]) for n in ("pole", "zero", "beta2"))
+        values.update(pole=p, zero=q, beta2=b)  # pole <= zero <= beta2: a valid filter
     return values
 
 

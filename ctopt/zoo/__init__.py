@@ -14,7 +14,7 @@ from .adan_family import adan
 from .clipping import dgclip
 from .momentum import heavy_ball, nesterov, sgd, signgd
 from .pole_zero import adamssm
-from .registry import get, names, register
+from .registry import get, names, register, unregister
 
 __all__ = [
     "adabelief",
@@ -33,4 +33,5 @@ __all__ = [
     "rmsprop",
     "sgd",
     "signgd",
+    "unregister",
 ]

@@ -12,7 +12,14 @@ from .registry import register
 @register
 def adagrad() -> Design:
     """AdaGrad (Duchi, Hazan & Singer 2011) as ``torch.optim.Adagrad``: the accumulator is an
-    integrator of grad**2; eps (1e-10) outside the root; lr decays as lr/(1 + (k-1)*lr_decay)."""
+    integrator of grad**2; eps (1e-10) outside the root; lr decays as lr/(1 + (k-1)*lr_decay).
+
+    Example:
+        >>> import ctopt
+        >>> d = ctopt.zoo.adagrad()
+        >>> d.defaults["eps"]
+        1e-10
+    """
     b = DesignBuilder("adagrad", doc="AdaGrad: an integrator of squared gradients.")
     lr, wd = learning_rate(b, 1e-2), weight_decay(b)
     lr_decay = b.hyper("lr_decay", 0.0, NONNEGATIVE, "learning-rate decay")
@@ -29,7 +36,14 @@ def adagrad() -> Design:
 @register
 def rmsprop(centered: bool = False) -> Design:
     """RMSprop as ``torch.optim.RMSprop`` (Hinton's lecture 6e): an EMA of grad**2 with
-    coefficient alpha, eps outside the root, optional momentum buffer and ``centered`` variant."""
+    coefficient alpha, eps outside the root, optional momentum buffer and ``centered`` variant.
+
+    Example:
+        >>> import ctopt
+        >>> d = ctopt.zoo.rmsprop(centered=True)
+        >>> [s.key for s in d.states]
+        ['square_avg', 'momentum_buffer', 'grad_avg']
+    """
     b = DesignBuilder("rmsprop", doc="RMSprop in torch's convention.", centered=centered)
     lr, wd = learning_rate(b, 1e-2), weight_decay(b)
     alpha = ema(b, "alpha", 0.99, "squared-gradient EMA coefficient")

@@ -35,21 +35,42 @@ def _adam_box(name: str, *, decoupled: bool, amsgrad: bool, doc: str) -> Design:
 @register
 def adam() -> Design:
     """Adam (Kingma & Ba 2015) as ``torch.optim.Adam``: bias-corrected moments, eps outside the
-    square root, coupled (L2) weight decay."""
+    square root, coupled (L2) weight decay.
+
+    Example:
+        >>> import ctopt
+        >>> d = ctopt.zoo.adam()
+        >>> [s.key for s in d.states]
+        ['exp_avg', 'exp_avg_sq']
+    """
     return _adam_box("adam", decoupled=False, amsgrad=False, doc="Adam in torch's convention.")
 
 
 @register
 def adamw() -> Design:
     """AdamW (Loshchilov & Hutter 2019) as ``torch.optim.AdamW``: theta is first decayed by
-    (1 - lr*weight_decay), then takes Adam's step; weight_decay defaults to 1e-2."""
+    (1 - lr*weight_decay), then takes Adam's step; weight_decay defaults to 1e-2.
+
+    Example:
+        >>> import ctopt
+        >>> d = ctopt.zoo.adamw()
+        >>> d.defaults["weight_decay"]
+        0.01
+    """
     return _adam_box("adamw", decoupled=True, amsgrad=False, doc="AdamW: decoupled weight decay.")
 
 
 @register
 def amsgrad() -> Design:
     """AMSGrad (Reddi et al. 2018) as ``torch.optim.Adam(amsgrad=True)``: the running maximum
-    of the *uncorrected* v, then divided by the bias correction (torch's code convention)."""
+    of the *uncorrected* v, then divided by the bias correction (torch's code convention).
+
+    Example:
+        >>> import ctopt
+        >>> d = ctopt.zoo.amsgrad()
+        >>> d.state_names
+        ('m', 'v', 'vmax')
+    """
     return _adam_box("amsgrad", decoupled=False, amsgrad=True, doc="AMSGrad in torch's convention.")
 
 
@@ -58,7 +79,14 @@ def adabelief(decoupled: bool = True) -> Design:
     """AdaBelief (Zhuang et al. 2020), Algorithm 2 as in ``adabelief-pytorch`` 0.2.1 with
     ``rectify=False``: s tracks (g - m)**2 with the *new* m, eps is added inside the recursion (it
     accumulates in the state) and again outside the root. ``decoupled`` selects weight_decouple.
-    Rectification (RAdam) is not modelled."""
+    Rectification (RAdam) is not modelled.
+
+    Example:
+        >>> import ctopt
+        >>> d = ctopt.zoo.adabelief()
+        >>> d.defaults["eps"]
+        1e-16
+    """
     b = DesignBuilder(
         "adabelief", doc="AdaBelief: the EMA of the belief (g - m)**2.", decoupled=decoupled
     )

@@ -14,7 +14,14 @@ def adan(no_prox: bool = False) -> Design:
     """Adan as ``sail-sg/Adan``: moments of g, of the gradient difference and of the
     Nesterov-corrected gradient; proximal weight decay after the step (``no_prox=True``: decoupled
     before it); optional clipping by the group gradient norm (``max_grad_norm > 0``; the official
-    code takes the norm over all groups, ctopt over the parameter group)."""
+    code takes the norm over all groups, ctopt over the parameter group).
+
+    Example:
+        >>> import ctopt
+        >>> d = ctopt.zoo.adan()
+        >>> (d.defaults["beta1"], d.defaults["beta2"], d.defaults["beta3"])
+        (0.98, 0.92, 0.99)
+    """
     b = DesignBuilder("adan", doc="Adan: adaptive Nesterov momentum.", no_prox=no_prox)
     lr = learning_rate(b, 1e-3)
     beta1 = ema(b, "beta1", 0.98, "first-moment EMA coefficient (paper: 1 - beta1)")

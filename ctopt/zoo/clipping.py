@@ -13,7 +13,14 @@ from .registry import register
 def dgclip() -> Design:
     """delta-GClip: theta <- theta - h*(g + weight_decay*theta) with
     h = lr*min(1, max(delta, gamma/||g||)), ||g|| the group's gradient L2 norm (before weight
-    decay); a zero norm gives no step."""
+    decay); a zero norm gives no step.
+
+    Example:
+        >>> import ctopt
+        >>> d = ctopt.zoo.dgclip()
+        >>> [r.name for r in d.reductions]
+        ['grad_norm']
+    """
     b = DesignBuilder("dgclip", doc="delta-GClip: clipping with a floor delta on the step size.")
     lr, wd = learning_rate(b, 1e-1), weight_decay(b)
     gamma = b.hyper("gamma", 0.1, POSITIVE, "gradient-norm threshold")

@@ -21,7 +21,14 @@ from .registry import register
 @register
 def adamssm() -> Design:
     """AdamSSM: Adam with ``H_v(z) = (1-beta2) z/(z-beta2) * (1-pole)/(1-zero) * (z-zero)/(z-pole)``.
-    With ``zero == pole`` it is exactly Adam."""
+    With ``zero == pole`` it is exactly Adam.
+
+    Example:
+        >>> import ctopt
+        >>> d = ctopt.zoo.adamssm()
+        >>> d.filters[0].states
+        ('v', 'v_1')
+    """
     b = DesignBuilder("adamssm", doc="Adam with a pole-zero pair in its second-moment filter.")
     lr = learning_rate(b, 1e-3)
     beta1 = ema(b, "beta1", 0.9, "first-moment EMA coefficient")

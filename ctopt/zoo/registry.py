@@ -30,9 +30,40 @@ ORDER = (
 
 
 def register(fn: Callable[..., Design]) -> Callable[..., Design]:
-    """Add a design function to the zoo under its own name."""
+    """Add a design function to the zoo under its own name.
+
+    Example:
+        >>> import ctopt
+        >>> from ctopt.design import POSITIVE, DesignBuilder, g, theta
+        >>> @ctopt.zoo.register
+        ... def my_gd():
+        ...     b = DesignBuilder("my_gd")
+        ...     lr = b.hyper("lr", 0.1, POSITIVE, "learning rate", role="lr")
+        ...     b.update(theta - lr * g)
+        ...     return b.build()
+        >>> ctopt.zoo.get("my_gd").defaults
+        {'lr': 0.1}
+        >>> ctopt.zoo.unregister("my_gd")
+    """
     _REGISTRY[fn.__name__] = fn
     return fn
+
+
+def unregister(name: str) -> None:
+    """Remove a user-registered design from the zoo.
+
+    Example:
+        >>> import ctopt
+        >>> ctopt.zoo.unregister("no_such_design")
+        Traceback (most recent call last):
+        ...
+        ctopt.errors.DesignError: no registered design 'no_such_design'
+    """
+    if name not in _REGISTRY:
+        raise DesignError(f"no registered design {name!r}")
+    del _REGISTRY[name]
+    for key in [key for key in _CACHE if key[0] == name]:
+        del _CACHE[key]
 
 
 def names() -> list[str]:
