@@ -65,6 +65,7 @@ class Box:
     envs: dict[str, dict[sp.Symbol, sp.Expr]]
     new: dict[str, sp.Symbol]
     order: list[str]
+    cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def old(self) -> dict[str, sp.Symbol]:
@@ -160,7 +161,7 @@ def _scalar_limit(expr: sp.Expr, design: Design) -> tuple[sp.Expr, str]:
             return sp.Integer(0)
         return e.func(*[rule(a) for a in e.args]) if e.args else e
 
-    value = sp.simplify(rule(expr)) if expr.has(k) else expr
+    value = rule(expr)
     if not value.has(k):
         return value, ""
     for h in design.hyper:  # e.g. lr/(1 + (k-1)*lr_decay): its default lr_decay = 0 removes k
@@ -238,7 +239,7 @@ def detect_signal(box: Box, name: str) -> sp.Expr | None:
         g**2
     """
     design = box.design
-    expr = asymptotic(box.exprs[name], design, name, []).xreplace({theta: sp.S.Zero})
+    expr = _asymptotic_box(box)[0][name].xreplace({theta: sp.S.Zero})
     states = set(box.old.values()) | set(box.new.values())
     signals = []
     dynamic = (g, *states, *(r.symbol for r in design.reductions))
@@ -271,27 +272,46 @@ class LinearPart:
     time_varying: list[TimeVarying]
 
 
-def _input_substituted(box: Box, name: str, signal: sp.Expr | None, keep_theta: bool,
-                       records: list[TimeVarying]) -> sp.Expr:
+def _asymptotic_box(box: Box) -> tuple[dict[str, sp.Expr], list[TimeVarying]]:
+    """Every line of the box at its ``k -> oo`` limit (computed once per box)."""
+    if "asymptotic" not in box.cache:
+        records: list[TimeVarying] = []
+        exprs = {n: asymptotic(box.exprs[n], box.design, n, records) for n in box.order}
+        box.cache["asymptotic"] = (exprs, records)
+    return box.cache["asymptotic"]
+
+
+def _substituted(box: Box, signal: sp.Expr | None, keep_theta: bool) -> dict[str, sp.Expr]:
+    """Every line with the input replaced by ``u`` and the other inputs at zero, flattened."""
+    key = ("flat", signal, keep_theta)
+    if key in box.cache:
+        return box.cache[key]
     design = box.design
-    expr = asymptotic(box.exprs[name], design, name, records)
-    if not keep_theta:
-        expr = expr.xreplace({theta: sp.S.Zero})
-    if signal is not None:
-        pattern = asymptotic(box.versioned(signal, name), design, name, [])
+    exprs, _ = _asymptotic_box(box)
+    raw = {}
+    for name in box.order:
+        expr = exprs[name]
         if not keep_theta:
-            pattern = pattern.xreplace({theta: sp.S.Zero})
-        expr = expr.subs(pattern, u) if pattern != g else expr.xreplace({g: u})
-    return expr.xreplace({g: sp.S.Zero})
+            expr = expr.xreplace({theta: sp.S.Zero})
+        if signal is not None:
+            pattern = asymptotic(box.versioned(signal, name), design, name, [])
+            if not keep_theta:
+                pattern = pattern.xreplace({theta: sp.S.Zero})
+            replaced = expr.xreplace({pattern: u})
+            if not replaced.has(u) and expr.has(*pattern.free_symbols):
+                replaced = expr.subs(pattern, u)  # algebraic match, e.g. g**2 inside g**4
+            expr = replaced
+        raw[name] = expr.xreplace({g: sp.S.Zero})
+    box.cache[key] = box.flatten(raw)
+    return box.cache[key]
 
 
 def linear_part(box: Box, signal: sp.Expr | None, names: list[str],
                 keep_theta: bool = False) -> LinearPart:
     """Substitute the input and read ``A``, ``B`` and the offset on ``names`` (which must be
     closed under dependence). Raises :class:`UnsupportedError` where the map is not affine."""
-    records: list[TimeVarying] = []
-    raw = {n: _input_substituted(box, n, signal, keep_theta, records) for n in box.order}
-    flat = box.flatten(raw)
+    records = _asymptotic_box(box)[1]
+    flat = _substituted(box, signal, keep_theta)
     syms = [theta if n == "theta" else sp.Symbol(n, real=True) for n in names]
     zero = {s: sp.S.Zero for s in syms} | {u: sp.S.Zero}
     rows_a, rows_b, rows_c = [], [], []
@@ -308,7 +328,7 @@ def linear_part(box: Box, signal: sp.Expr | None, names: list[str],
                 )
         rows_a.append(row)
         rows_b.append(b)
-        rows_c.append(sp.simplify(f.xreplace(zero)))
+        rows_c.append(f.xreplace(zero))
     return LinearPart(list(names), sp.Matrix(rows_a), sp.Matrix(rows_b), sp.Matrix(rows_c), records)
 
 
@@ -316,8 +336,7 @@ def _relevant(box: Box, output: str, keep_theta: bool, signal: sp.Expr | None) -
     """States on a path from the input to the output (backward closure from the output,
     intersected with the forward closure from the input)."""
     names = [n for n in box.order if n != "theta" or keep_theta]
-    raw = {n: _input_substituted(box, n, signal, keep_theta, []) for n in box.order}
-    flat = box.flatten(raw)
+    flat = _substituted(box, signal, keep_theta)
     sym = {n: theta if n == "theta" else sp.Symbol(n, real=True) for n in names}
     reads = {n: {m for m in names if flat[n].has(sym[m])} for n in names}
     back, todo = set(), [output]
@@ -465,8 +484,14 @@ class TransferFunction:
             z/(z - 1/2)
         """
         num, den = sp.fraction(sp.cancel(sp.together(sp.sympify(expr))))
+        return cls.from_parts(num, den, **fields)
+
+    @classmethod
+    def from_parts(cls, num: sp.Expr, den: sp.Expr, **fields) -> TransferFunction:
+        """Like :meth:`from_expr` for a numerator and denominator without common factors."""
         den, lead = _monic(den)
-        return cls(_positive_constants(sp.factor(sp.cancel(num / lead))), den, **fields)
+        num = num / lead if lead.is_Number else sp.cancel(num / lead)
+        return cls(_positive_constants(sp.factor(num)), den, **fields)
 
     def _filter(self) -> Filter:
         return Filter(self.output, self.expr, self.input, (), ())
@@ -495,12 +520,19 @@ class TransferFunction:
             >>> tf.impulse_response()
             1
         """
-        return _inverse(self.expr, step)
+        try:
+            return self._filter().impulse_response(step) if self.den.has(z) else \
+                _inverse(self.expr, step)
+        except DesignError:
+            return _inverse(self.expr, step)
 
     def step_response(self, step: sp.Expr = k) -> sp.Expr:
         """Closed-form response ``s[k]`` to a unit step from zero state (the generalised bias
         correction of a moment filter)."""
-        return _inverse(self.expr * z / (z - 1), step)
+        try:
+            return self._filter().step_response(step)
+        except DesignError:
+            return _inverse(self.expr * z / (z - 1), step)
 
     def numeric(self, **values: float) -> tuple[np.ndarray, np.ndarray]:
         """Numerator and denominator coefficients (highest power first) for ``values``
@@ -595,8 +627,12 @@ def transfer_function(design: Design, output: str | None = None,
     check_size("transfer function", states=len(design.states))
     if fixed:
         design = _fix(design, fixed)
+    return _transfer_function(build_box(design), output, input)
+
+
+def _transfer_function(box: Box, output: str | None, input) -> TransferFunction:
+    design = box.design
     output = _output_name(design, output)
-    box = build_box(design)
     keep_theta = output == "theta"
     if input is None:
         signal = detect_signal(box, output) if output != "theta" else g
@@ -615,13 +651,26 @@ def transfer_function(design: Design, output: str | None = None,
     lin = linear_part(box, signal, names, keep_theta)
     check_size("transfer function", states=len(names))
     i = names.index(output)
-    M = z * sp.eye(len(names)) - lin.A
-    x = M.LUsolve(lin.B)
+    num, den = _siso(lin.A, lin.B, i)
     records = [r for r in lin.time_varying if r.where in names] + _corrections(design, output)
-    return TransferFunction.from_expr(
-        z * x[i], input=signal, output=output, design=design,
+    return TransferFunction.from_parts(
+        num, den, input=signal, output=output, design=design,
         time_varying=tuple(records), offset=lin.offset[i],
     )
+
+
+def _siso(A: sp.Matrix, B: sp.Matrix, i: int) -> tuple[sp.Expr, sp.Expr]:
+    """Numerator and denominator of ``z * e_i^T (zI - A)^{-1} B``, common factors removed."""
+    M = z * sp.eye(A.shape[0]) - A
+    den = sp.expand(M.det(method="berkowitz"))
+    num = sp.expand(z * (M.adjugate(method="berkowitz")[i, :] * B)[0])
+    try:
+        common = sp.gcd(num, den)
+    except sp.PolynomialError:  # Piecewise gains (clipping): let cancel treat them as atoms
+        return sp.fraction(sp.cancel(num / den))
+    if common.has(z):
+        num, den = sp.quo(num, common, z), sp.quo(den, common, z)
+    return num, den
 
 
 def _corrections(design: Design, output: str) -> list[TimeVarying]:
@@ -657,10 +706,12 @@ def transfer_functions(design: Design) -> dict[str, TransferFunction]:
         >>> sorted(transfer_functions(ctopt.zoo.get("adam")))
         ['m', 'v']
     """
+    check_size("transfer function", states=len(design.states))
+    box = build_box(design)
     out = {}
     for name in [*design.state_names, "theta"]:
         try:
-            out[name] = transfer_function(design, output=name)
+            out[name] = _transfer_function(box, name, None)
         except (UnsupportedError, DesignError):
             continue
     return out
