@@ -171,6 +171,11 @@ class Variant:
         sync(self.device)
         self.times.append(time.perf_counter() - t0)
 
+    def finish(self) -> Variant:
+        """Drop the tensors (keep the timings) to free memory."""
+        del self.opt, self.step, self.ps
+        return self
+
     def row(self, bandwidth: float) -> dict:
         t = statistics.median(self.times)
         return dict(label=self.label, ms=t * 1e3, roof=self.bytes * self.numel / bandwidth / t,
@@ -256,7 +261,7 @@ def main(argv=None) -> None:
                 builders.pop(label, None)
         variants = [Variant(label, build, shapes, device, 28) for label, build in builders.items()]
         bandwidth = interleaved(variants, numel, reps, device)
-        rows = [v.row(bandwidth) for v in variants]
+        done = [v.finish() for v in variants]
         del variants
         for name in designs:
             if name == "adam":
@@ -267,8 +272,8 @@ def main(argv=None) -> None:
                         ctopt_variant(name, "compiled", flat=flat), shapes, device,
                         (3 + 2 * len(d.states)) * 4)
             bandwidth = max(bandwidth, interleaved([v], numel, max(reps // 2, 3), device))
-            rows.append(v.row(bandwidth))
-            del v
+            done.append(v.finish())
+        rows = [v.row(bandwidth) for v in done]
         fused = next(r["ms"] for r in rows if r["label"] == "torch fused")
         print(f"best streaming bandwidth in the timed rounds: {bandwidth / 1e9:.1f} GB/s")
         print("| variant | step ms | vs torch fused | % roofline | first step s | state MB | "

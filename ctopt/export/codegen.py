@@ -127,6 +127,12 @@ def _uses(assignments, index: int, symbol: sp.Symbol) -> int:
     return sum(1 for a in assignments[index + 1:] if symbol in a.expr.free_symbols)
 
 
+def _norm_argument(of: sp.Expr) -> sp.Expr:
+    """An L2 norm ignores a global sign: drop ``gsign`` when ``of`` is odd in it."""
+    plus, minus = of.xreplace({GSIGN: 1}), of.xreplace({GSIGN: -1})
+    return plus if sp.expand(plus + minus) == 0 else of
+
+
 def build_program(design: Design) -> Program:
     """Compile ``design`` into a :class:`Program` (see the module docstring).
 
@@ -170,7 +176,8 @@ def build_program(design: Design) -> Program:
     used = set().union(*(e.free_symbols for _, e in b.elementwise))
     coefficients = tuple(n for n, _ in b.scalars if sp.Symbol(n, real=True) in used)
     elementwise = tuple(b.elementwise)
-    reductions = tuple((r.name, sp.sympify(r.of).xreplace(signed)) for r in design.reductions)
+    reductions = tuple((r.name, _norm_argument(sp.sympify(r.of).xreplace(signed)))
+                       for r in design.reductions)
     return Program(
         design=design,
         scalars=tuple(b.scalars),

@@ -334,8 +334,9 @@ class GeneratedOptimizer(torch.optim.Optimizer):
                 by_device: dict = {}
                 for _, p in items:
                     if p.numel() > 0:
-                        norm = torch.linalg.vector_norm(fn(p, p.grad, h, gsign),
-                                                        dtype=torch.float64)
+                        x = fn(p, p.grad, h, gsign)
+                        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+                        norm = torch.linalg.vector_norm(x, dtype=acc).double()
                         by_device.setdefault(p.device, []).append(norm)
                 squares = [float(torch.stack(n).square().sum()) for n in by_device.values()]
                 cache[name] = math.sqrt(math.fsum(squares))
