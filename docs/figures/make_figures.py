@@ -73,19 +73,23 @@ def dynamics_figures():
     handles = [matplotlib.patches.Patch(color=cmap(i), label=r) for r, i in colors.items()]
     axes[-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     fig.savefig(HERE / "phase_map.png", dpi=80)
+    regimes()
 
+
+def regimes():
     fig, axes = plt.subplots(1, 3, figsize=(11, 3), constrained_layout=True)
     p = dynamics.quadratic(100.0)
     for ax, (a_, b_) in zip(axes, ((1.0, 1.0), (0.5, 50.0), (50.0, 0.5)), strict=True):
         t = dynamics.simulate(ctopt.zoo.get("adam"), p, 3000, lr=1e-2, beta1=1 - b_ * 1e-2,
                               beta2=1 - a_ * 1e-2)
-        ax.semilogy(np.maximum(t.loss, 1e-300))
+        ax.semilogy(np.maximum(t.loss, 1e-30))  # clipped for display
         ax.set(title=f"a={a_:g}, b={b_:g}: {t.regime}", xlabel="step", ylabel="loss")
     fig.savefig(HERE / "regimes.png", dpi=80)
 
 
 def adamssm():
-    from ctopt.experiments.study import impulse_response
+    from ctopt.experiments.__main__ import STUDY_PAIRS
+    from ctopt.experiments.study import filter_check, impulse_response
 
     fig, ax = plt.subplots(figsize=(5, 3.4), constrained_layout=True)
     for p, q in ((0.9, 0.9), (0.9, 0.99), (0.5, 0.99), (0.99, 0.9)):
@@ -96,8 +100,24 @@ def adamssm():
     ax.legend(fontsize=8)
     fig.savefig(HERE / "adamssm_impulse.png", dpi=80)
 
+    poles = np.array([p for p, _ in STUDY_PAIRS])
+    zeros = np.array([q for _, q in STUDY_PAIRS])
+    problems = [dynamics.quadratic(100.0), dynamics.rosenbrock(), dynamics.mlp()]
+    runs = {pr.name: dynamics.simulate_batch(ctopt.zoo.get("adamssm"), pr, 3000, lr=1e-2,
+                                             pole=poles, zero=zeros) for pr in problems}
+    print("| pole | zero | h[0] | mean delay | h >= 0 | " +
+          " | ".join(f"{pr.name}: regime, final loss" for pr in problems) + " |")
+    print("|---" * (5 + len(problems)) + "|")
+    for i, (p, q) in enumerate(STUDY_PAIRS):
+        c = filter_check(p, q)
+        cells = [f"{dynamics.classify(runs[pr.name].loss[i])}, {runs[pr.name].loss[i, -1]:.2g}"
+                 for pr in problems]
+        print(f"| {p} | {q} | {c['h0']:.4g} | {c['mean_delay']:.0f} | {c['nonnegative']} | "
+              + " | ".join(cells) + " |")
+
 
 if __name__ == "__main__":
-    jobs = {"scaling": scaling, "dynamics": dynamics_figures, "adamssm": adamssm}
+    jobs = {"scaling": scaling, "dynamics": dynamics_figures, "regimes": regimes,
+            "adamssm": adamssm}
     for name in sys.argv[1:] or list(jobs):
         jobs[name]()
