@@ -100,3 +100,15 @@ def test_errors_and_rendering():
     r = worst_case_rate(GD, 1, 10, alpha=0.1)
     assert str(r).startswith("worst-case rate") and r._repr_latex_().startswith("$")
     assert "tuned" in str(tune(GD, 1, 10))
+
+
+@pytest.mark.parametrize("system", [HB, NESTEROV], ids=["heavy_ball", "nesterov"])
+def test_degree_two_endpoint_closed_form_evaluates_to_the_rate(system):
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        values = {"alpha": float(rng.uniform(0.001, 0.02)), "beta": float(rng.uniform(0, 0.95))}
+        r = worst_case_rate(system, 1, 100, **values)
+        if r.expr is None:
+            continue
+        closed = complex(r.expr.subs({alpha: values["alpha"], beta: values["beta"]}).evalf())
+        assert abs(closed.real - r.rate) < 1e-9 and abs(closed.imag) < 1e-12

@@ -199,7 +199,9 @@ def worst_case_rate(system, m: float, L: float, *, curvature="h", **values: floa
     proof.step(f"rho(h) on {len(hs)} grid points including both endpoints; largest "
                f"{float(r.max()):.12g}", numeric=poly.degree() > 1 or not endpoint)
     if expr is not None:
-        proof.step("closed form", sp.Eq(sp.Symbol("rho_max"), expr))
+        proof.step("closed form" + (" (endpoint formula; the interior was checked at these "
+                                    "values)" if poly.degree() == 2 else ""),
+                   sp.Eq(sp.Symbol("rho_max"), expr, evaluate=False))
     proof.step(f"worst case {worst:.12g} at h = {best_h:.6g}", numeric=expr is None)
     return RateResult(worst, best_h, float(m), float(L), method, proof, expr, env)
 
@@ -217,6 +219,17 @@ def _exact_radius(poly, var, h, at, exact, params):
 
 
 def _closed_form(poly, var, h, m, L, env, params):
+    if poly.degree() == 2:
+        # Max(rho(m), rho(L)) with rho of a real quadratic; valid where the maximum over
+        # [m, L] sits at an endpoint, which the grid checked at the given values
+        a2, a1, a0 = poly.all_coeffs()
+
+        def rho(x):
+            b, c = sp.cancel((a1 / a2).subs(h, x)), sp.cancel((a0 / a2).subs(h, x))
+            disc = sp.expand(b**2 - 4 * c)
+            return sp.Piecewise((sp.sqrt(c), disc < 0), ((sp.Abs(b) + sp.sqrt(disc)) / 2, True))
+
+        return sp.Max(rho(sp.nsimplify(m)), rho(sp.nsimplify(L)), evaluate=False)
     if poly.degree() != 1:
         return None
     root = sp.cancel(-poly.nth(0) / poly.nth(1))
