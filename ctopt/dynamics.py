@@ -263,7 +263,11 @@ def _batched_env(design: Design, values: Mapping[str, object]) -> tuple[dict, in
     arrays = {n: np.atleast_1d(np.asarray(v, dtype=np.float64)) for n, v in values.items()}
     if any(a.ndim != 1 for a in arrays.values()):
         raise HyperparameterError("batched hyperparameter values must be scalars or 1-D arrays")
-    size = int(np.broadcast_shapes(*(a.shape for a in arrays.values()))[0]) if arrays else 1
+    try:
+        size = int(np.broadcast_shapes(*(a.shape for a in arrays.values()))[0]) if arrays else 1
+    except ValueError:
+        shapes = {n: a.shape for n, a in arrays.items()}
+        raise HyperparameterError(f"batched values have incompatible lengths: {shapes}") from None
     env: dict = {}
     for h in design.hyper:
         if h.name not in arrays:
@@ -306,7 +310,7 @@ def classify(loss: Sequence[float], *, blocks: int = 50, spike_decades: float = 
         'oscillating'
     """
     y = np.asarray(loss, dtype=np.float64)
-    if y.ndim != 1 or y.size < 2 * blocks and y.size < 8:
+    if y.ndim != 1 or y.size < 8:
         raise DesignError("classify needs a 1-D loss curve with at least 8 values")
     if not np.all(np.isfinite(y)):
         return "diverging"

@@ -48,6 +48,8 @@ def test_batched_values_are_validated():
         simulate_batch(ctopt.zoo.get("adam"), quadratic(), 3, beta1=np.array([0.5, 1.5]))
     with pytest.raises(HyperparameterError, match="unknown"):
         simulate_batch(ctopt.zoo.get("adam"), quadratic(), 3, momentum=0.5)
+    with pytest.raises(HyperparameterError, match="lengths"):
+        simulate_batch(ctopt.zoo.get("adam"), quadratic(), 3, lr=[0.1, 0.2], beta1=[0.5, 0.6, 0.7])
 
 
 # ---------------------------------------------------------------- classifier, constructed cases

@@ -3,6 +3,10 @@
 ``digits``/``language`` compare the six optimizers (lr sweep, then seeds) and write
 ``DIR/<task>.json``, ``DIR/<task>_curves.png`` and a Markdown table on stdout; ``study`` trains
 AdamSSM with candidate (pole, zero) pairs on both tasks and writes ``DIR/pole_zero.json``.
+
+Example:
+    >>> STUDY_PAIRS[:2]
+    ((0.9, 0.9), (0.9, 0.99))
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ def _task(name: str, big: bool):
 
 
 def main(argv=None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code.
+
+    Example:
+        >>> main(["digits", "--help"])  # doctest: +SKIP
+    """
     parser = argparse.ArgumentParser(prog="python -m ctopt.experiments", description=__doc__)
     parser.add_argument("what", choices=("digits", "language", "study"))
     parser.add_argument("--big", action="store_true", help="bigger models and longer runs")

@@ -11,7 +11,15 @@ __all__ = ["plot_curves"]
 
 def plot_curves(result, path: str | Path | None = None):
     """Train loss and validation metric against steps, mean over seeds with a ±std band, one
-    line per optimizer at its chosen lr. Returns the matplotlib figure (saved if ``path``)."""
+    line per optimizer at its chosen lr. Returns the matplotlib figure (saved if ``path``).
+
+    Example:
+        >>> from ctopt.experiments import Comparison, RunCurves
+        >>> run = RunCurves([1, 2], [1.0, 0.5], [1.0, 0.6], [0.4, 0.5])
+        >>> c = Comparison("toy", "acc", True, {"A": {0.1: 0.5}}, {"A": 0.1}, {"A": [run]})
+        >>> len(plot_curves(c).axes)
+        2
+    """
     import matplotlib
 
     if path is not None:

@@ -66,7 +66,15 @@ def recommended(task: str) -> list[OptimizerSpec]:
 
 
 def ctopt_factory(spec: OptimizerSpec) -> Callable:
-    """``make(params, lr)`` building ctopt's exported optimizer for ``spec``."""
+    """``make(params, lr)`` building ctopt's exported optimizer for ``spec``.
+
+    Example:
+        >>> import torch
+        >>> make = ctopt_factory(OptimizerSpec("AdamW", "adamw", {"weight_decay": 0.1}))
+        >>> opt = make([torch.zeros(2, requires_grad=True)], 1e-3)
+        >>> opt.param_groups[0]["weight_decay"]
+        0.1
+    """
     import ctopt
 
     cls = ctopt.to_torch(ctopt.zoo.get(spec.design))
@@ -126,6 +134,16 @@ def compare(task, specs: Sequence[OptimizerSpec] | None = None, *, seeds: int = 
 
     ``task`` has ``name``, ``metric``, ``higher_is_better`` and ``train(make, lr, seed)``
     returning :class:`RunCurves`; ``factory(spec)`` returns ``make(params, lr)``.
+
+    Example:
+        >>> class Toy:  # the metric peaks at lr = 0.01
+        ...     name, metric, higher_is_better = "toy", "score", True
+        ...     def train(self, make, lr, seed):
+        ...         return RunCurves([1], [1.0], [1.0], [-abs(lr - 0.01) + seed])
+        >>> r = compare(Toy(), [OptimizerSpec("X", "sgd", {}, (0.1, 0.01))], seeds=2,
+        ...             factory=lambda spec: None, progress=False)
+        >>> r.best_lr, [run.final for run in r.runs["X"]]
+        ({'X': 0.01}, [0.0, 1.0])
     """
     from tqdm.auto import tqdm
 
