@@ -43,15 +43,8 @@ from ..design import Design, g, k, theta
 from ..errors import DesignError, UnsupportedError
 from ..filters import z
 from ..limits import check_size
-from .transfer import (
-    Box,
-    TimeVarying,
-    TransferFunction,
-    _fix,
-    _numeric_values,
-    asymptotic,
-    build_box,
-)
+from ._box import Box, TimeVarying, _fix, _numeric_values, asymptotic, build_box
+from .transfer import TransferFunction
 
 __all__ = ["ClosedLoop", "closed_loop"]
 
