@@ -199,3 +199,23 @@ def test_nonlinear_frozen_loop_is_refused():
     b.update(theta - lr * g**3)
     with pytest.raises(UnsupportedError, match="not linear"):
         closed_loop(b.build())
+
+
+def test_linearized_default_point_is_symbolic_and_matches_oracle():
+    d = ctopt.zoo.get("adam")
+    loop = closed_loop(d, preconditioner="linearized")
+    names = {p.name for p in loop.parameters}
+    assert {"theta_star", "m_star", "v_star"} <= names
+    point = {"theta": 0.25, "m": -0.05, "v": 0.1}
+    values = {"lr": 0.07, "eps": 1e-3}
+    A = loop.numeric_A(h=0.9, theta_star=0.25, m_star=-0.05, v_star=0.1, **values)
+    J = _finite_difference_jacobian(d, point, 0.9, 100_000, values)
+    assert np.allclose(A, J, rtol=1e-5, atol=1e-7)
+
+
+def test_schedule_without_a_limit_uses_the_default_and_says_so():
+    loop = closed_loop(ctopt.zoo.get("adagrad"), weight_decay=0)
+    (rec,) = loop.time_varying
+    assert "lr_decay" in rec.note and rec.limit == 1
+    decayed = closed_loop(ctopt.zoo.get("adagrad"), weight_decay=0, lr_decay=0.1)
+    assert decayed.A.tolist() == [[1]]  # the step size decays to zero: theta stops moving
