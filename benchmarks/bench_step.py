@@ -176,28 +176,35 @@ class Variant:
         del self.opt, self.step, self.ps
         return self
 
-    def row(self, bandwidth: float) -> dict:
-        t = statistics.median(self.times)
+    def row(self) -> dict:
+        t, bandwidth = statistics.median(self.times), self.bandwidth
         return dict(label=self.label, ms=t * 1e3, roof=self.bytes * self.numel / bandwidth / t,
-                    first=self.first, state=self.state, transient=self.transient)
+                    first=self.first, state=self.state, transient=self.transient,
+                    bandwidth=bandwidth)
 
 
 def interleaved(variants: list[Variant], numel: int, reps: int, device: str) -> float:
-    """Time every variant round-robin (so load changes hit all alike); returns the best
-    streaming bandwidth seen in the same rounds."""
-    best = 0.0
+    """Time every variant round-robin with the streaming kernels (so load changes hit all alike).
+    Returns the roofline bandwidth of these rounds: the best kernel type by its median, and
+    stores it on each variant."""
+    samples: dict = {}
     for _ in range(reps):
-        bandwidth, _ = stream_bandwidth(numel, 1, device)
-        best = max(best, bandwidth)
+        _, detail = stream_bandwidth(numel, 1, device)
+        for name, value in detail.items():
+            samples.setdefault(name, []).append(value)
         for v in variants:
             v.tick()
-    return best
+    bandwidth = max(statistics.median(values) for values in samples.values())
+    for v in variants:
+        v.bandwidth = bandwidth
+    return bandwidth
 
 
 def compile_times(shape_kind: str, numel: int, count: int) -> tuple[float, float]:
     """Cold and warm first-step overhead of the compiled path, each in a fresh process."""
     code = (
         "import time, torch, ctopt, sys\n"
+        f"torch.set_num_threads({torch.get_num_threads()})\n"
         "sys.path.insert(0, 'benchmarks')\n"
         "from bench_step import make_params, shapes_mixed\n"
         f"shapes = [({numel},)] if {shape_kind!r} == 'one' else shapes_mixed({numel}, {count})\n"
@@ -225,7 +232,12 @@ def main(argv=None) -> None:
     parser.add_argument("--no-torch-compile", action="store_true",
                         help="skip the torch.compile'd torch Adam (slow to compile)")
     parser.add_argument("--designs", default="all", help="'all' or comma-separated zoo names")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (0: torch's default); 1 is the most stable "
+                             "on a shared machine")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ and sys.platform.startswith("linux"):
         # large buffers go straight to mmap and back on free, so peak RSS shows transients
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
@@ -271,18 +283,19 @@ def main(argv=None) -> None:
             v = Variant(f"ctopt {name} compiled" + ("+flat" if flat else ""),
                         ctopt_variant(name, "compiled", flat=flat), shapes, device,
                         (3 + 2 * len(d.states)) * 4)
-            bandwidth = max(bandwidth, interleaved([v], numel, max(reps // 2, 3), device))
+            interleaved([v], numel, max(reps // 2, 3), device)
             done.append(v.finish())
-        rows = [v.row(bandwidth) for v in done]
+        rows = [v.row() for v in done]
         fused = next(r["ms"] for r in rows if r["label"] == "torch fused")
-        print(f"best streaming bandwidth in the timed rounds: {bandwidth / 1e9:.1f} GB/s")
-        print("| variant | step ms | vs torch fused | % roofline | first step s | state MB | "
-              "peak transient MB |")
-        print("|---|---|---|---|---|---|---|")
+        print(f"roofline bandwidth (best kernel, median over the Adam rounds): "
+              f"{bandwidth / 1e9:.1f} GB/s; each zoo design uses the median of its own rounds")
+        print("| variant | step ms | vs torch fused | % roofline | GB/s roof | first step s | "
+              "state MB | peak transient MB |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             tr = "n/a" if r["transient"] is None else f"{r['transient'] / 1e6:.0f}"
             print(f"| {r['label']} | {r['ms']:.2f} | {r['ms'] / fused:.2f}x | {100 * r['roof']:.0f}"
-                  f" % | {r['first']:.1f} | {r['state'] / 1e6:.0f} | {tr} |")
+                  f" % | {r['bandwidth'] / 1e9:.1f} | {r['first']:.1f} | {r['state'] / 1e6:.0f} | {tr} |")
     if device == "cpu":
         print("\n## compile time of the compiled path (Adam; fresh process, fresh cache)")
         for kind, n in (("one", big), ("mixed", big)):
