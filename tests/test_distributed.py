@@ -46,9 +46,6 @@ REDUCTION_SHARDED = ("group reductions (the gradient norm of dgclip, adan's clip
 FOREACH_DTENSOR = ("export bug: the foreach path calls torch._foreach_copy_ / "
                    "torch._foreach_addcdiv(Scalar), which DTensor has no sharding strategy for in "
                    "this torch: NotImplementedError (backend='auto' picks foreach too)")
-COMPILED_DTENSOR = ("export bug: the compiled path's flat buffers read data_ptr() of DTensor "
-                    "parameters: RuntimeError 'Attempted to access the data pointer on an invalid "
-                    "python storage'")
 
 #: configuration id -> (kind, design, backend)
 PASSING = [(kind, name, backend) for kind, names in (
@@ -64,9 +61,10 @@ KNOWN_FAILING = {
     ("fsdp2", "adan", "foreach"): FOREACH_DTENSOR,
     ("fsdp2", "dgclip", "auto"): FOREACH_DTENSOR,
 }
+#: with DTensor parameters the compiled path falls back to foreach (no flat storage to fuse)
 COMPILED = [("ddp", "adam", "compiled"), ("ddp", "dgclip", "compiled"),
-            ("zero", "adam", "compiled")]
-COMPILED_FAILING = {("fsdp2", "adam", "compiled"): COMPILED_DTENSOR}
+            ("zero", "adam", "compiled"), ("fsdp2", "adam", "compiled")]
+COMPILED_FAILING = {("fsdp2", "dgclip", "compiled"): FOREACH_DTENSOR}
 #: the slow sweep: FSDP2 with every zoo design on both eager paths
 FOREACH_UNSUPPORTED_BY_DTENSOR = ("sgd", "amsgrad", "adamssm", "adan", "signgd", "dgclip")
 SWEEP = [("fsdp2", name, backend) for name in SETTINGS for backend in ("forloop", "foreach")
