@@ -192,7 +192,14 @@ def iqc_rate(system, m: float, L: float, *, iqc=("sector",), tol: float = 1e-6,
 
 def plot_iqc_rates(kappas=(2, 5, 10, 20, 50, 100), *, iqc=("sector", "off_by_one"), tol=1e-4):
     """Certified rate against the condition number for gradient descent (``alpha = 2/(L+m)``)
-    and Nesterov's standard tuning, with the analytic references; returns ``(fig, ax)``."""
+    and Nesterov's standard tuning, with the analytic references; returns ``(fig, ax)``.
+
+    Example:
+        >>> from ctopt.analysis.iqc import plot_iqc_rates
+        >>> fig, ax = plot_iqc_rates(kappas=(10,), tol=1e-2)
+        >>> len(ax.lines)
+        5
+    """
     import matplotlib.pyplot as plt
 
     kappas = np.asarray(kappas, dtype=float)

@@ -116,6 +116,14 @@ def check_lyapunov(design: Design, V: sp.Expr, problem: str = "quadratic", *, m:
     ``conditions``: relations assumed in the symbolic proof (e.g. the Jury region).
     ``ranges``: state-name -> ``(lo, hi)`` for the box search (default ``(-1, 1)``, and
     ``(0, 1)`` for second moments and accumulators).
+
+    Example:
+        >>> import sympy as sp, ctopt
+        >>> theta, buf = sp.symbols("theta buf", real=True)
+        >>> r = ctopt.check_lyapunov(ctopt.zoo.get("heavy_ball"), theta**2 + buf**2,
+        ...                          samples=200, lr=0.01, momentum=0.5)
+        >>> r.proven, r.counterexample is not None  # a naive V fails, and ctopt says where
+        (False, True)
     """
     if problem != "quadratic":
         raise CtoptError(f"unknown problem class {problem!r}; available: 'quadratic'")

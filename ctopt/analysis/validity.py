@@ -477,7 +477,14 @@ def adamssm_region() -> Region:
 
 def plot_adamssm_region(beta2_values=(0.9, 0.99, 0.999), resolution: int = 301):
     """Slices of :func:`adamssm_region` in the (pole, zero) plane for several ``beta2``;
-    returns ``(fig, axes)`` (matplotlib, imported lazily)."""
+    returns ``(fig, axes)`` (matplotlib, imported lazily).
+
+    Example:
+        >>> from ctopt.analysis.validity import plot_adamssm_region
+        >>> fig, axes = plot_adamssm_region(beta2_values=(0.99,), resolution=21)
+        >>> axes.shape
+        (1, 1)
+    """
     import matplotlib.pyplot as plt
     import numpy as np
 
