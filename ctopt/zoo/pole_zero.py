@@ -11,6 +11,10 @@ poles in [0, 1) exactly when zero <= max(pole, beta2)), so v >= 0 always. Among 
 candidates trained on digits and a character LSTM (6 seeds each) it was best on the LSTM and
 tied with Adam on digits; a stronger lead (0.5, 0.99) and a lag pair (0.99, 0.9) did worse.
 The evidence is small-scale; see docs/adamssm.md.
+
+``pole`` and ``zero`` carry the role ``"ema"``: like beta2 they set time constants of the
+second-moment filter, so the square-root scaling rule maps ``1 - pole`` and ``1 - zero`` to
+``kappa*(1 - pole)`` and ``kappa*(1 - zero)``.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ def adamssm() -> Design:
     lr = learning_rate(b, 1e-3)
     beta1 = ema(b, "beta1", 0.9, "first-moment EMA coefficient")
     beta2 = ema(b, "beta2", 0.999, "second-moment EMA coefficient")
-    pole = b.hyper("pole", 0.9, Domain(0, 1, upper_closed=False), "added pole p")
-    zero = b.hyper("zero", 0.99, Domain(-1, 1, False, False), "added zero q")
+    pole = b.hyper("pole", 0.9, Domain(0, 1, upper_closed=False), "added pole p", role="ema")
+    zero = b.hyper("zero", 0.99, Domain(-1, 1, False, False), "added zero q", role="ema")
     eps = epsilon(b, 1e-8)
     wd = weight_decay(b)
     m = b.state("m", torch_name="exp_avg")
