@@ -101,7 +101,7 @@ def bode(system, *, output: str | None = None, input=None, w=None, sweep=None, a
         import matplotlib.pyplot as plt
 
         _, (mag_ax, phase_ax) = plt.subplots(2, 1, sharex=True)
-    elif isinstance(ax, Sequence):
+    elif isinstance(ax, (Sequence, np.ndarray)):
         mag_ax, phase_ax = ax
     else:
         mag_ax, phase_ax = ax, None

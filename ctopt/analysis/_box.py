@@ -273,20 +273,21 @@ def _substituted(box: Box, signal: sp.Expr | None, keep_theta: bool) -> dict[str
         return box.cache[key]
     design = box.design
     exprs, _ = _asymptotic_box(box)
-    raw = {}
+    lines, patterns = {}, {}
     for name in box.order:
-        expr = exprs[name]
-        if not keep_theta:
-            expr = expr.xreplace({theta: sp.S.Zero})
+        lines[name] = exprs[name] if keep_theta else exprs[name].xreplace({theta: sp.S.Zero})
         if signal is not None:
             pattern = asymptotic(box.versioned(signal, name), design, name, [])
-            if not keep_theta:
-                pattern = pattern.xreplace({theta: sp.S.Zero})
-            replaced = expr.xreplace({pattern: u})
-            if not replaced.has(u) and expr.has(*pattern.free_symbols):
-                replaced = expr.subs(pattern, u)  # algebraic match, e.g. g**2 inside g**4
-            expr = replaced
-        raw[name] = expr.xreplace({g: sp.S.Zero})
+            patterns[name] = pattern if keep_theta else pattern.xreplace({theta: sp.S.Zero})
+    raw = {n: e.xreplace({patterns[n]: u}) if patterns else e for n, e in lines.items()}
+    for n, e in lines.items():  # a product or sum may sit inside a larger one: match algebraically
+        if patterns and not raw[n].has(u) and (patterns[n].is_Mul or patterns[n].is_Add) \
+                and e.has(*patterns[n].free_symbols):
+            raw[n] = e.subs(patterns[n], u)
+    if patterns and not any(e.has(u) for e in raw.values()):
+        # no match at all: try sympy's algebraic one everywhere (e.g. g**2 inside g**4)
+        raw = {n: e.subs(patterns[n], u) for n, e in lines.items()}
+    raw = {n: e.xreplace({g: sp.S.Zero}) for n, e in raw.items()}
     box.cache[key] = box.flatten(raw)
     return box.cache[key]
 
