@@ -219,3 +219,13 @@ def test_schedule_without_a_limit_uses_the_default_and_says_so():
     assert "lr_decay" in rec.note and rec.limit == 1
     decayed = closed_loop(ctopt.zoo.get("adagrad"), weight_decay=0, lr_decay=0.1)
     assert decayed.A.tolist() == [[1]]  # the step size decays to zero: theta stops moving
+
+
+def test_closed_loop_transfer_function_matches_python_control():
+    control = pytest.importorskip("control")
+    loop = closed_loop(ctopt.zoo.get("adam"), weight_decay=0)
+    values = dict(h=2.0, r=0.05, lr=0.01, beta1=0.85)
+    ours = loop.transfer_function().to_control(**values)
+    theirs = control.ss2tf(loop.to_control(**values))
+    ez = np.exp(1j * np.linspace(0.05, 3.0, 9))
+    assert np.allclose(ours(ez), theirs(ez), rtol=1e-9)

@@ -58,7 +58,8 @@ from ._box import (
 
 
 def _monic(den: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
-    """``den`` as a product of factors monic in z, and the constant divided out."""
+    """``den`` as a product of factors monic in z where that keeps them polynomial (a symbolic
+    leading coefficient such as a frozen ``r`` stays), and the constant divided out."""
     poly = sp.Poly(den, z)
     if den.has(sp.Float):
         coeffs = poly.all_coeffs()
@@ -69,8 +70,12 @@ def _monic(den: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
     lead, parts = const, []
     for f, m in factors:
         c = sp.Poly(f, z).LC()
+        monic = sp.expand(f / c)
+        if not c.is_Number and sp.denom(sp.together(monic)) != 1:
+            parts.append(f**m)
+            continue
         lead *= c**m
-        parts.append(sp.expand(f / c) ** m)
+        parts.append(monic**m)
     return sp.Mul(*parts), lead
 
 
