@@ -264,10 +264,10 @@ def _cmd_plot(args, design, values) -> int:
 
 
 def _cmd_export(args, design, values) -> int:
-    export_source = _feature("export_source", "the exporter")
     output = Path(args.output or f"{design.name}_optimizer.py")
     if output.suffix != ".py":
         raise _BadInput(f"--output must name a .py file, got {str(output)!r}")
+    export_source = _feature("export_source", "the exporter")
     d = design.with_defaults(**values) if values else design
     export_source(d, output)
     from .export.source import class_name

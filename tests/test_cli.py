@@ -174,7 +174,7 @@ def test_bench_times_against_torch(tmp_path):
 
 # ----------------------------------------------------------------------------- report
 def test_report_writes_the_whole_story(tmp_path):
-    out = ctopt_cmd("report", "-o", "rep", "--epochs", "2", "--seeds", "1", cwd=tmp_path)
+    out = ctopt_cmd("report", "-o", "rep", "--epochs", "1", "--seeds", "1", cwd=tmp_path)
     assert out.returncode == EXIT_OK, out.stderr
     assert "stage failed" not in out.stderr
     folder = tmp_path / "rep"
