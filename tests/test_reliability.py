@@ -41,15 +41,17 @@ def exported(name: str):
     return ctopt.to_torch(ctopt.zoo.get(name))
 
 
-def make_params(seed: int = 0, dtype=torch.float32) -> list[torch.nn.Parameter]:
+def make_params(seed: int = 0, dtype=torch.float32, device="cpu") -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in SHAPES]
+    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype).to(device))
+            for s in SHAPES]
 
 
 def set_grads(params, step: int, *, poison: int | None = None, value=math.nan) -> None:
     gen = torch.Generator().manual_seed(1000 + step)
     for i, p in enumerate(params):
-        p.grad = p.detach() * 0.5 + torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        noise = torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
+        p.grad = p.detach() * 0.5 + noise
         if i == poison:
             p.grad.view(-1)[-1] = value
 
@@ -81,12 +83,13 @@ def assert_identical(a, b, where: str = "") -> None:
         assert a == b or (a != a and b != b), f"{where}: {a!r} != {b!r}"
 
 
-def trained(name: str = "adam", backend: str = "foreach", steps: int = 3, **extra):
+def trained(name: str = "adam", backend: str = "foreach", steps: int = 3, device="cpu",
+            **extra):
     """An optimizer that has taken ``steps`` steps, and its twin in the same state."""
     Opt = exported(name)
     pair = []
     for _ in range(2):
-        params = make_params()
+        params = make_params(device=device)
         opt = Opt(params, backend=backend, **SETTINGS[name], **extra)
         for s in range(steps):
             set_grads(params, s)
@@ -411,18 +414,20 @@ def scaler_data(steps: int = 8, poisoned=(2, 5)):
     return data
 
 
-def small_model():
+def small_model(device="cpu"):
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(),
+                               torch.nn.Linear(8, 1)).to(device)
 
 
-def scaler_run(Opt, backend: str, data):
+def scaler_run(Opt, backend: str, data, device="cpu"):
     """Train through a GradScaler; it skips the steps whose scaled gradients overflow."""
-    model = small_model()
+    model = small_model(device)
     opt = Opt(model.parameters(), lr=0.01, backend=backend, nonfinite="raise")
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=1000)
+    scaler = torch.amp.GradScaler(device, init_scale=2.0**16, growth_interval=1000)
     accepted = []
     for x, y in data:
+        x, y = x.to(device), y.to(device)
         opt.zero_grad()
         before = scaler.get_scale()
         scaler.scale(torch.nn.functional.mse_loss(model(x), y)).backward()
@@ -432,21 +437,56 @@ def scaler_run(Opt, backend: str, data):
     return model, opt, accepted
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_grad_scaler_skips_overflowing_steps_and_equals_the_unscaled_run(backend):
+def check_grad_scaler(backend: str, device: str = "cpu") -> None:
     Opt = exported("adam")
     data = scaler_data()
-    model, opt, accepted = scaler_run(Opt, backend, data)
+    model, opt, accepted = scaler_run(Opt, backend, data, device)
     assert accepted == [i not in (2, 5) for i in range(len(data))]
-    ref = small_model()
+    ref = small_model(device)
     ref_opt = Opt(ref.parameters(), lr=0.01, backend=backend)
     for (x, y), ok in zip(data, accepted, strict=True):
         if ok:  # the reference takes exactly the steps the scaler let through
             ref_opt.zero_grad()
-            torch.nn.functional.mse_loss(ref(x), y).backward()
+            torch.nn.functional.mse_loss(ref(x.to(device)), y.to(device)).backward()
             ref_opt.step()
     # power-of-two scales unscale exactly: the runs are bit-identical
     for mine, theirs in zip(model.parameters(), ref.parameters(), strict=True):
         assert torch.equal(mine, theirs)
     steps = {float(s["step"]) for s in opt.state_dict()["state"].values()}
     assert steps == {float(sum(accepted))}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_grad_scaler_skips_overflowing_steps_and_equals_the_unscaled_run(backend):
+    check_grad_scaler(backend)
+
+
+# =============================================================== the same on a GPU
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", COMPILED_DESIGNS)
+def test_skip_on_cuda_leaves_everything_bit_identical(name, backend):
+    (opt, params), (twin, twin_params) = trained(name, backend, device="cuda", nonfinite="skip")
+    before = snapshot(opt, params)
+    set_grads(params, 3, poison=1, value=math.inf)
+    opt.step()
+    after = snapshot(opt, params)
+    assert after["state"].pop("skipped_steps") == 1 + before["state"].pop("skipped_steps")
+    assert_identical(after, before, "after a skipped step on CUDA")
+    for s in range(3, 6):
+        set_grads(params, s)
+        set_grads(twin_params, s)
+        opt.step()
+        twin.step()
+    assert_identical([p.detach() for p in params], [p.detach() for p in twin_params])
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_grad_scaler_on_cuda(backend):
+    check_grad_scaler(backend, "cuda")
