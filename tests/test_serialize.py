@@ -462,3 +462,12 @@ def test_hostile_files_execute_nothing(tmp_path):
             assert design.doc == data["design"]["doc"]
         assert not sentinel.exists(), where
     assert outcomes["rejected"] > 100 and outcomes["loaded"] > 30, outcomes
+
+
+@pytest.mark.parametrize(("name", "options"), VARIANTS, ids=lambda v: str(v))
+def test_loaded_design_exports_the_same_optimizer(name, options):
+    """The generated torch code of a loaded design is the original's, character for character."""
+    pytest.importorskip("torch")
+    design = ctopt.zoo.get(name, **options)
+    loaded = design_from_json(design_to_json(design))
+    assert ctopt.export_source(loaded, check=False) == ctopt.export_source(design, check=False)
