@@ -139,7 +139,7 @@ class Filter:
         poles = [p for p in dict.fromkeys(self.poles()) if p.free_symbols]
         for i, a in enumerate(poles):
             for b in poles[i + 1 :]:
-                if isinstance(b, sp.Symbol) and sp.simplify(a - b) != 0:
+                if isinstance(b, sp.Symbol) and sp.cancel(a - b) != 0:
                     branches.append((closed(sp.cancel(Y.subs(b, a))), sp.Eq(b, a)))
         generic = closed(Y)
         return sp.Piecewise(*branches, (generic, True)) if branches else generic
