@@ -121,8 +121,12 @@ def train_comparison(design: Design, values: Mapping[str, float] | None = None, 
             return lambda params, lr: exported(params, lr=lr)
         return lambda params, lr: torch.optim.Adam(params, lr=lr)
 
-    return compare(DigitsTask(epochs=epochs), specs, seeds=seeds, factory=factory,
-                   progress=progress)
+    import warnings
+
+    with warnings.catch_warnings():  # float(loss) on a graph tensor: harmless, noisy
+        warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
+        return compare(DigitsTask(epochs=epochs), specs, seeds=seeds, factory=factory,
+                       progress=progress)
 
 
 def _training_markdown(result, epochs: int) -> list[str]:
