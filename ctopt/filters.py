@@ -54,7 +54,7 @@ def _rational_in_z(transfer: sp.Expr) -> tuple[sp.Poly, sp.Poly]:
 
 def inverse_z(expr: sp.Expr, j: sp.Expr) -> sp.Expr:
     """Closed-form inverse one-sided z-transform ``y[j]`` (``j >= 0``) of a proper rational
-    ``Y(z)``, from partial fractions of ``Y(z)/z``.
+    ``Y(z)``, from the residues of ``Y(z)/z`` at its poles.
 
     Example:
         >>> import sympy as sp
@@ -63,35 +63,29 @@ def inverse_z(expr: sp.Expr, j: sp.Expr) -> sp.Expr:
         (1/2)**j
     """
     pn, pd = _rational_in_z(expr)
-    if pn.degree() > pd.degree():
-        raise DesignError("inverse_z needs a proper Y(z)")
-    terms = sp.Add.make_args(sp.apart(sp.cancel(expr / z), z))
+    # Y(z)/z = N/D, strictly proper; its residues at each pole p of multiplicity m give
+    # y[j] = sum_i c_i binomial(j, i-1) p**(j-i+1)  (i = 1..m), from the terms c_i/(z-p)**i
+    num, den = pn.as_expr(), (pd * sp.Poly(z, z)).as_expr()
+    roots = sp.roots(sp.Poly(den, z))
+    if sum(roots.values()) != sp.degree(den, z):
+        raise DesignError(f"no closed-form inverse z-transform: the poles of {expr} are not explicit")
     out = sp.Integer(0)
-    for term in terms:
-        num, den = sp.fraction(sp.factor(term))
-        coeff, factors = sp.Integer(1), []
-        for fac in sp.Mul.make_args(den):
-            base, power = fac.as_base_exp()
-            if base.has(z):
-                factors.append((base, power))
-            else:
-                coeff *= fac
-        if len(factors) != 1 or num.has(z):
-            raise DesignError(f"no closed-form inverse z-transform for the term {term}")
-        base, m = factors[0]
-        lead = sp.Poly(base, z)
-        if lead.degree() != 1:
-            raise DesignError(f"no closed-form inverse z-transform for the factor {base}")
-        a, b = lead.all_coeffs()
-        pole = -b / a
-        r = num / coeff / a**m
-        r = sp.factor(r)
-        if pole == 0:
-            out += r * sp.KroneckerDelta(j, m - 1)
-        elif m == 1:
-            out += r * pole**j
+    for pole, m in roots.items():
+        if m == 1:
+            coeffs = {1: num.subs(z, pole) / sp.diff(den, z).subs(z, pole)}
         else:
-            out += r * sp.binomial(j, m - 1) * pole ** (j - m + 1)
+            near = sp.cancel(num * (z - pole) ** m / den)
+            coeffs = {i: sp.diff(near, z, m - i).subs(z, pole) / sp.factorial(m - i) for i in range(1, m + 1)}
+        for i, c in coeffs.items():
+            c = sp.factor(c)
+            if c == 0:
+                continue
+            if pole == 0:
+                out += c * sp.KroneckerDelta(j, i - 1)
+            elif i == 1:
+                out += c * pole**j
+            else:
+                out += c * sp.binomial(j, i - 1) * pole ** (j - i + 1)
     return out
 
 
