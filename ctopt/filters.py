@@ -68,14 +68,19 @@ def inverse_z(expr: sp.Expr, j: sp.Expr) -> sp.Expr:
     num, den = pn.as_expr(), (pd * sp.Poly(z, z)).as_expr()
     roots = sp.roots(sp.Poly(den, z))
     if sum(roots.values()) != sp.degree(den, z):
-        raise DesignError(f"no closed-form inverse z-transform: the poles of {expr} are not explicit")
+        raise DesignError(
+            f"no closed-form inverse z-transform: the poles of {expr} are not explicit"
+        )
     out = sp.Integer(0)
     for pole, m in roots.items():
         if m == 1:
             coeffs = {1: num.subs(z, pole) / sp.diff(den, z).subs(z, pole)}
         else:
             near = sp.cancel(num * (z - pole) ** m / den)
-            coeffs = {i: sp.diff(near, z, m - i).subs(z, pole) / sp.factorial(m - i) for i in range(1, m + 1)}
+            coeffs = {
+                i: sp.diff(near, z, m - i).subs(z, pole) / sp.factorial(m - i)
+                for i in range(1, m + 1)
+            }
         for i, c in coeffs.items():
             c = sp.factor(c)
             if c == 0:
