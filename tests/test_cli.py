@@ -179,7 +179,7 @@ def test_report_writes_the_whole_story(tmp_path):
     assert "stage failed" not in out.stderr
     folder = tmp_path / "rep"
     text = (folder / "report.md").read_text()
-    for heading in ("# ctopt report: `adamssm`", "## Design", "## Transfer functions",
+    for heading in ("# ctopt report: `adamssm`", "## Summary", "## Design", "## Transfer functions",
                     "## Moment-filter validity", "## Closed-loop stability",
                     "## Lyapunov certificate", "## Figures", "## Exported optimizer",
                     "## Training on real data"):
