@@ -4,7 +4,8 @@ kwargs_test are the model):
 - every public function has a docstring with a runnable ``>>>`` example, and every public class a
   docstring;
 - every keyword a docstring mentions (its ``Args:`` entries, and the keywords of calls of the
-  function in its own examples) is a real parameter of the function.
+  function in its own examples) is a real parameter of the function;
+- the Python examples of the guide pages (index, quickstart, concepts, design IR) run.
 
 The examples themselves run as doctests in the default test run (``--doctest-modules``).
 """
@@ -17,6 +18,9 @@ import importlib
 import inspect
 import pkgutil
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +180,20 @@ def test_keyword_check_can_fail():
 
     assert documented_keywords(f) == {"a", "c", "d"}  # Args entries and keywords of f(...)
     assert not _accepts(f, "c")
+
+
+GUIDE_PAGES = ("index.md", "quickstart.md", "concepts.md", "design_ir.md")
+
+
+def test_python_examples_in_the_guide_pages_run(tmp_path):
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    pages = {name: re.findall(r"```python\n(.*?)```", (docs / name).read_text(), re.S)
+             for name in GUIDE_PAGES}
+    assert all(pages.values()), "every guide page shows Python"
+    sources = {name: "\n".join(blocks) for name, blocks in pages.items()}
+    script = "import matplotlib\nmatplotlib.use('Agg')\n" + "".join(
+        f"exec(compile({source!r}, {name!r}, 'exec'), {{}})\n" for name, source in sources.items()
+    )
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
