@@ -108,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Time one optimizer step of exported designs against "
                                    "torch.optim on this machine (medians, same process).")
     p.add_argument("designs", nargs="*", metavar="NAME", help="designs to time (default adam)")
-    p.add_argument("--numel", type=_positive_int, default=1_000_000,
-                   help="float32 elements in the parameter (default 1e6)")
+    p.add_argument("--numel", type=_positive_int, default=1 << 22,
+                   help="float32 elements in the parameter (default 4194304; backend auto "
+                        "compiles from 1048576 on, and the first step includes the compile)")
     p.add_argument("--steps", type=_positive_int, default=20, help="timed steps (default 20)")
     p.add_argument("--backend", default="auto",
                    choices=("auto", "forloop", "foreach", "compiled"), help="export backend")

@@ -157,7 +157,7 @@ _TORCH_EQUIVALENT = {
 def bench(
     designs: Iterable[Design],
     *,
-    numel: int = 1_000_000,
+    numel: int = 1 << 22,
     steps: int = 20,
     backend: str = "auto",
     out: TextIO | None = None,
