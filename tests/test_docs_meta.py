@@ -5,7 +5,8 @@ kwargs_test are the model):
   docstring;
 - every keyword a docstring mentions (its ``Args:`` entries, and the keywords of calls of the
   function in its own examples) is a real parameter of the function;
-- the Python examples of the guide pages (index, quickstart, concepts, design IR) run.
+- the Python examples of the guide pages (index, quickstart, concepts, design IR) run;
+- functions taking ``**values`` refuse a misspelt keyword instead of ignoring it.
 
 The examples themselves run as doctests in the default test run (``--doctest-modules``).
 """
@@ -197,3 +198,49 @@ def test_python_examples_in_the_guide_pages_run(tmp_path):
     run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+# --------------------------------------------------------------------------- unknown keywords
+def _kwargs_cases():
+    """Public functions that take ``**values``/``**fixed``, each called with one misspelt
+    keyword (python-control's kwargs_test does the same for its ``**kwargs`` functions)."""
+    import numpy as np
+
+    import ctopt.plot
+    from ctopt import dynamics
+    from ctopt.report import analyze
+
+    adam, hb, sgd = (ctopt.zoo.get(n) for n in ("adam", "heavy_ball", "sgd"))
+    grid = ("lr", [0.1, 0.2]), ("momentum", [0.1, 0.2])
+    return {
+        "simulate": lambda: ctopt.simulate(adam, lambda x: x, np.ones(2), 2, betaa=0.1),
+        "transfer_function": lambda: ctopt.transfer_function(adam, output="v", betaa=0.1),
+        "closed_loop": lambda: ctopt.closed_loop(hb, betaa=0.1),
+        "filter_validity": lambda: ctopt.filter_validity(adam, betaa=0.1),
+        "plot.bode": lambda: ctopt.plot.bode(adam, output="v", betaa=0.1),
+        "plot.pole_zero": lambda: ctopt.plot.pole_zero(adam, output="v", betaa=0.1),
+        "plot.step": lambda: ctopt.plot.step(adam, output="v", betaa=0.1),
+        "plot.root_locus": lambda: ctopt.plot.root_locus(hb, betaa=0.1),
+        "plot.region": lambda: ctopt.plot.region(hb, *grid, h=1.0, betaa=0.1),
+        "plot.trajectories": lambda: ctopt.plot.trajectories(hb, steps=2, betaa=0.1),
+        "worst_case_rate": lambda: ctopt.worst_case_rate(hb, 1, 10, betaa=0.1),
+        "tune": lambda: ctopt.tune(sgd, 1, 10, betaa=0.1),
+        "dynamics.simulate": lambda: dynamics.simulate(adam, dynamics.quadratic(), 2, betaa=0.1),
+        "Design.check_values": lambda: adam.check_values(betaa=0.1),
+        "report.analyze": lambda: analyze(adam, {"betaa": 0.1}),
+    }
+
+
+KWARGS_CASES = sorted(_kwargs_cases())
+
+
+@pytest.mark.parametrize("name", KWARGS_CASES)
+def test_unknown_keywords_are_refused(name):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with pytest.raises((ctopt.CtoptError, TypeError), match="betaa"):
+        _kwargs_cases()[name]()
+    plt.close("all")
