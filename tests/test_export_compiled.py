@@ -202,3 +202,27 @@ def test_large_tensors_direct_small_ones_gathered(monkeypatch):
         ref.step()
     assert sorted(calls[:3]) == [15, 50, 64]
     assert all(torch.allclose(p, q, rtol=1e-5, atol=1e-7) for p, q in zip(a, b, strict=True))
+
+
+PROTOCOL = ("test_moves_downhill_and_state_names", "test_param_groups_have_their_own_hyperparameters",
+            "test_state_dict_round_trip_then_identical", "test_closure_none_grad_frozen_zero_size",
+            "test_zero_gradients_stay_finite", "test_deepcopy_repr_hooks",
+            "test_nonfinite_skip_is_bit_identical_and_counted",
+            "test_nonfinite_raise_names_the_parameter")
+
+
+@pytest.mark.parametrize("check", PROTOCOL)
+@pytest.mark.parametrize("name", ["adam"] + [pytest.param(n, marks=pytest.mark.slow)
+                                             for n in CORE if n != "adam"])
+def test_protocol_battery_on_compiled(name, check):
+    """The eager battery's checks, run on the compiled backend for the core designs."""
+    import test_export_protocol
+
+    getattr(test_export_protocol, check)(name, "compiled")
+
+
+@pytest.mark.slow
+def test_mixed_dtypes_on_compiled():
+    import test_export_protocol
+
+    test_export_protocol.test_mixed_dtypes_in_one_optimizer("adam", "compiled")

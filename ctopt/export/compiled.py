@@ -46,7 +46,8 @@ def _gatherable(p: torch.Tensor) -> bool:
 
 
 class _FlatState:
-    """Flat state buffers of one (group, device, dtype); the per-parameter states are views.
+    """Flat buffers of one (group, device, dtype): every state, and the ``step`` counters, of the
+    parameters that have state; ``optimizer.state[p]`` holds views into them.
 
     When the parameters are not themselves flat, small tensors are placed first so that they form
     one contiguous span: their theta and g are gathered into scratch buffers and updated in one
@@ -67,25 +68,39 @@ class _FlatState:
         total = sum(p.numel() for p in params)
         p0 = params[0]
         self.buffers = {key: torch.empty(total, dtype=p0.dtype, device=p0.device) for key in keys}
+        self.steps = torch.tensor([float(states[i]["step"]) for i in order], dtype=torch.float32)
         self.scratch = None
         offset = 0
-        for i in order:
+        for position, i in enumerate(order):
             p, state = params[i], states[i]
             n = p.numel()
             for key, buffer in self.buffers.items():
                 view = buffer[offset:offset + n].view(p.shape)
                 view.copy_(state[key])
                 state[key] = view
+            state["step"] = self.steps[position]
             offset += n
         self.ptrs = self._ptrs(states)
+        self.checked: tuple = ()
 
     def _ptrs(self, states):
-        return tuple(state[key].data_ptr() for state in states for key in self.buffers)
+        return tuple(state[key].data_ptr() for state in states for key in (*self.buffers, "step"))
 
     def valid(self, params, states) -> bool:
-        if self.ids != tuple(id(p) for p in params) or self.ptrs != self._ptrs(states):
-            return False
-        return self.flat_params == (_flat_view(params) is not None)
+        return self.ids == tuple(id(p) for p in params) and self.ptrs == self._ptrs(states)
+
+    def flat_views(self, params):
+        """Views covering all parameters and all gradients when both are still laid out flat
+        (verified once per change of their addresses)."""
+        grads = [p.grad for p in params]
+        signature = tuple(p.data_ptr() for p in params) + tuple(g.data_ptr() for g in grads)
+        if signature == self.checked:
+            return self.views
+        theta, grad = _flat_view(params), _flat_view(grads)
+        if theta is None or grad is None:
+            return None
+        self.checked, self.views = signature, (theta, grad)
+        return theta, grad
 
     def gather(self, params):
         """theta and g of the small parameters, gathered into scratch buffers."""
@@ -127,11 +142,15 @@ class CompiledRunner:
             self.fused = fused
         return self.fused
 
-    def run(self, opt, gi: int, items, states, ks, coefficients) -> None:
+    def run(self, opt, gi: int, items, states, coefficients) -> None:
+        """Update the parameters ``items`` (with their ``states``) of group ``gi`` and advance
+        their step counters."""
         buckets: dict = {}
-        for (_, p), state, k in zip(items, states, ks, strict=False):
+        for (_, p), state in zip(items, states, strict=True):
             if p.numel() > 0:
-                buckets.setdefault((p.device, p.dtype), []).append((p, state, k))
+                buckets.setdefault((p.device, p.dtype), []).append((p, state))
+            else:
+                state["step"] += 1
         for (device, dtype), members in buckets.items():
             cdtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
             cache: dict = {}
@@ -146,7 +165,7 @@ class CompiledRunner:
 
     def _state_owners(self, opt, gi, device, dtype):
         params = [p for p in opt.param_groups[gi]["params"]
-                  if p.device == device and p.dtype == dtype and p.numel() > 0 and opt.state.get(p)]
+                  if p.dtype == dtype and p.device == device and p.numel() > 0 and opt.state.get(p)]
         return params, [opt.state[p] for p in params]
 
     def _run_bucket(self, opt, gi, device, dtype, members, coef, coefficients) -> None:
@@ -156,26 +175,18 @@ class CompiledRunner:
         if record is None or not record.valid(owners, owner_states):
             record = _FlatState(keys, owners, owner_states)
             self.flat[(gi, device, dtype)] = record
-        ks = {k for _, _, k in members}
-        whole = len(ks) == 1 and len(members) > 1 and \
-            {id(p) for p, _, _ in members} == set(record.ids)
-        done: set = set()
-        if whole and record.flat_params:
-            params = [p for p, _, _ in members]
-            theta, grad = _flat_view(params), _flat_view([p.grad for p in params])
-            if theta is not None and grad is not None:
-                flats = [record.buffers[key] for key in keys]
-                if self._call(theta, grad, flats, coef(members[0][2])):
-                    return
-        elif whole and len(record.small) > 1:
-            k = members[0][2]
-            theta, grad = record.gather(record.small)
-            flats = [record.buffers[key][:record.small_numel] for key in keys]
-            if self._call(theta, grad, flats, coef(k)):
-                views = [p.detach().view(-1) for p in record.small]
-                torch._foreach_copy_(views, list(theta.split([p.numel() for p in record.small])))
-                done = {id(p) for p in record.small}
-        for p, state, k in members:
+        whole = len(members) > 1 and len(members) == len(record.ids) and \
+            {id(p) for p, _ in members} == set(record.ids)
+        if whole:
+            ks = record.steps.tolist()
+            whole = ks.count(ks[0]) == len(ks)
+        if whole and self._run_whole(record, keys, coef(int(ks[0]) + 1)):
+            record.steps.add_(1)
+            return
+        done = set(record.done) if whole else set()
+        for p, state in members:
+            k = int(state["step"]) + 1
+            state["step"] += 1
             if id(p) in done:
                 continue
             olds = [state[key] for key in keys]
@@ -188,6 +199,26 @@ class CompiledRunner:
             p.copy_(out[0])
             for old, new in zip(olds, out[1:], strict=False):
                 old.copy_(new)
+
+    def _run_whole(self, record, keys, coef) -> bool:
+        """All parameters of the record at one step: one call on flat spans when the parameters
+        are flat (returns True); otherwise the small ones in one gathered call (``record.done``
+        lists them) and False, leaving the large ones to the caller."""
+        record.done = ()
+        if record.flat_params:
+            views = record.flat_views(record.order)
+            if views is not None:
+                flats = [record.buffers[key] for key in keys]
+                return self._call(*views, flats, coef)
+            return False
+        if len(record.small) > 1:
+            theta, grad = record.gather(record.small)
+            flats = [record.buffers[key][:record.small_numel] for key in keys]
+            if self._call(theta, grad, flats, coef):
+                views = [p.detach().view(-1) for p in record.small]
+                torch._foreach_copy_(views, list(theta.split([p.numel() for p in record.small])))
+                record.done = tuple(id(p) for p in record.small)
+        return False
 
     def _call(self, theta, grad, states, coef) -> bool:
         """Run the fused kernel; on a first-call compile failure warn once and return False."""

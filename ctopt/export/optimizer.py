@@ -36,6 +36,7 @@ from .compiled import CompiledRunner  # package-only
 BACKENDS = ("auto", "forloop", "foreach", "compiled")
 NONFINITE = ("propagate", "skip", "raise")
 AUTO_COMPILE_MIN_NUMEL = 1 << 20
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
 class StateDictError(CtoptError, ValueError):
@@ -347,9 +348,6 @@ class GeneratedOptimizer(torch.optim.Optimizer):
     def _step_group(self, gi: int, group: dict, h: dict, items) -> None:
         gsign = -1.0 if group.get("maximize", False) else 1.0
         states = [self._init_state(p, h) for _, p in items]
-        steps = [s["step"] for s in states]
-        ks = [int(x) + 1 for x in (torch.stack(steps).tolist() if len(steps) > 8
-                                   else [s.item() for s in steps])]
         red = self._reducer(h, gsign, items)
         scalars: dict = {}
 
@@ -359,16 +357,19 @@ class GeneratedOptimizer(torch.optim.Optimizer):
             return scalars[k]
 
         backend = self._resolve_backend()
-        if backend == "compiled" and any(type(p.detach()) is not torch.Tensor for _, p in items):
+        if backend == "compiled" and any(type(p) not in _PLAIN for _, p in items):
             backend = "foreach"  # tensor subclasses (e.g. DTensor) have no flat storage to fuse
+        if backend == "compiled":  # it advances the step counters itself (flat buffers)
+            self._compiled_runner().run(self, gi, items, states, coefficients)
+            return
+        steps = [s["step"] for s in states]
+        ks = [int(x) + 1 for x in (torch.stack(steps).tolist() if len(steps) > 8
+                                   else [s.item() for s in steps])]
         if backend == "forloop":
             self._run_forloop(items, states, ks, coefficients)
-        elif backend == "foreach":
-            self._run_foreach(items, states, ks, coefficients)
         else:
-            self._compiled_runner().run(self, gi, items, states, ks, coefficients)
-        if steps:
-            torch._foreach_add_(steps, 1.0)
+            self._run_foreach(items, states, ks, coefficients)
+        torch._foreach_add_(steps, 1.0)
 
     def _resolve_backend(self) -> str:
         if self.backend != "auto":
