@@ -232,6 +232,10 @@ def main(argv=None) -> None:
     parser.add_argument("--no-torch-compile", action="store_true",
                         help="skip the torch.compile'd torch Adam (slow to compile)")
     parser.add_argument("--designs", default="all", help="'all' or comma-separated zoo names")
+    parser.add_argument("--shapes", default="one,mixed,large",
+                        help="which shapes: any of one, mixed, large (comma-separated)")
+    parser.add_argument("--no-compile-times", action="store_true",
+                        help="skip the cold/warm compile-time subprocesses")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (0: torch's default); 1 is the most stable "
                              "on a shared machine")
@@ -251,10 +255,12 @@ def main(argv=None) -> None:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}")
     shape_sets = {
-        f"1x{big / 1e6:g}M": [(big,)],
-        f"{count} mixed ({big / 1e6:g}M)": shapes_mixed(big, count),
-        f"1x{huge / 1e6:g}M": [(huge,)],
+        ("one", f"1x{big / 1e6:g}M"): [(big,)],
+        ("mixed", f"{count} mixed ({big / 1e6:g}M)"): shapes_mixed(big, count),
+        ("large", f"1x{huge / 1e6:g}M"): [(huge,)],
     }
+    wanted = set(args.shapes.split(","))
+    shape_sets = {name: v for (kind, name), v in shape_sets.items() if kind in wanted}
     designs = ctopt.zoo.names() if args.designs == "all" else args.designs.split(",")
     for shape_name, shapes in shape_sets.items():
         numel = sum(int(torch.tensor(s).prod()) for s in shapes)
@@ -296,7 +302,7 @@ def main(argv=None) -> None:
             tr = "n/a" if r["transient"] is None else f"{r['transient'] / 1e6:.0f}"
             print(f"| {r['label']} | {r['ms']:.2f} | {r['ms'] / fused:.2f}x | {100 * r['roof']:.0f}"
                   f" % | {r['bandwidth'] / 1e9:.1f} | {r['first']:.1f} | {r['state'] / 1e6:.0f} | {tr} |")
-    if device == "cpu":
+    if device == "cpu" and not args.no_compile_times:
         print("\n## compile time of the compiled path (Adam; fresh process, fresh cache)")
         for kind, n in (("one", big), ("mixed", big)):
             cold, warm = compile_times(kind, n, count)
