@@ -102,6 +102,12 @@ def _loop(system, curvature, values: Mapping[str, float]):
     if name not in free:
         raise CtoptError(f"the characteristic polynomial {poly.as_expr()} does not depend on the "
                          f"curvature {name!r}; pass curvature=")
+    unknown = sorted(set(values) - set(free) - set(defaults))
+    if unknown:
+        raise CtoptError(
+            f"unknown parameter(s) {unknown}; this loop's parameters are {sorted(set(free) - {name})}"
+            + (f" and the design's hyperparameters {sorted(defaults)}" if defaults else "")
+        )
     tunable = set(free) - {name} if tunable is None else tunable & set(free)
     return poly, var, free[name], {k: v for k, v in defaults.items() if k in free}, tunable
 
