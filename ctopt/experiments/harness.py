@@ -50,7 +50,12 @@ class RunCurves:
 def recommended(task: str) -> list[OptimizerSpec]:
     """Each optimizer at its authors' recommended settings, with a short lr sweep (3 or 4 points)
     (``task`` is ``'digits'`` or ``'language'``; AdaBelief's eps follows its README: 1e-8 for
-    CNNs, 1e-16 for LSTMs)."""
+    CNNs, 1e-16 for LSTMs).
+
+    Example:
+        >>> [spec.label for spec in recommended("digits")][:3]
+        ['SGD momentum', 'Adam', 'AdamW']
+    """
     adaptive = (1e-3, 3e-3, 1e-2, 3e-2) if task == "digits" else (3e-3, 1e-2, 3e-2, 1e-1)
     sgd = (0.03, 0.1, 0.3) if task == "digits" else (1.0, 3.0, 10.0)
     adan = tuple(3 * lr for lr in adaptive)  # Adan tolerates a larger peak lr (its README)

@@ -28,7 +28,13 @@ ALPHABET = string.printable  # any other character becomes "~"
 
 def stdlib_docstrings(limit: int) -> str:
     """At least ``limit`` characters (if available) of module, class and function docstrings
-    from the standard library's source files, in sorted file order."""
+    from the standard library's source files, in sorted file order.
+
+    Example:
+        >>> text = stdlib_docstrings(2000)
+        >>> len(text) >= 2000
+        True
+    """
     root = Path(sysconfig.get_paths()["stdlib"])
     parts, total = [], 0
     for path in sorted(root.rglob("*.py")):

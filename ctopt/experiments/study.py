@@ -50,7 +50,12 @@ def filter_check(pole: float, zero: float, beta2: float = 0.999, n: int = 20000)
     ``h0``, the mean delay ``sum k h[k] / sum h[k]`` and the DC gain ``sum h[k]``.
 
     With both poles in ``[0, 1)`` the taps are all nonnegative exactly when
-    ``zero <= max(pole, beta2)``."""
+    ``zero <= max(pole, beta2)``.
+
+    Example:
+        >>> filter_check(0.9, 0.99)["nonnegative"], filter_check(0.5, 0.9999, beta2=0.99)["nonnegative"]
+        (True, False)
+    """
     h = impulse_response(pole, zero, beta2, n)
     k = np.arange(n)
     return {
