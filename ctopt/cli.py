@@ -32,7 +32,7 @@ __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
-PLOT_KINDS = ("bode", "pole-zero", "root-locus", "region")
+PLOT_KINDS = ("bode", "pole-zero", "root-locus", "region")  # = ctopt.report.figures.KINDS
 
 _DESCRIPTION = """\
 ctopt: an optimizer is a small dynamical system. Derive a design's transfer functions, prove
@@ -279,11 +279,11 @@ def _cmd_export(args, design, values) -> int:
 
 
 def _cmd_bench(args, design, values) -> int:
-    from . import report
+    from .bench import bench
 
     names = args.designs or ["adam"]
     designs = [_load_design(n) for n in names]
-    report.bench(designs, numel=args.numel, steps=args.steps, backend=args.backend, out=sys.stdout)
+    bench(designs, numel=args.numel, steps=args.steps, backend=args.backend, out=sys.stdout)
     return EXIT_OK
 
 

@@ -1,0 +1,251 @@
+"""Report sections: the analyses of a design at given values (transfer functions, moment-filter
+validity, closed-loop stability, Lyapunov certificate), each with verdicts and proofs, rendered
+for a terminal (``ctopt show``/``check``) and as Markdown (``ctopt report``).
+
+Example:
+    >>> import ctopt
+    >>> from ctopt.report.sections import analyze
+    >>> [s.title for s in analyze(ctopt.zoo.get("sgd"), include=["transfer"])]
+    ['Transfer functions']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ..design import Design
+from ..errors import CtoptError
+
+__all__ = ["Section", "analyze"]
+
+
+
+@dataclass
+class Section:
+    """One part of a report: a title, text blocks, optional LaTeX, verdicts and proofs.
+
+    ``verdicts`` lists ``(condition name, holds)`` with ``holds`` True, False or None (undecided).
+
+    Example:
+        >>> s = Section("Stability", ["0 < lr*h < 2"], verdicts=[("closed loop", True)])
+        >>> "holds" in s.as_markdown()
+        True
+    """
+
+    title: str
+    text: list[str] = field(default_factory=list)
+    latex: list[str] = field(default_factory=list)
+    verdicts: list[tuple[str, bool | None]] = field(default_factory=list)
+    proofs: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_text(self, proofs: bool = True) -> str:
+        """Terminal rendering."""
+        lines = [f"== {self.title} =="]
+        lines += self.text
+        for name, ok in self.verdicts:
+            lines.append(f"  [{_mark(ok)}] {name}")
+        lines += [f"  note: {n}" for n in self.notes]
+        if proofs:
+            for name, proof in self.proofs:
+                lines += ["", f"-- proof: {name} --", proof.rstrip()]
+        return "\n".join(lines)
+
+    def as_markdown(self, proofs: bool = True) -> str:
+        """Markdown rendering (LaTeX in ``$$`` blocks, proofs in collapsible details)."""
+        out = [f"## {self.title}", ""]
+        for t in self.text:
+            out += ["```text", t.rstrip(), "```", ""]
+        for tex in self.latex:
+            out += ["$$", tex.strip().strip("$"), "$$", ""]
+        if self.verdicts:
+            out += ["| condition | verdict |", "|---|---|"]
+            out += [f"| {name} | {_word(ok)} |" for name, ok in self.verdicts]
+            out.append("")
+        out += [f"> {n}" for n in self.notes]
+        if self.notes:
+            out.append("")
+        if proofs:
+            for name, proof in self.proofs:
+                out += [f"<details><summary>Proof: {name}</summary>", "", "```text",
+                        proof.rstrip(), "```", "", "</details>", ""]
+        return "\n".join(out)
+
+
+def _mark(ok: bool | None) -> str:
+    return {True: "holds", False: "FAILS", None: "undecided"}[ok]
+
+
+def _word(ok: bool | None) -> str:
+    return {True: "holds", False: "**fails**", None: "undecided"}[ok]
+
+
+_ANALYSES = ("transfer", "validity", "stability", "lyapunov")
+
+
+def analyze(
+    design: Design,
+    values: Mapping[str, float] | None = None,
+    *,
+    include: Iterable[str] = _ANALYSES,
+    curvature: float | None = None,
+) -> list[Section]:
+    """The analyses of ``design`` at hyperparameter ``values`` (defaults otherwise), as report
+    sections: ``"transfer"`` (transfer functions of its moments), ``"validity"`` (moment-filter
+    validity), ``"stability"`` (closed loop on ``h*theta**2/2``: Jury conditions; with
+    ``curvature`` the verdict at that ``h``, else the range of ``h`` where it holds) and
+    ``"lyapunov"`` (a certificate for that closed loop). ``"stability"`` implies ``"validity"``.
+
+    Example:
+        >>> import ctopt
+        >>> [s.title for s in analyze(ctopt.zoo.get("adam"), include=["transfer"])]
+        ['Transfer functions']
+    """
+    include = set(include)
+    unknown = include - set(_ANALYSES)
+    if unknown:
+        raise ValueError(f"unknown analyses {sorted(unknown)}; known: {list(_ANALYSES)}")
+    values = design.check_values(**dict(values or {}))
+    given = {n: v for n, v in values.items() if v != design.defaults[n]}
+    sections = []
+    if "transfer" in include:
+        sections.append(_transfer_section(design))
+    if include & {"validity", "stability"}:
+        sections.append(_validity_section(design, given))
+    if include & {"stability", "lyapunov"}:
+        sections += _closed_loop_sections(design, values, curvature, include)
+    return sections
+
+
+def _transfer_section(design: Design) -> Section:
+    from ..analysis.transfer import transfer_functions
+
+    s = Section("Transfer functions")
+    internal = {s for f in design.filters for s in f.states[1:]}  # realisation states
+    tfs = {n: tf for n, tf in transfer_functions(design).items() if n not in internal}
+    if not tfs:
+        s.notes.append(f"{design.name} has no linear moment filter (its states do not follow "
+                       "a linear recursion of one input signal).")
+    for tf in tfs.values():
+        lines = [str(tf)]
+        try:
+            lines.append(f"  poles {tf.poles()}, zeros {tf.zeros()}, DC gain {tf.dc_gain()}")
+        except CtoptError as exc:  # roots not in closed form
+            lines.append(f"  ({exc})")
+        for tv in tf.time_varying:
+            lines.append(f"  time-varying factor (outside the LTI map): {tv}")
+        if tf.offset != 0:
+            lines.append(f"  constant input (not filtered): {tf.offset}")
+        s.text.append("\n".join(lines))
+        s.latex.append(tf._repr_latex_())
+    return s
+
+
+def _validity_section(design: Design, values: Mapping[str, float]) -> Section:
+    from ..analysis.validity import filter_validity
+
+    s = Section("Moment-filter validity")
+    fv = filter_validity(design, **values)
+    for f in fv.filters:
+        for check, status in f.status.items():
+            if status.startswith("not required"):
+                continue
+            verdict = {"holds": True, "marginal": True, "violated": False}.get(status)
+            note = " (marginal: an accumulator)" if status == "marginal" else ""
+            s.verdicts.append((f"{f.name} ({f.kind}): {check}: {f.conditions[check]}{note}",
+                               verdict))
+    for name, why in fv.skipped.items():
+        s.notes.append(f"{name}: not a linear filter ({why})")
+    if not fv.filters:
+        s.notes.append("no moment filter to check")
+    s.proofs.append(("moment-filter validity", str(fv.proof)))
+    return s
+
+
+def _closed_loop_sections(design, values, curvature, include) -> list[Section]:
+    import sympy as sp
+
+    import ctopt
+
+    s = Section("Closed-loop stability on the quadratic h*theta**2/2")
+    out = [s]
+    # a hyperparameter at 0 switches a feature off (weight decay, dampening, clipping): fix it
+    off = {n: 0.0 for n, v in values.items() if v == 0}
+    try:
+        loop = ctopt.closed_loop(design, curvature="h", **off)
+    except CtoptError as exc:
+        s.notes.append(f"no linear closed loop: {exc}")
+        return out
+    cond = ctopt.stability_conditions(loop)
+    if off:
+        s.notes.append(f"derived with {', '.join(f'{n} = 0' for n in off)} (switched off)")
+    s.text += [str(loop), str(cond)]
+    s.latex.append(cond._repr_latex_())
+    h = next((p for p in cond.parameters if p.name == "h"), sp.Symbol("h", real=True))
+    at_values = cond.expr.subs({p: values[p.name] for p in cond.parameters if p.name in values})
+    what = "h"
+    frozen = [r for r in loop.frozen if r in at_values.free_symbols]
+    if len(frozen) == 1:  # frozen preconditioner r: the loop depends on h/r only
+        r = frozen[0]
+        c = sp.Symbol("c", positive=True)
+        at_values = _divide_out(at_values.subs(h, c * r), r)
+        h = c
+        what = f"the effective curvature h/{r} ({r} = {loop.frozen[r]}, frozen)"
+    free = at_values.free_symbols - {h}
+    if free:
+        s.verdicts.append((f"closed loop stable (depends on {sorted(map(str, free))} too)", None))
+    elif curvature is not None:
+        ok = bool(at_values.subs(h, curvature))
+        s.verdicts.append((f"closed loop stable at {what} = {curvature:g}", ok))
+    else:
+        region = at_values.as_set() if at_values not in (sp.true, sp.false) else (
+            sp.Reals if at_values else sp.EmptySet)
+        region = region.intersect(sp.Interval.open(0, sp.oo))
+        s.verdicts.append((f"closed loop stable for {what} in {_show_set(region)}",
+                           region != sp.EmptySet))
+    s.proofs.append(("closed-loop stability (Jury)", str(cond.proof)))
+    if "lyapunov" in include:
+        out.append(_lyapunov_section(loop, values))
+    return out
+
+
+def _divide_out(boolean, r):
+    """Each inequality ``a < b`` of ``boolean`` rewritten as ``(a - b)/r < 0`` (``r > 0``)."""
+    import sympy as sp
+
+    if isinstance(boolean, (sp.And, sp.Or)):
+        return boolean.func(*[_divide_out(a, r) for a in boolean.args])
+    if isinstance(boolean, sp.core.relational.Relational):
+        return boolean.func(sp.simplify((boolean.lhs - boolean.rhs) / r), 0)
+    return boolean
+
+
+def _show_set(interval) -> str:
+    import sympy as sp
+
+    if isinstance(interval, sp.Interval):
+        left = "[" if not interval.left_open else "("
+        right = "]" if not interval.right_open else ")"
+        return f"{left}{float(interval.start):.6g}, {float(interval.end):.6g}{right}"
+    return str(interval)
+
+
+def _lyapunov_section(loop, values) -> Section:
+    import ctopt
+
+    s = Section("Lyapunov certificate")
+    try:
+        cert = ctopt.lyapunov(loop, samples=300)
+    except CtoptError as exc:
+        s.notes.append(f"no certificate: {exc}")
+        return s
+    s.text.append(str(cert))
+    s.verdicts.append(("V(x) = x^T P x certifies the closed loop (P > 0 proven symbolically)"
+                       if cert.proven else
+                       "V(x) = x^T P x certifies the closed loop (P > 0 sampled only)",
+                       True if cert.proven else None))
+    if hasattr(cert, "_repr_latex_"):
+        s.latex.append(cert._repr_latex_())
+    s.proofs.append(("Lyapunov certificate", str(cert.proof)))
+    return s
