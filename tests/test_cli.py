@@ -165,6 +165,14 @@ def test_a_design_file_works_like_a_zoo_name(tmp_path):
     assert "h in (0, 38)" in out.stdout
 
 
+def test_a_bad_design_file_is_refused_by_name(tmp_path):
+    (tmp_path / "bad.json").write_text('{"format": "pickle"}')
+    for name, expected in (("missing.json", "No such file"), ("bad.json", "not a ctopt design")):
+        out = ctopt_cmd("show", name, cwd=tmp_path)
+        assert out.returncode == EXIT_USAGE
+        assert expected in out.stderr
+
+
 def test_bench_times_against_torch(tmp_path):
     out = ctopt_cmd("bench", "adam", "--numel", "10000", "--steps", "3", "--backend", "forloop",
                     cwd=tmp_path)
