@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import sympy as sp
+
 from ..design import Design
 from ..errors import CtoptError
 
@@ -110,7 +112,7 @@ def analyze(
     given = {n: v for n, v in values.items() if v != design.defaults[n]}
     sections = []
     if "transfer" in include:
-        sections.append(_transfer_section(design))
+        sections.append(_transfer_section(design, values))
     if include & {"validity", "stability"}:
         sections.append(_validity_section(design, given))
     if include & {"stability", "lyapunov"}:
@@ -118,7 +120,7 @@ def analyze(
     return sections
 
 
-def _transfer_section(design: Design) -> Section:
+def _transfer_section(design: Design, values: Mapping[str, float]) -> Section:
     from ..analysis.transfer import transfer_functions
 
     s = Section("Transfer functions")
@@ -127,7 +129,13 @@ def _transfer_section(design: Design) -> Section:
     if not tfs:
         s.notes.append(f"{design.name} has no linear moment filter (its states do not follow "
                        "a linear recursion of one input signal).")
+    off = {n: 0 for n, v in values.items() if v == 0}  # features switched off
+    used = set()
     for tf in tfs.values():
+        present = {n: 0 for n in off if sp.Symbol(n, real=True) in tf.expr.free_symbols}
+        if present:
+            tf = tf.subs(**present)
+            used |= set(present)
         lines = [str(tf)]
         try:
             lines.append(f"  poles {tf.poles()}, zeros {tf.zeros()}, DC gain {tf.dc_gain()}")
@@ -139,6 +147,8 @@ def _transfer_section(design: Design) -> Section:
             lines.append(f"  constant input (not filtered): {tf.offset}")
         s.text.append("\n".join(lines))
         s.latex.append(tf._repr_latex_())
+    if used:
+        s.notes.append(f"with {', '.join(f'{n} = 0' for n in sorted(used))} (switched off)")
     return s
 
 
