@@ -10,7 +10,7 @@ whole batch:
 - FSDP2 ``fully_shard``: parameters are DTensors sharded across the ranks.
 
 The processes are started once per group of configurations (``torch.multiprocessing``, spawn);
-results come back as JSON.
+the designs travel to them as design-file text, and results come back as JSON.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pytest
 import torch
 
 import ctopt
+from ctopt.serialize import design_from_json, design_to_json
 
 dist = pytest.importorskip("torch.distributed")
 if not (dist.is_available() and dist.is_gloo_available()):
@@ -76,8 +77,14 @@ def config_id(config) -> str:
 
 
 # ----------------------------------------------------------------- what each process runs
+#: design-file texts sent to the workers (designs and exported classes cannot be pickled)
+DESIGN_TEXTS: dict[str, str] = {}
+
+
 @functools.cache
 def exported(name: str) -> type:
+    if name in DESIGN_TEXTS:
+        return ctopt.to_torch(design_from_json(DESIGN_TEXTS[name]))
     return ctopt.to_torch(ctopt.zoo.get(name))
 
 
@@ -154,8 +161,9 @@ def compare(config, out: dict) -> dict:
     """Rank 0: errors against the single-process run on the whole batch."""
     kind, name, backend = config
     ref_net, ref_opt = single_process(name, backend)
+    reference = [p.detach() for p in ref_net.parameters()]
     result = {"max_error": max(float((a - b).abs().max())
-                               for a, b in zip(out["params"], ref_net.parameters(), strict=True))}
+                               for a, b in zip(out["params"], reference, strict=True))}
     for key in ("param_type", "local_fraction", "local_params"):
         if key in out:
             result[key] = out[key]
@@ -167,7 +175,8 @@ def compare(config, out: dict) -> dict:
     return result
 
 
-def worker(rank: int, folder: str, configs: list) -> None:
+def worker(rank: int, folder: str, configs: list, designs: dict[str, str]) -> None:
+    DESIGN_TEXTS.update(designs)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank,
                             world_size=WORLD, timeout=datetime.timedelta(seconds=120))
@@ -194,8 +203,9 @@ def worker(rank: int, folder: str, configs: list) -> None:
 def spawn(folder, configs, timeout_s: float = 480) -> dict:
     import torch.multiprocessing as mp
 
-    context = mp.spawn(worker, args=(str(folder), [list(c) for c in configs]), nprocs=WORLD,
-                       join=False)
+    designs = {name: design_to_json(ctopt.zoo.get(name)) for _, name, _ in configs}
+    context = mp.spawn(worker, args=(str(folder), [list(c) for c in configs], designs),
+                       nprocs=WORLD, join=False)
     deadline = time.monotonic() + timeout_s
     while not context.join(timeout=1.0):
         if time.monotonic() > deadline:
