@@ -226,3 +226,20 @@ def test_mixed_dtypes_on_compiled():
     import test_export_protocol
 
     test_export_protocol.test_mixed_dtypes_in_one_optimizer("adam", "compiled")
+
+
+def test_standalone_module_compiled_equals_oracle(tmp_path):
+    """The exported source file, compiled path, float64, with a group reduction (Adan clip)."""
+    import importlib.util
+
+    path = tmp_path / "adan_standalone.py"
+    ctopt.export_source(design_of("adan"), path)
+    spec = importlib.util.spec_from_file_location("adan_standalone", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    values = CASES["adan"][1]
+    grad_fn, x0 = problem()
+    reference = ctopt.simulate(design_of("adan"), grad_fn, x0, 20, **values)
+    with _no_fallback():
+        out = run(module.Adan, values, backend="compiled")
+    assert rel_err(out, reference) <= 1e-12
