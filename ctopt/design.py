@@ -491,7 +491,7 @@ class DesignBuilder:
             tuple(self._reductions),
             tuple(self._filters),
             self.doc,
-            MappingProxyType(dict(self.options)),
+            dict(self.options),
         )
 
 

@@ -190,3 +190,11 @@ def test_latest_value_rule():
     assert new["m"][0] == pytest.approx(m)
     assert new["s"][0] == pytest.approx(0.001 * (1 - m) ** 2 + 1e-16, rel=1e-15)
     assert isinstance(k, sp.Symbol) and k.is_integer
+
+
+def test_designs_pickle_for_worker_processes():
+    import pickle
+
+    d = ctopt.zoo.get("rmsprop", centered=True)
+    back = pickle.loads(pickle.dumps(d))
+    assert back.equations() == d.equations() and back.options == {"centered": True}

@@ -77,7 +77,7 @@ def config_id(config) -> str:
 
 
 # ----------------------------------------------------------------- what each process runs
-#: design-file texts sent to the workers (designs and exported classes cannot be pickled)
+#: design-file texts sent to the workers (exported classes are generated and cannot be pickled)
 DESIGN_TEXTS: dict[str, str] = {}
 
 

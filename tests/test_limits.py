@@ -124,9 +124,6 @@ def test_stability_conditions_refuses_a_high_degree_polynomial():
     assert f"degree {TOO_MANY}" in str(error)
 
 
-@pytest.mark.xfail(reason="stability_conditions computes the characteristic polynomial of a "
-                          "state matrix (Matrix.charpoly) before check_size, so a large symbolic "
-                          "matrix hangs instead of being refused", strict=False)
 def test_stability_conditions_refuses_a_large_symbolic_matrix():
     matrix = symbolic_matrix(TOO_MANY)
     with time_limit(3, "the guard of this test"), pytest.raises(UnsupportedError) as info:

@@ -176,6 +176,8 @@ def characteristic_polynomial(system, var: sp.Symbol | None = None) -> tuple[sp.
     if isinstance(system, sp.MatrixBase):
         if not system.is_square:
             raise CtoptError(f"a state matrix must be square, got shape {system.shape}")
+        if system.free_symbols:
+            check_size("characteristic polynomial of a symbolic matrix", states=system.shape[0])
         var = var or z
         return sp.Poly(system.charpoly(var).as_expr(), var), var
     if isinstance(system, sp.Poly):
