@@ -84,6 +84,9 @@ def test_bad_command_and_bad_choice_fail():
     out = ctopt_cmd("show")
     assert out.returncode == EXIT_USAGE
     assert "a design NAME is required" in out.stderr
+    out = ctopt_cmd("plot", "adam", "-o", "figure.txt")
+    assert out.returncode == EXIT_USAGE
+    assert ".png, .svg or .pdf" in out.stderr
 
 
 # ----------------------------------------------------------------------------- show and check

@@ -107,7 +107,7 @@ def analyze(
     include = set(include)
     unknown = include - set(_ANALYSES)
     if unknown:
-        raise ValueError(f"unknown analyses {sorted(unknown)}; known: {list(_ANALYSES)}")
+        raise CtoptError(f"unknown analyses {sorted(unknown)}; known: {list(_ANALYSES)}")
     values = design.check_values(**dict(values or {}))
     given = {n: v for n, v in values.items() if v != design.defaults[n]}
     sections = []
