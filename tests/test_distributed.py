@@ -44,30 +44,24 @@ SETTINGS = {"sgd": dict(lr=0.05, weight_decay=0.01), "heavy_ball": dict(lr=0.05)
 REDUCTION_SHARDED = ("group reductions (the gradient norm of dgclip, adan's clipping) are taken "
                      "over the parameters the local optimizer holds; under ZeRO that is the "
                      "rank's shard, not the whole group (no all-reduce over the process group)")
-FOREACH_DTENSOR = ("export bug: the foreach path calls torch._foreach_copy_ / "
-                   "torch._foreach_addcdiv(Scalar), which DTensor has no sharding strategy for in "
-                   "this torch: NotImplementedError (backend='auto' picks foreach too)")
 
 #: configuration id -> (kind, design, backend)
 PASSING = [(kind, name, backend) for kind, names in (
     ("ddp", ("adam", "dgclip", "adan")),
     ("zero", ("adam", "adamw", "heavy_ball", "adagrad")),
     ("fsdp2", ("adam", "heavy_ball", "dgclip", "adan")),
-) for name in names for backend in ("forloop", "foreach")
-    if not (kind == "fsdp2" and backend == "foreach" and name in ("dgclip", "adan"))]
+) for name in names for backend in ("forloop", "foreach")] + [("fsdp2", "dgclip", "auto")]
 KNOWN_FAILING = {
     ("zero", "dgclip", "foreach"): REDUCTION_SHARDED,
     ("zero", "adan", "forloop"): REDUCTION_SHARDED,
-    ("fsdp2", "dgclip", "foreach"): FOREACH_DTENSOR,
-    ("fsdp2", "adan", "foreach"): FOREACH_DTENSOR,
-    ("fsdp2", "dgclip", "auto"): FOREACH_DTENSOR,
 }
-#: with DTensor parameters the compiled path falls back to foreach (no flat storage to fuse)
+#: with DTensor parameters the compiled and foreach paths take the for-loop path (no flat storage
+#: to fuse; this torch has no DTensor strategy for some foreach ops)
 COMPILED = [("ddp", "adam", "compiled"), ("ddp", "dgclip", "compiled"),
-            ("zero", "adam", "compiled"), ("fsdp2", "adam", "compiled")]
-COMPILED_FAILING = {("fsdp2", "dgclip", "compiled"): FOREACH_DTENSOR}
+            ("zero", "adam", "compiled"), ("fsdp2", "adam", "compiled"),
+            ("fsdp2", "dgclip", "compiled")]
+COMPILED_FAILING: dict = {}
 #: the slow sweep: FSDP2 with every zoo design on both eager paths
-FOREACH_UNSUPPORTED_BY_DTENSOR = ("sgd", "amsgrad", "adamssm", "adan", "signgd", "dgclip")
 SWEEP = [("fsdp2", name, backend) for name in SETTINGS for backend in ("forloop", "foreach")
          if (name, backend) not in {("adam", "forloop"), ("adam", "foreach")}]
 
@@ -261,9 +255,6 @@ def test_distributed_compiled_equals_single_process(config, compiled_results):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", [
-    pytest.param(c, marks=pytest.mark.xfail(reason=FOREACH_DTENSOR, strict=False))
-    if c[2] == "foreach" and c[1] in FOREACH_UNSUPPORTED_BY_DTENSOR else c for c in SWEEP],
-    ids=config_id)
+@pytest.mark.parametrize("config", SWEEP, ids=config_id)
 def test_fsdp2_with_every_design(config, sweep_results):
     check(config, sweep_results[config_id(config)])

@@ -466,6 +466,20 @@ def test_guard_refuses_an_unstable_filter():
     assert issubclass(ctopt.to_torch(design, check=False), torch.optim.Optimizer)
 
 
+def test_guard_refuses_user_values_that_break_the_filter():
+    Opt = ctopt.to_torch(ctopt.zoo.get("adamssm"))
+    w = torch.nn.Parameter(torch.ones(3))
+    message = r"zero <= Max\(beta2, pole\) violated for beta2=0.99, pole=0.5, zero=0.9999"
+    with pytest.raises(HyperparameterError, match=message):
+        Opt([w], pole=0.5, zero=0.9999, beta2=0.99)
+    opt = Opt([w], pole=0.5, zero=0.9, beta2=0.99)
+    with pytest.raises(HyperparameterError, match=r"param group 1: .*nonnegative impulse response"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "zero": 0.9999})
+    assert len(opt.param_groups) == 1
+    unchecked = ctopt.to_torch(ctopt.zoo.get("adamssm"), check=False)
+    unchecked([w], pole=0.5, zero=0.9999, beta2=0.99)  # the user's explicit choice
+
+
 def test_to_torch_needs_a_design_and_auto_picks_foreach_for_small_models():
     with pytest.raises(DesignError, match="needs a ctopt Design"):
         ctopt.to_torch("adam")

@@ -58,13 +58,39 @@ def _check_design(design: Design) -> None:
             "Pass check=False to export it anyway.")
 
 
+def _value_guard(design: Design):
+    """A check of user values against the design's filter conditions (stable, nonnegative
+    impulse response, unit DC gain), naming the violated condition."""
+    try:
+        from ..analysis.validity import filter_validity
+    except (ImportError, AttributeError):
+        return None
+    defaults = design.defaults
+
+    def guard(values: dict, where: str = "") -> None:
+        if values == defaults:
+            return  # checked when the class was made
+        result = filter_validity(design, **values)
+        if not result.ok:
+            failed = "; ".join(str(f) for f in result.failed)
+            raise HyperparameterError(
+                f"{where}these hyperparameters break design {design.name!r}'s filter checks: "
+                f"{failed}. Export with check=False to allow them."
+            )
+
+    return staticmethod(guard)
+
+
 def to_torch(design: Design, name: str | None = None, *, check: bool = True) -> type:
     """Compile ``design`` into a ``torch.optim.Optimizer`` subclass.
 
     The constructor takes ``params`` (tensors, param groups or named parameters) and every
     hyperparameter by its design name (``betas=(...)`` too when the design has beta1, beta2, ...),
     plus ``maximize``, ``backend`` ("auto", "forloop", "foreach", "compiled") and ``nonfinite``
-    ("propagate", "skip", "raise"). ``check=False`` skips the design guard.
+    ("propagate", "skip", "raise"). The guard refuses a design whose moment filters are unstable
+    or may make a second moment negative at its defaults, and the constructor (and
+    ``add_param_group``) refuses user values that break those conditions; ``check=False`` skips
+    both.
 
     Example:
         >>> import ctopt
@@ -78,7 +104,7 @@ def to_torch(design: Design, name: str | None = None, *, check: bool = True) -> 
         _check_design(design)
     cls_name = name or class_name(design)
     source = class_source(design, cls_name)
-    key = (source, cls_name)
+    key = (source, cls_name, check)
     if key in _CACHE:
         return _CACHE[key]
     filename = f"<ctopt export {design.name} #{len(_CACHE)}>"
@@ -91,6 +117,8 @@ def to_torch(design: Design, name: str | None = None, *, check: bool = True) -> 
     cls = namespace[cls_name]
     cls.__module__ = "ctopt.export.generated"
     cls.design = design
+    if check:
+        cls.value_guard = _value_guard(design)
     _CACHE[key] = cls
     return cls
 

@@ -164,6 +164,10 @@ class GeneratedOptimizer(torch.optim.Optimizer):
     state_keys: tuple[str, ...] = ()
     reduction_names: tuple[str, ...] = ()
 
+    #: optional check of a group's values against the design's filter conditions, set by
+    #: ``ctopt.to_torch(check=True)``; called as ``value_guard(values, where)``
+    value_guard = None
+
     def __init__(self, params, hyper: dict, *, betas=None, maximize: bool = False,
                  backend: str = "auto", nonfinite: str = "propagate"):
         if backend not in BACKENDS:
@@ -251,6 +255,8 @@ class GeneratedOptimizer(torch.optim.Optimizer):
             base.update(zip(self.beta_names, self.defaults["betas"], strict=False))
         base.update(hyper)
         group.update(self._normalize(base, where))
+        if self.value_guard is not None:
+            self.value_guard(self._group_values(group, where), where)
         group.setdefault("maximize", self.defaults["maximize"])
         params = group["params"]
         params = [params] if isinstance(params, torch.Tensor) else list(params)
@@ -357,8 +363,10 @@ class GeneratedOptimizer(torch.optim.Optimizer):
             return scalars[k]
 
         backend = self._resolve_backend()
-        if backend == "compiled" and any(type(p) not in _PLAIN for _, p in items):
-            backend = "foreach"  # tensor subclasses (e.g. DTensor) have no flat storage to fuse
+        if backend != "forloop" and any(type(p) not in _PLAIN for _, p in items):
+            # tensor subclasses (e.g. FSDP2's DTensor) have no flat storage to fuse, and this
+            # torch has no DTensor strategy for some foreach ops: they take the for-loop path
+            backend = "forloop"
         if backend == "compiled":  # it advances the step counters itself (flat buffers)
             self._compiled_runner().run(self, gi, items, states, coefficients)
             return
