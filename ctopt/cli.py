@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = design_command("check", "Check which stability and validity conditions hold, with proofs.")
     p.add_argument("--curvature", type=_positive_float, default=None, metavar="H",
-                   help="curvature h of the quadratic test loss for the closed loop "
-                        "(default: report the condition as a range of h)")
+                   help="curvature h of the quadratic test loss h*theta**2/2 (for an adaptive "
+                        "design, h/r with r its frozen preconditioner); default: report the "
+                        "range of h where the closed loop is stable")
     p.add_argument("--no-proof", action="store_true", help="print the verdicts only")
 
     p = design_command("export", "Write a standalone torch optimizer (needs torch, not ctopt).")
