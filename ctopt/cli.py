@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default NAME-KIND.png")
 
     p = design_command("check", "Check which stability and validity conditions hold, with proofs.")
+    p.epilog = "Exit code 0 when every decided condition holds, 1 when one fails."
     p.add_argument("--curvature", type=_positive_float, default=None, metavar="H",
                    help="curvature h of the quadratic test loss h*theta**2/2 (for an adaptive "
                         "design, h/r with r its frozen preconditioner); default: report the "
