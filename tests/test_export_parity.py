@@ -182,3 +182,52 @@ def test_standalone_has_no_ctopt_import(tmp_path):
     imports = [line for line in text.splitlines() if line.startswith(("import ", "from "))]
     assert imports and all("ctopt" not in line for line in imports)
     assert (tmp_path / "adan_opt.py").read_text() == text
+
+
+@pytest.mark.parametrize("backend", EAGER)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_defaults_equal_oracle_float64(case, backend):
+    """With the defaults (no weight decay, no clipping) the eager paths read the gradient itself
+    instead of a scaled copy (a run-time identity); that branch equals the oracle too."""
+    design, values = design_of(case), {"lr": CASES[case][1]["lr"]}
+    grad_fn, x0 = problem()
+    for maximize in (False, True):
+        reference = ctopt.simulate(design, grad_fn, x0, 20, maximize=maximize, **values)
+        out = run(ctopt.to_torch(design, check=False), values, backend=backend, maximize=maximize)
+        assert rel_err(out, reference) <= 1e-12
+        assert rel_err(out[-1], x0) > 1e-3
+
+
+class _Allocations(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts tensors of at least ``numel`` elements that out-of-place ops return."""
+
+    def __init__(self, numel: int):
+        super().__init__()
+        self.numel, self.count = numel, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func._schema.is_mutable:
+            flat = out if isinstance(out, (list, tuple)) else [out]
+            self.count += sum(isinstance(t, torch.Tensor) and t.numel() >= self.numel for t in flat)
+        return out
+
+
+@pytest.mark.parametrize("backend", EAGER)
+@pytest.mark.parametrize("name", ["adam", "adamw", "amsgrad", "rmsprop", "heavy_ball", "sgd"])
+def test_eager_steps_allocate_no_more_than_torch(name, backend):
+    """States and parameters are updated in place: a step allocates no more parameter-sized
+    temporaries than torch.optim's own implementation in the same mode."""
+    make, values = TORCH[name]
+    counts = []
+    for build in (lambda p: make(p, foreach=backend == "foreach", **values),
+                  lambda p: ctopt.to_torch(ctopt.zoo.get(name))(p, backend=backend, **values)):
+        params = [torch.nn.Parameter(torch.randn(64, 64)) for _ in range(3)]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt = build(params)
+        opt.step()  # states exist from here on
+        with _Allocations(64 * 64) as mode:
+            opt.step()
+        counts.append(mode.count)
+    assert counts[1] <= counts[0], counts

@@ -5,6 +5,7 @@ A generated subclass provides, as class attributes: ``hyperparameters`` (:class:
 ``beta_names``, ``state_names``/``state_keys`` (torch state-dict names), ``reduction_names`` and
 the generated static methods ``_state_init(h)``, ``_scalars(h, k, gsign, red)`` (the per-step
 scalar part, float64), ``_elementwise(theta, g, *states, *coefficients)`` (torch operators),
+``_forloop(theta, g, *states, *coefficients)`` (in place, one tensor),
 ``_foreach(thetas, grads, *state_lists, *coefficients)`` (in place), ``_fused(theta, g, *states,
 coef)`` (in place; what the compiled path compiles) and ``_reduce_<name>(theta, g, h, gsign)``.
 
@@ -395,10 +396,7 @@ class GeneratedOptimizer(torch.optim.Optimizer):
     def _run_forloop(self, items, states, ks, coefficients) -> None:
         for (_, p), state, k in zip(items, states, ks, strict=False):
             olds = [state[key] for key in self.state_keys]
-            out = self._elementwise(p, p.grad, *olds, *coefficients(k))
-            p.copy_(out[0])
-            for old, new in zip(olds, out[1:], strict=False):
-                old.copy_(new)
+            self._forloop(p, p.grad, *olds, *coefficients(k))
 
     def _run_foreach(self, items, states, ks, coefficients) -> None:
         buckets: dict = {}

@@ -2,7 +2,7 @@
 
 :func:`class_source` prints one design as a subclass of the runtime's ``GeneratedOptimizer``
 (hyperparameter table, state names, and the generated ``_scalars``, ``_elementwise``,
-``_foreach``, ``_fused`` and ``_reduce_*`` functions). :func:`module_source` prepends the runtime
+``_forloop``, ``_foreach``, ``_fused`` and ``_reduce_*`` functions). :func:`module_source` prepends the runtime
 (``compiled.py`` and ``optimizer.py``, torch only), so the result runs without ctopt.
 
 Example:
@@ -21,7 +21,8 @@ import sympy as sp
 
 from ..design import Design
 from .codegen import GSIGN, Program, build_program, state_symbol
-from .printers import ForeachPrinter, python_name, scalar_code, tensor_code
+from .inplace import inplace_lines
+from .printers import python_name, scalar_code, tensor_code
 
 __all__ = ["class_name", "class_source", "module_source"]
 
@@ -86,28 +87,6 @@ def _elementwise_lines(p: Program) -> list[str]:
     for name, expr in p.elementwise:
         lines.append(f"{python_name(name)} = {tensor_code(expr, elem)}")
         elem.add(python_name(name))
-    return lines
-
-
-def _foreach_lines(p: Program) -> list[str]:
-    inputs = {"theta"} | {state_symbol(s.name).name for s in p.design.states}
-    printer = ForeachPrinter({"theta", "g"} | inputs)
-    targets = {p.theta_out: "theta"}
-    targets.update({out: state_symbol(s.name).name for out, s in zip(p.state_out, p.design.states, strict=False)})
-    for i, (name, expr) in enumerate(p.elementwise):
-        later = {s.name for _, e in p.elementwise[i + 1:] for s in e.free_symbols}
-        into = targets.get(name)
-        if into is not None and into in later:
-            into = None
-        if expr.is_Symbol and expr.name in inputs | {"g"}:
-            printer.lines.append(f"{python_name(name)} = torch._foreach_clone({expr.name})")
-            printer.elementwise.add(python_name(name))
-            continue
-        printer.line(python_name(name), expr, inplace=into)
-    lines = printer.lines
-    for out, target in targets.items():
-        lines.append(f"if {python_name(out)} is not {target}:")
-        lines.append(f"    torch._foreach_copy_({target}, {python_name(out)})")
     return lines
 
 
@@ -194,9 +173,14 @@ def class_source(design: Design, name: str | None = None) -> str:
         *[f"        {s}.copy_({python_name(o)})" for s, o in zip(states, p.state_out, strict=False)],
         "",
         "    @staticmethod",
+        f"    def _forloop({', '.join(['theta', 'g', *states, *coefs])}):",
+        '        """The for-loop path on one tensor; updates theta and states in place."""',
+        *[_INDENT + line for line in inplace_lines(p, per_tensor=True)],
+        "",
+        "    @staticmethod",
         f"    def _foreach({', '.join(['theta', 'g', *states, *coefs])}):",
         '        """The foreach path over lists of tensors; updates theta and states in place."""',
-        *[_INDENT + line for line in _foreach_lines(p)],
+        *[_INDENT + line for line in inplace_lines(p)],
         *_reduction_functions(p),
     ]
     if GSIGN.name in {h.name for h in design.hyper}:
