@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -297,7 +298,13 @@ def _cmd_report(args, design, values) -> int:
         design, out, values=values, epochs=args.epochs, seeds=args.seeds,
         training=not args.no_training, progress=not args.quiet,
     )
-    print(f"wrote {path}")
+    text = path.read_text()
+    if "## Summary\n" in text:
+        summary = text.split("## Summary\n", 1)[1].split("\n## ", 1)[0]
+        plain = re.sub(r"\*\*([^*]+)\*\*|`([^`]+)`", lambda m: m.group(1) or m.group(2),
+                       summary.strip())
+        print(plain.replace("\\*", "*").replace("\\|", "|"))
+    print(f"wrote {path} (figures in {path.parent / 'figures'})")
     return EXIT_OK
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..design import Design
 from ..errors import CtoptError
 from .figures import save_plot
-from .sections import Section, _word, analyze
+from .sections import Section, _md, _word, analyze
 from .training import _training_markdown, train_comparison
 
 __all__ = ["Section", "analyze", "save_plot", "train_comparison", "write_report"]
@@ -90,9 +90,9 @@ def write_report(
         verdicts = [v for sec in sections for v in sec.verdicts]
         held = sum(ok is True for _, ok in verdicts)
         summary.append(f"- **Conditions**: {held} of {len(verdicts)} hold at these values"
-                       + "".join(f"; {_word(ok)}: {name}" for name, ok in verdicts
+                       + "".join(f"; {_word(ok)}: {_md(name)}" for name, ok in verdicts
                                  if ok is not True) + ".")
-        summary.extend(f"- **Closed loop** on h*theta**2/2: {name[len('closed loop '):]}."
+        summary.extend(f"- **Closed loop** on `h*theta**2/2`: {_md(name[len('closed loop '):])}."
                        for name, ok in verdicts if ok is True and name.startswith("closed loop"))
         return [sec.as_markdown() for sec in sections]
 

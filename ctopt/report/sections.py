@@ -63,9 +63,9 @@ class Section:
             out += ["$$", tex.strip().strip("$"), "$$", ""]
         if self.verdicts:
             out += ["| condition | verdict |", "|---|---|"]
-            out += [f"| {name} | {_word(ok)} |" for name, ok in self.verdicts]
+            out += [f"| {_md(name)} | {_word(ok)} |" for name, ok in self.verdicts]
             out.append("")
-        out += [f"> {n}" for n in self.notes]
+        out += [f"> {_md(n)}" for n in self.notes]
         if self.notes:
             out.append("")
         if proofs:
@@ -77,6 +77,11 @@ class Section:
 
 def _mark(ok: bool | None) -> str:
     return {True: "holds", False: "FAILS", None: "undecided"}[ok]
+
+
+def _md(text: str) -> str:
+    """``text`` safe inside Markdown prose or a table cell (``*`` is not emphasis)."""
+    return text.replace("\\", "\\\\").replace("*", "\\*").replace("|", "\\|")
 
 
 def _word(ok: bool | None) -> str:
@@ -178,7 +183,7 @@ def _closed_loop_sections(design, values, curvature, include) -> list[Section]:
 
     import ctopt
 
-    s = Section("Closed-loop stability on the quadratic h*theta**2/2")
+    s = Section("Closed-loop stability (quadratic loss, curvature h)")
     out = [s]
     # a hyperparameter at 0 switches a feature off (weight decay, dampening, clipping): fix it
     off = {n: 0.0 for n, v in values.items() if v == 0}
