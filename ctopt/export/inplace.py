@@ -286,13 +286,63 @@ class InplacePrinter:
             early = {i: self._prepare(t) for i, t in enumerate(terms) if self._reads(t, into)}
             acc = self._scale((into, True), self._split(first)[0])
             for i, t in enumerate(terms):
-                op, extra = early.get(i) or self._prepare(t)
-                acc = self._apply(op, acc, extra)
+                acc = self._add_term(acc, t, early.get(i))
             return self._add_scalars(acc, scal)
         for t in terms:
-            op, extra = self._prepare(t)
-            acc = self._apply(op, acc, extra)
+            acc = self._add_term(acc, t)
         return self._add_scalars(acc, scal)
+
+    def _add_term(self, acc: tuple[str, bool], t: sp.Expr, prepared=None) -> tuple[str, bool]:
+        if prepared is None and acc[1]:
+            scaled = self._scaled_quotient(t)
+            if scaled is not None:
+                return self._add_scaled_quotient(acc, t, *scaled)
+        op, extra = prepared or self._prepare(t)
+        return self._apply(op, acc, extra)
+
+    def _scaled_quotient(self, t: sp.Expr):
+        """``c*x / (s*y + b)`` or ``c*x / (sqrt(a*y) + b)`` (scalars ``c, s, a, b``): the parts
+        ``(c, x, y', s, b, condition)`` of ``(c/s)*x / (y' + b/s)`` with ``y' = y`` or
+        ``sqrt(y)``, ``s = sqrt(a)``, valid when ``condition`` holds at run time."""
+        coef, num, den = self._split(t)
+        if len(num) != 1 or len(den) != 1 or not den[0].is_Add:
+            return None
+        elem = [a for a in den[0].args if self.is_elem(a)]
+        bias = sp.Add(*[a for a in den[0].args if not self.is_elem(a)])
+        if len(elem) != 1 or bias == 0:
+            return None
+        scale, inner, inner_den = self._split(elem[0])
+        if len(inner) != 1 or inner_den:
+            return None
+        if scale != 1:
+            return (coef, num[0], inner[0], scale, bias,
+                    f"0.0 < abs({self.scalar(scale)}) < math.inf")
+        root = inner[0]
+        if not (root.is_Pow and root.exp == sp.S.Half):
+            return None
+        a, base, base_den = self._split(root.base)
+        if a == 1 or len(base) != 1 or base_den:
+            return None
+        return (coef, num[0], sp.sqrt(base[0], evaluate=False), sp.sqrt(a), bias,
+                f"0.0 < {self.scalar(a)} < math.inf")
+
+    def _add_scaled_quotient(self, acc, t, coef, x, y, scale, bias, cond) -> tuple[str, bool]:
+        """Add ``t`` with its denominator's scale moved into the coefficient (one pass fewer);
+        the general form runs when ``cond`` fails at run time."""
+        outer = self.indent
+        self.put(f"if {cond}:")
+        self.indent = outer + "    "
+        xs = self.emit(x)[0]
+        denominator = self._apply("add", self.emit(y), self.scalar(bias / scale))
+        self.put(self.call("addcdiv", acc[0], f"{xs}, {denominator[0]}, "
+                                              f"value={self.scalar(coef / scale)}", inplace=True))
+        self.indent = outer
+        self.put("else:")
+        self.indent = outer + "    "
+        op, extra = self._prepare(t)
+        self._apply(op, acc, extra)
+        self.indent = outer
+        return acc
 
     def _add_scalars(self, acc: tuple[str, bool], scal: list[sp.Expr]) -> tuple[str, bool]:
         for t in scal:
