@@ -170,7 +170,7 @@ class GeneratedOptimizer(torch.optim.Optimizer):
     value_guard = None
 
     def __init__(self, params, hyper: dict, *, betas=None, maximize: bool = False,
-                 backend: str = "auto", nonfinite: str = "propagate"):
+                 backend: str = "auto", nonfinite: str = "propagate", reduction_group=None):
         if backend not in BACKENDS:
             raise UnsupportedError(f"backend {backend!r} is not one of {BACKENDS}")
         if nonfinite not in NONFINITE:
@@ -183,6 +183,7 @@ class GeneratedOptimizer(torch.optim.Optimizer):
         self.backend = backend
         self.nonfinite = nonfinite
         self.skipped_steps = 0
+        self.reduction_group = reduction_group
         self._runner = None
         super().__init__(params, defaults)
 
@@ -295,6 +296,8 @@ class GeneratedOptimizer(torch.optim.Optimizer):
         for gi, (group, h, items) in enumerate(plans):
             if items:
                 self._step_group(gi, group, h, items)
+            elif self.reduction_group is not None and self.reduction_names:
+                self._take_part_in_reductions(group, h)
         return loss
 
     def _param_name(self, gi: int, j: int) -> str:
@@ -347,15 +350,39 @@ class GeneratedOptimizer(torch.optim.Optimizer):
                         norm = torch.linalg.vector_norm(x, dtype=acc).double()
                         by_device.setdefault(p.device, []).append(norm)
                 squares = [float(torch.stack(n).square().sum()) for n in by_device.values()]
-                cache[name] = math.sqrt(math.fsum(squares))
+                total = math.fsum(squares)
+                if self.reduction_group is not None:
+                    total = self._all_reduce(total)
+                cache[name] = math.sqrt(total)
             return cache[name]
 
         return red
+
+    def _all_reduce(self, value: float) -> float:
+        """Sum ``value`` over ``reduction_group`` (parameters sharded across ranks, e.g. ZeRO)."""
+        import torch.distributed as dist
+
+        device = "cpu"
+        if dist.get_backend(self.reduction_group) == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(t, group=self.reduction_group)
+        return float(t.item())
+
+    def _take_part_in_reductions(self, group: dict, h: dict) -> None:
+        """A rank holding no parameter of this group still joins its collective reductions, in
+        the same order as the ranks that step it."""
+        red = self._reducer(h, -1.0 if group.get("maximize", False) else 1.0, [])
+        for name in self.reduction_names:
+            red(name)
 
     def _step_group(self, gi: int, group: dict, h: dict, items) -> None:
         gsign = -1.0 if group.get("maximize", False) else 1.0
         states = [self._init_state(p, h) for _, p in items]
         red = self._reducer(h, gsign, items)
+        if self.reduction_group is not None:  # collective: every rank, every group, same order
+            for name in self.reduction_names:
+                red(name)
         scalars: dict = {}
 
         def coefficients(k: int):
@@ -526,11 +553,12 @@ class GeneratedOptimizer(torch.optim.Optimizer):
         state = super().__getstate__()
         state.update(backend=self.backend, nonfinite=self.nonfinite,
                      skipped_steps=self.skipped_steps)
+        state.pop("reduction_group", None)  # a process group belongs to this process only
         return state
 
     def __setstate__(self, state: dict) -> None:
         for name, default in (("backend", "auto"), ("nonfinite", "propagate"),
-                              ("skipped_steps", 0)):
+                              ("skipped_steps", 0), ("reduction_group", None)):
             if name not in state and not hasattr(self, name):
                 state[name] = default
         state["_runner"] = None
