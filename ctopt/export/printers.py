@@ -70,21 +70,27 @@ def _exponent(e: sp.Expr, code: Callable[[sp.Expr], str]) -> str:
     return code(e)
 
 
-def scalar_code(expr: sp.Basic, names: dict[str, str] | None = None) -> str:
-    """Python source for a scalar expression (helpers ``_div``, ``_sqrt``, ``_pow``, ``_max``,
-    ``_min``, ``_sign``, ``_exp``, ``_log`` come from the runtime).
+class _Printer:
+    """The recursive printer both targets share; a target names its own operations."""
 
-    Example:
-        >>> import sympy as sp
-        >>> b, k = sp.Symbol("beta1"), sp.Symbol("k", integer=True)
-        >>> scalar_code(1 / (1 - b**k))
-        '_div(1.0, (1.0 + (-1.0 * _pow(beta1, k))))'
-    """
-    names = names or {}
+    div = "({top} / {bottom})"
+    sqrt = "torch.sqrt({x})"
+    recip = "(1.0 / {x})"
+    square = "torch.square({x})"
+    pow = "torch.pow({base}, {exp})"
+    choose = "_choose({c}, {a}, {b})"
+    logic = {sp.And: " & ", sp.Or: " | "}
+    negate = "(~{x})"
+    unary = {sp.Abs: "torch.abs", sp.sign: "torch.sign", sp.exp: "torch.exp", sp.log: "torch.log"}
+    what = "tensor code"
 
-    def p(e: sp.Basic) -> str:
+    def name(self, symbol: sp.Symbol) -> str:
+        return python_name(symbol.name)
+
+    def p(self, e: sp.Basic) -> str:
+        p = self.p
         if e.is_Symbol:
-            return names.get(e.name, python_name(e.name))
+            return self.name(e)
         if e.is_Number or e in (sp.true, sp.false):
             return _number(e)
         if e.is_Add:
@@ -96,40 +102,94 @@ def scalar_code(expr: sp.Basic, names: dict[str, str] | None = None) -> str:
             if not den:
                 return top
             bottom = " * ".join(p(a) for a in den)
-            return f"_div({top}, {bottom if len(den) == 1 else '(' + bottom + ')'})"
+            return self.div.format(top=top, bottom=bottom if len(den) == 1 else f"({bottom})")
         if e.is_Pow:
             if e.exp == sp.S.Half:
-                return f"_sqrt({p(e.base)})"
+                return self.sqrt.format(x=p(e.base))
             if e.exp == -sp.S.Half:
-                return f"_div(1.0, _sqrt({p(e.base)}))"
+                return self.recip.format(x=self.sqrt.format(x=p(e.base)))
             if e.exp == -1:
-                return f"_div(1.0, {p(e.base)})"
-            return f"_pow({p(e.base)}, {_exponent(e.exp, p)})"
+                return self.recip.format(x=p(e.base))
+            if e.exp == 2 and self.square:
+                return self.square.format(x=p(e.base))
+            return self.pow.format(base=p(e.base), exp=_exponent(e.exp, p))
         if isinstance(e, (sp.Max, sp.Min)):
-            fn = "_max" if isinstance(e, sp.Max) else "_min"
-            return f"{fn}(" + ", ".join(p(a) for a in e.args) + ")"
+            return self.max_min(e)
         if isinstance(e, sp.Piecewise):
-            return _piecewise(e, p, lambda c, a, b: f"({a} if {c} else {b})", "float('nan')")
+            out = "float('nan')"
+            for value, cond in reversed(e.args):
+                choice = self.choose.format(c=p(cond), a=p(value), b=out)
+                out = p(value) if cond is sp.true else choice
+            return out
         if type(e) in _RELATION_OPS:
             return f"({p(e.lhs)} {_RELATION_OPS[type(e)]} {p(e.rhs)})"
         if isinstance(e, (sp.And, sp.Or)):
-            op = " and " if isinstance(e, sp.And) else " or "
-            return "(" + op.join(p(a) for a in e.args) + ")"
+            return "(" + self.logic[type(e)].join(p(a) for a in e.args) + ")"
         if isinstance(e, sp.Not):
-            return f"(not {p(e.args[0])})"
-        unary = {sp.Abs: "abs", sp.sign: "_sign", sp.exp: "_exp", sp.log: "_log"}
-        if type(e) in unary:
-            return f"{unary[type(e)]}({p(e.args[0])})"
-        raise NotImplementedError(f"cannot print {type(e).__name__} in scalar code: {e}")
+            return self.negate.format(x=p(e.args[0]))
+        if type(e) in self.unary:
+            return f"{self.unary[type(e)]}({p(e.args[0])})"
+        raise NotImplementedError(f"cannot print {type(e).__name__} in {self.what}: {e}")
 
-    return p(expr)
+    def max_min(self, e: sp.Basic) -> str:
+        fn = "_max" if isinstance(e, sp.Max) else "_min"
+        return f"{fn}(" + ", ".join(self.p(a) for a in e.args) + ")"
 
 
-def _piecewise(e: sp.Piecewise, p, choose, missing: str) -> str:
-    out = missing
-    for value, cond in reversed(e.args):
-        out = p(value) if cond is sp.true else choose(p(cond), p(value), out)
-    return out
+class _ScalarPrinter(_Printer):
+    """Plain Python floats; the runtime's ``_div``, ``_sqrt``... guard division by zero."""
+
+    div = "_div({top}, {bottom})"
+    sqrt = "_sqrt({x})"
+    recip = "_div(1.0, {x})"
+    square = ""
+    pow = "_pow({base}, {exp})"
+    choose = "({a} if {c} else {b})"
+    logic = {sp.And: " and ", sp.Or: " or "}
+    negate = "(not {x})"
+    unary = {sp.Abs: "abs", sp.sign: "_sign", sp.exp: "_exp", sp.log: "_log"}
+    what = "scalar code"
+
+    def __init__(self, names: dict[str, str]):
+        self.names = names
+
+    def name(self, symbol: sp.Symbol) -> str:
+        return self.names.get(symbol.name, python_name(symbol.name))
+
+
+class _TensorPrinter(_Printer):
+    """torch operators on tensors; Max/Min with scalar arguments become ``torch.clamp``."""
+
+    def __init__(self, elementwise: set[str] | frozenset[str]):
+        self.elementwise = elementwise
+
+    def is_elem(self, e: sp.Basic) -> bool:
+        if not self.elementwise:
+            return bool(e.free_symbols)
+        return any(python_name(s.name) in self.elementwise for s in e.free_symbols)
+
+    def max_min(self, e: sp.Basic) -> str:
+        fn, bound = ("torch.maximum", "min") if isinstance(e, sp.Max) else ("torch.minimum", "max")
+        elem = [a for a in e.args if self.is_elem(a)]
+        out = self.p(elem[0])
+        for a in elem[1:]:
+            out = f"{fn}({out}, {self.p(a)})"
+        for a in (a for a in e.args if a not in elem):
+            out = f"torch.clamp({out}, {bound}={self.p(a)})"
+        return out
+
+
+def scalar_code(expr: sp.Basic, names: dict[str, str] | None = None) -> str:
+    """Python source for a scalar expression (helpers ``_div``, ``_sqrt``, ``_pow``, ``_max``,
+    ``_min``, ``_sign``, ``_exp``, ``_log`` come from the runtime).
+
+    Example:
+        >>> import sympy as sp
+        >>> b, k = sp.Symbol("beta1"), sp.Symbol("k", integer=True)
+        >>> scalar_code(1 / (1 - b**k))
+        '_div(1.0, (1.0 + (-1.0 * _pow(beta1, k))))'
+    """
+    return _ScalarPrinter(names or {}).p(expr)
 
 
 def tensor_code(expr: sp.Basic, elementwise: set[str] | frozenset[str] = frozenset()) -> str:
@@ -142,59 +202,4 @@ def tensor_code(expr: sp.Basic, elementwise: set[str] | frozenset[str] = frozens
         >>> tensor_code(sp.Max(x, c, evaluate=False), {"x"})
         'torch.clamp(x, min=c)'
     """
-
-    def is_elem(e: sp.Basic) -> bool:
-        if not elementwise:
-            return bool(e.free_symbols)
-        return any(python_name(s.name) in elementwise for s in e.free_symbols)
-
-    def p(e: sp.Basic) -> str:
-        if e.is_Symbol:
-            return python_name(e.name)
-        if e.is_Number or e in (sp.true, sp.false):
-            return _number(e)
-        if e.is_Add:
-            return "(" + " + ".join(p(a) for a in e.args) + ")"
-        if e.is_Mul:
-            num, den = _split_mul(e)
-            top = " * ".join(p(a) for a in num) if num else "1.0"
-            top = f"({top})" if len(num) > 1 else top
-            if not den:
-                return top
-            bottom = " * ".join(p(a) for a in den)
-            return f"({top} / {bottom if len(den) == 1 else '(' + bottom + ')'})"
-        if e.is_Pow:
-            if e.exp == sp.S.Half:
-                return f"torch.sqrt({p(e.base)})"
-            if e.exp == -sp.S.Half:
-                return f"(1.0 / torch.sqrt({p(e.base)}))"
-            if e.exp == -1:
-                return f"(1.0 / {p(e.base)})"
-            if e.exp == 2:
-                return f"torch.square({p(e.base)})"
-            return f"torch.pow({p(e.base)}, {_exponent(e.exp, p)})"
-        if isinstance(e, (sp.Max, sp.Min)):
-            fn, bound = ("torch.maximum", "min") if isinstance(e, sp.Max) else ("torch.minimum", "max")
-            elem = [a for a in e.args if is_elem(a)]
-            scal = [a for a in e.args if a not in elem]
-            out = p(elem[0])
-            for a in elem[1:]:
-                out = f"{fn}({out}, {p(a)})"
-            for a in scal:
-                out = f"torch.clamp({out}, {bound}={p(a)})"
-            return out
-        if isinstance(e, sp.Piecewise):
-            return _piecewise(e, p, lambda c, a, b: f"_choose({c}, {a}, {b})", "float('nan')")
-        if type(e) in _RELATION_OPS:
-            return f"({p(e.lhs)} {_RELATION_OPS[type(e)]} {p(e.rhs)})"
-        if isinstance(e, (sp.And, sp.Or)):
-            op = " & " if isinstance(e, sp.And) else " | "
-            return "(" + op.join(p(a) for a in e.args) + ")"
-        if isinstance(e, sp.Not):
-            return f"(~{p(e.args[0])})"
-        unary = {sp.Abs: "torch.abs", sp.sign: "torch.sign", sp.exp: "torch.exp", sp.log: "torch.log"}
-        if type(e) in unary:
-            return f"{unary[type(e)]}({p(e.args[0])})"
-        raise NotImplementedError(f"cannot print {type(e).__name__} in tensor code: {e}")
-
-    return p(expr)
+    return _TensorPrinter(elementwise).p(expr)
