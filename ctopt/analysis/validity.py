@@ -399,7 +399,8 @@ def _evaluate(check: FilterCheck, env: Mapping[str, float], failed: list[str]) -
             used = sorted({s.name for a in broken for s in a.free_symbols})
             shown = ", ".join(f"{n}={env[n]:g}" for n in used if n in env)
             text = " and ".join(_show(a) for a in broken)
-            failed.append(f"{check.name}: {name}: {text} violated for {shown}")
+            where = f"for {shown}" if shown else "whatever the hyperparameters"
+            failed.append(f"{check.name}: {name}: {text} violated {where}")
 
 
 def _truth(cond: sp.Basic, env: Mapping[str, float]) -> bool:
