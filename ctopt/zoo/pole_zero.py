@@ -52,6 +52,7 @@ def adamssm() -> Design:
     H = (1 - beta2) * z / (z - beta2) * (1 - pole) / (1 - zero) * (z - zero) / (z - pole)
     v = b.filter("v", H, input=grad**2, torch_name="exp_avg_sq")
     m_hat = b.let("m_hat", m / (1 - beta1**k))
-    v_hat = b.let("v_hat", sp.Symbol("v", real=True) / v.step_response(k))
+    bias = b.let("bias_v", v.step_response(k))  # the filter's step response s[k]
+    v_hat = b.let("v_hat", sp.Symbol("v", real=True) / bias)
     b.update(theta - lr * m_hat / (sp.sqrt(v_hat) + eps))
     return b.build()
