@@ -36,3 +36,14 @@ PROBLEMS = {"quadratic": _quadratic, "logistic": _logistic}
 def problem(request):
     """(grad_fn, x0) for an ill-conditioned quadratic and a logistic regression."""
     return PROBLEMS[request.param]()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread, and are immune to a busy machine's contention."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

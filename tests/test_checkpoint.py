@@ -21,6 +21,8 @@ import torch
 
 import ctopt
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread
+
 SAVE_AT, STOP = 4, 10
 #: (design, hyperparameters, backends); one design skips a non-finite step before the checkpoint
 CONFIGS = [
@@ -75,14 +77,6 @@ def train(model, opt, scheduler, name: str, start: int, stop: int) -> list[list[
         trajectory.append([p.detach().clone() for p in model.parameters()])
     return trajectory
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster, and immune to a busy machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def resume(folder: Path, cases: list[tuple[str, str]]) -> None:

@@ -15,6 +15,8 @@ import torch
 
 import ctopt
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread
+
 STEPS, WARM = 10_000, 1_000
 TOLERANCE = 1e-10
 N, SPLIT = 8, 5  # 8 coordinates in two tensors: group reductions span both
@@ -96,13 +98,6 @@ def exported_run(name: str, backend: str):
                            "rss": rss_bytes(), "graphs": graphs_compiled()}
     return trajectory, measured
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def check(name: str, backend: str) -> None:
