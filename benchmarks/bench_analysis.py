@@ -27,7 +27,7 @@ for d in designs:
     count += len(transfer_functions(d))
 t_tf = time.perf_counter() - t0
 if WITH_LOOPS:
-    from ctopt.analysis.closed_loop import closed_loop
+    from ctopt.analysis.loops import closed_loop
     for name in ctopt.zoo.names():
         closed_loop(ctopt.zoo.get(name)).charpoly()
 t_all = time.perf_counter() - t0

@@ -17,8 +17,8 @@ CHILD = r"""
 import time
 t0, c0 = time.perf_counter(), time.process_time()
 import ctopt
-from ctopt.analysis.closed_loop import closed_loop
-from ctopt.analysis.lyapunov import MAX_SYMBOLIC_STATES, lyapunov
+from ctopt.analysis.loops import closed_loop
+from ctopt.analysis.certificates import MAX_SYMBOLIC_STATES, lyapunov
 from ctopt.analysis.stability import stability_conditions
 from ctopt.analysis.validity import filter_validity
 t_import = time.perf_counter() - t0

@@ -39,7 +39,7 @@ def _axes(ax=None):
 
 
 def _transfer(system, output: str | None, input) -> object:
-    from .analysis.closed_loop import ClosedLoop
+    from .analysis.loops import ClosedLoop
     from .analysis.transfer import TransferFunction, transfer_function
 
     if isinstance(system, TransferFunction):
@@ -52,7 +52,7 @@ def _transfer(system, output: str | None, input) -> object:
 
 
 def _loop(system, curvature: str = "h"):
-    from .analysis.closed_loop import ClosedLoop, closed_loop
+    from .analysis.loops import ClosedLoop, closed_loop
 
     if isinstance(system, ClosedLoop):
         return system
@@ -131,7 +131,7 @@ def pole_zero(system, *, output: str | None = None, input=None, ax=None, **value
         >>> sorted(line.get_label() for line in ax.get_lines())
         ['poles', 'unit circle', 'zeros']
     """
-    from .analysis.closed_loop import ClosedLoop
+    from .analysis.loops import ClosedLoop
 
     ax = _axes(ax)
     _unit_circle(ax)

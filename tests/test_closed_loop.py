@@ -8,7 +8,7 @@ import pytest
 import sympy as sp
 
 import ctopt
-from ctopt.analysis.closed_loop import ClosedLoop, closed_loop
+from ctopt.analysis.loops import ClosedLoop, closed_loop
 from ctopt.errors import DesignError, UnsupportedError
 from ctopt.filters import z
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from ctopt.analysis.lyapunov import lyapunov
+from ctopt.analysis.certificates import lyapunov
 from ctopt.errors import UnsupportedError
 
 alpha, h, beta = sp.symbols("alpha h beta", real=True)

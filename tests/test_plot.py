@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 import ctopt  # noqa: E402
 import ctopt.plot as cplot  # noqa: E402
-from ctopt.analysis.closed_loop import closed_loop  # noqa: E402
+from ctopt.analysis.loops import closed_loop  # noqa: E402
 from ctopt.analysis.transfer import transfer_function  # noqa: E402
 
 

@@ -11,8 +11,6 @@ Example:
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 # public name -> submodule that defines it (imported on first use, so that each analysis loads
 # only what it needs)
@@ -21,11 +19,11 @@ _PUBLIC = {
     "state_space": "transfer",
     "TransferFunction": "transfer",
     "StateSpace": "transfer",
-    "closed_loop": "closed_loop",
-    "ClosedLoop": "closed_loop",
+    "closed_loop": "loops",
+    "ClosedLoop": "loops",
     "stability_conditions": "stability",
     "StabilityConditions": "stability",
-    "lyapunov": "lyapunov",
+    "lyapunov": "certificates",
     "filter_validity": "validity",
     "worst_case_rate": "convergence",
     "tune": "convergence",
@@ -48,15 +46,3 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
-
-class _Package(types.ModuleType):
-    """Keeps public functions that share their submodule's name (``closed_loop``, ``lyapunov``)
-    from being replaced by the submodule when the import system binds it on the package."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _PUBLIC and isinstance(value, types.ModuleType) and hasattr(value, name):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -91,7 +91,7 @@ def _loop(system, curvature, values: Mapping[str, float]):
     defaults: dict[str, float] = {}
     tunable = None
     if isinstance(system, Design):
-        from .closed_loop import closed_loop
+        from .loops import closed_loop
 
         defaults = dict(system.defaults)
         tunable = {hp.name for hp in system.hyper if hp.role in ("lr", "ema")}

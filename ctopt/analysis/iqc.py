@@ -84,7 +84,7 @@ def lurie_system(system, **values: float) -> tuple[np.ndarray, np.ndarray, np.nd
     from ..design import Design
 
     if isinstance(system, Design):
-        from .closed_loop import closed_loop
+        from .loops import closed_loop
 
         defaults = {k: v for k, v in system.defaults.items() if k not in values}
         values = {**defaults, **values}

@@ -30,7 +30,7 @@ import sympy as sp
 
 from ..design import Design, g, k, theta
 from ..errors import CtoptError
-from .lyapunov import _positive_by_factors
+from .certificates import _positive_by_factors
 from .proof import Proof
 from .stability import _split_abs, positive_form
 
@@ -271,8 +271,8 @@ def known_lyapunov_function(design: Design, **values) -> tuple[sp.Expr, list[sp.
         >>> sorted(s.name for s in V.free_symbols)
         ['buf', 'h', 'lr', 'momentum', 'theta']
     """
-    from .closed_loop import closed_loop
-    from .lyapunov import lyapunov
+    from .certificates import lyapunov
+    from .loops import closed_loop
 
     fixed: Mapping = {"dampening": 0, "weight_decay": 0} | values
     loop = closed_loop(design, **{k_: v for k_, v in fixed.items() if k_ in
