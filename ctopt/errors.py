@@ -11,6 +11,7 @@ __all__ = [
     "DesignError",
     "DesignFileError",
     "HyperparameterError",
+    "NotPreconditionedError",
     "UnsupportedError",
 ]
 
@@ -33,3 +34,7 @@ class DesignFileError(CtoptError, ValueError):
 
 class UnsupportedError(CtoptError, NotImplementedError):
     """A request ctopt cannot honour (too large, unsupported input, missing extra)."""
+
+
+class NotPreconditionedError(UnsupportedError):
+    """A design whose update is not ``theta - lr * u / D`` (no preconditioner view)."""

@@ -30,6 +30,10 @@ _PUBLIC = {
     "iqc_rate": "iqc",
     "check_lyapunov": "lyapunov_check",
     "Proof": "proof",
+    "preconditioner": "preconditioners",
+    "Preconditioner": "preconditioners",
+    "critical_sharpness": "sharpness",
+    "CriticalSharpness": "sharpness",
 }
 
 __all__ = sorted(_PUBLIC)
