@@ -40,6 +40,9 @@ _LAZY = {
     "save_design": "ctopt.serialize",
     "load_design": "ctopt.serialize",
     "explore": "ctopt.explore",
+    "preconditioner": "ctopt.analysis",
+    "critical_sharpness": "ctopt.analysis",
+    "SharpnessMonitor": "ctopt.monitor",
 }
 _SUBMODULES = (
     "analysis",
@@ -50,6 +53,7 @@ _SUBMODULES = (
     "serialize",
     "experiments",
     "cli",
+    "monitor",
 )
 
 __all__ = [
