@@ -183,10 +183,12 @@ class SharpnessMonitor:
         if not pre.adaptive:
             return None
         d = self.design
-        syms = [sp.Symbol(s.name, real=True) for s in d.states] + [k, g]
+        names = {s.name for s in pre.D.free_symbols}
+        states = [s for s in d.states if s.name in names]  # e.g. not RMSprop's momentum buffer
+        syms = [sp.Symbol(s.name, real=True) for s in states] + [k, g]
         hyper = {h.symbol: self.values.get(h.name, h.default) for h in d.hyper}
         expr = pre.D.xreplace({s: sp.Float(v) for s, v in hyper.items()})
-        return sp.lambdify(syms, expr, "numpy"), [s.key for s in d.states]
+        return sp.lambdify(syms, expr, "numpy"), [s.key for s in states]
 
     def _diag(self, params):
         import torch
