@@ -18,6 +18,7 @@ EXPECTED = (
     "03_design_and_export.ipynb",
     "04_scaling_rule.ipynb",
     "05_dynamics.ipynb",
+    "06_edge_of_stability.ipynb",
 )
 NOTEBOOKS = sorted(p.name for p in EXAMPLES.glob("*.ipynb"))
 

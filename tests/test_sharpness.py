@@ -245,3 +245,22 @@ def test_numeric_kind_is_labelled_and_agrees_with_brute_force():
     assert cs.value(**values) == pytest.approx(want, rel=1e-7)
     assert cs.kind == "numeric"
     assert cs.expr is None and cs.proof.numeric and "numeric" in str(cs)
+
+
+def test_misspelt_keywords_are_refused():
+    adam = ctopt.zoo.get("adam")
+    for call in (lambda: ctopt.preconditioner(adam, betaa=0.1),
+                 lambda: ctopt.critical_sharpness(adam, betaa=0.1),
+                 lambda: ctopt.critical_sharpness(adam).value(betaa=0.1)):
+        with pytest.raises(CtoptError, match="betaa"):
+            call()
+
+
+def test_report_section_shows_the_critical_sharpness():
+    from ctopt.report.sections import analyze
+
+    (sec,) = analyze(ctopt.zoo.get("adam"), {"lr": 0.01}, include=["sharpness"])
+    text = sec.as_markdown()
+    assert "Critical sharpness" in text and "< 3800" in text and "proven" in text
+    (refused,) = analyze(ctopt.zoo.get("dgclip"), include=["sharpness"])
+    assert "no critical sharpness" in refused.as_text()

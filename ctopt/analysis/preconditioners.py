@@ -150,8 +150,8 @@ def preconditioner(design: Design, **fixed: float) -> Preconditioner:
         >>> pre.D, pre.direction
         (1, buf)
     """
+    design.check_values(**fixed)  # unknown names and out-of-domain values are refused
     fixed = switched_off(design, fixed)
-    fixed = {n: v for n, v in fixed.items() if n in design.hyperparameters}
     fixed_design = _fix(design, fixed) if fixed else design
     lr = _lr_symbol(fixed_design)
     box = build_box(fixed_design)

@@ -39,7 +39,7 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
-from ..design import Design
+from ..design import Design, k
 from ..errors import CtoptError, NotPreconditionedError
 from ..filters import z
 from .loops import ClosedLoop, closed_loop
@@ -106,7 +106,10 @@ class CriticalSharpness:
         head = f"critical sharpness of {self.design.name} ({self.kind}): {what} < "
         body = "(numeric: bisection on the frozen loop's spectral radius)" if self.expr is None \
             else str(self.expr)
-        lines = [head + body, f"  D = {self.preconditioner.D}"]
+        pre = self.preconditioner
+        d = (f"  D = {pre.D}" if not pre.D.has(k) else
+             f"  D -> {pre.D_limit} as k -> oo (the bias-corrected D: .preconditioner.D)")
+        lines = [head + body, d]
         if self.fixed:
             lines.append("  with " + ", ".join(f"{n} = {v:g}" for n, v in self.fixed.items()))
         return "\n".join(lines)

@@ -88,7 +88,7 @@ def _word(ok: bool | None) -> str:
     return {True: "holds", False: "**fails**", None: "undecided"}[ok]
 
 
-_ANALYSES = ("transfer", "validity", "stability", "lyapunov")
+_ANALYSES = ("transfer", "validity", "stability", "lyapunov", "sharpness")
 
 
 def analyze(
@@ -102,7 +102,9 @@ def analyze(
     sections: ``"transfer"`` (transfer functions of its moments), ``"validity"`` (moment-filter
     validity), ``"stability"`` (closed loop on ``h*theta**2/2``: Jury conditions; with
     ``curvature`` the verdict at that ``h``, else the range of ``h`` where it holds) and
-    ``"lyapunov"`` (a certificate for that closed loop). ``"stability"`` implies ``"validity"``.
+    ``"lyapunov"`` (a certificate for that closed loop) and ``"sharpness"`` (the critical
+    preconditioned sharpness, the adaptive edge of stability). ``"stability"`` implies
+    ``"validity"``.
 
     Example:
         >>> import ctopt
@@ -122,7 +124,30 @@ def analyze(
         sections.append(_validity_section(design, given))
     if include & {"stability", "lyapunov"}:
         sections += _closed_loop_sections(design, values, curvature, include)
+    if "sharpness" in include:
+        sections.append(_sharpness_section(design, values))
     return sections
+
+
+def _sharpness_section(design: Design, values: Mapping[str, float]) -> Section:
+    """The critical sharpness: where full-batch training settles (see docs/edge_of_stability)."""
+    import ctopt
+
+    s = Section("Critical sharpness (adaptive edge of stability)")
+    off = {n: 0.0 for n, v in values.items() if v == 0}
+    try:
+        cs = ctopt.critical_sharpness(design, **off)
+        value = cs.value(**{n: v for n, v in values.items() if n not in cs.fixed})
+    except CtoptError as exc:
+        s.notes.append(f"no critical sharpness: {exc}")
+        return s
+    s.text.append(str(cs))
+    s.text.append(f"at these values: lambda_max(D^-1 H) < {value:.6g}; full-batch training is "
+                  "expected to settle there (measure it with ctopt.SharpnessMonitor)")
+    s.latex.append(cs._repr_latex_())
+    s.notes.append(f"derived: {cs.kind}")
+    s.proofs.append(("critical sharpness", str(cs.proof)))
+    return s
 
 
 def _transfer_section(design: Design, values: Mapping[str, float]) -> Section:
