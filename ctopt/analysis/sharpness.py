@@ -90,8 +90,9 @@ class CriticalSharpness:
         if self.expr is None:
             return self.numeric_value(**values)
         full = self._values(values)
-        out = self.expr.subs({s: full[s.name] for s in self.expr.free_symbols})
-        return float(out)
+        # exact decimal rationals: 38/lr at lr = 0.01 is 3800.0, not 3800.000000000001
+        exact = {s: sp.Rational(repr(float(full[s.name]))) for s in self.expr.free_symbols}
+        return float(self.expr.xreplace(exact))
 
     def numeric_value(self, **values: float) -> float:
         """``lambda*`` by bisection on the spectral radius of the frozen loop (independent of

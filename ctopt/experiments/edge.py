@@ -115,6 +115,11 @@ def edge_run(optimizer: str = "adam", *, lr: float = 0.01, arch: str = "mlp", st
     """Train on digits with ``optimizer`` (``"adam"`` is torch's; others are ctopt designs),
     full batch unless ``batch`` is given, measuring the preconditioned sharpness (on the full
     training set) every ``every`` steps.
+
+    Example:
+        >>> run = edge_run("adam", lr=0.01, steps=10, every=5, samples=100)
+        >>> run.critical, run.kind
+        (3800.0, 'proven')
     """
     import torch
 
