@@ -5,7 +5,9 @@
 - :class:`~ctopt.experiments.language.LanguageTask` — a character-level LSTM on the docstrings of
   the Python standard library, gathered at run time (validation perplexity);
 - :func:`~ctopt.experiments.harness.compare` — lr sweep, seeds, mean ± std, Markdown tables;
-- :func:`~ctopt.experiments.study.pole_zero_study` — AdamSSM's pole and zero on a task.
+- :func:`~ctopt.experiments.study.pole_zero_study` — AdamSSM's pole and zero on a task;
+- :func:`~ctopt.experiments.edge.edge_run` — full-batch training on digits with the
+  preconditioned sharpness measured (the adaptive edge of stability).
 
 Run from the shell: ``python -m ctopt.experiments digits`` (``--big`` for bigger runs).
 
