@@ -264,3 +264,39 @@ def test_report_section_shows_the_critical_sharpness():
     assert "Critical sharpness" in text and "< 3800" in text and "proven" in text
     (refused,) = analyze(ctopt.zoo.get("dgclip"), include=["sharpness"])
     assert "no critical sharpness" in refused.as_text()
+
+
+@settings(max_examples=8, deadline=None)
+@given(c0=st.fractions(0, 2, max_denominator=8), c1=st.fractions(0, 2, max_denominator=8),
+       beta=st.floats(0.05, 0.95), lr=st.floats(1e-3, 1.0))
+def test_random_preconditioned_momentum_designs(c0, c1, beta, lr):
+    """Random designs theta -= lr*(c0*g + c1*m)/(sqrt(v) + eps): the derived threshold is the
+    first crossing of a hand-written frozen loop, and D is read off the update line."""
+    from hypothesis import assume
+
+    from ctopt.zoo._common import ema, epsilon, learning_rate
+
+    assume(c0 + c1 > 0)
+    b = ctopt.DesignBuilder("random_mix", doc="a random gradient/momentum mix")
+    lr_s = learning_rate(b, 0.01)
+    beta_s = ema(b, "beta", 0.9, "momentum EMA")
+    beta2 = ema(b, "beta2", 0.99, "second-moment EMA")
+    eps = epsilon(b, 1e-8)
+    m, v = b.state("m"), b.state("v")
+    b.assign(m, beta_s * m + (1 - beta_s) * ctopt.g)
+    b.assign(v, beta2 * v + (1 - beta2) * ctopt.g**2)
+    b.update(ctopt.theta - lr_s * (sp.Rational(c0) * ctopt.g + sp.Rational(c1) * m)
+             / (sp.sqrt(v) + eps))
+    d = b.build()
+    pre = ctopt.preconditioner(d)
+    assert _same(pre.D, lambda eps, v, **_: eps + np.sqrt(v))
+    cs = ctopt.critical_sharpness(d)
+    assert cs.kind in ("proven", "closed form, checked", "numeric")
+    a0, a1 = float(c0), float(c1)
+
+    def matrix(lam, lr, beta):  # (theta, m), g = lam*theta, D = 1 after scaling
+        m_row = [(1 - beta) * lam, beta]
+        return np.array([[1 - lr * (a0 * lam + a1 * m_row[0]), -lr * a1 * beta], m_row])
+
+    want = _first_crossing(matrix, {"lr": lr, "beta": beta}, hi=1e4 / lr)
+    assert cs.value(lr=lr, beta=beta) == pytest.approx(want, rel=1e-6)
