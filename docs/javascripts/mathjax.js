@@ -15,13 +15,18 @@ window.MathJax = {
   }
 };
 
-// With instant navigation a page's content is replaced without a reload: typeset it again.
-// On the first page load MathJax typesets by itself once it is ready, so until then (and if
-// MathJax failed to load) there is nothing to do here.
+// MathJax typesets the first page by itself once it is ready. With instant navigation, a page's
+// content is later replaced without a reload, and document$ emits again: typeset that content.
+// (Clearing MathJax's cache on the first emission, while its own first typeset runs, would
+// leave every glyph blank.)
 if (typeof document$ !== "undefined") {
+  let first = true;
   document$.subscribe(() => {
     const mj = window.MathJax;
-    if (!mj || !mj.startup || !mj.startup.output || !mj.typesetPromise) return;
+    if (first || !mj || !mj.startup || !mj.startup.output || !mj.typesetPromise) {
+      first = false;
+      return;
+    }
     mj.startup.output.clearCache();
     mj.typesetClear();
     mj.texReset();
