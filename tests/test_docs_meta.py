@@ -268,6 +268,39 @@ def test_docs_code_counts(docs_runs, capsys):
         assert any(needs is None for _, _, needs in DOCS_PAGES[guide]), f"{guide} shows code"
 
 
+# ------------------------------------------------------------------ the API page's list of names
+_API_ROW = re.compile(r"^\| \[`ctopt\.(?P<name>\w+)`\]\(#(?P<anchor>[\w.]+)\) \| [^|]+ \| `(?P<example>[^`]+)` \|$",
+                      re.M)
+
+
+def api_names() -> list[tuple[str, str, str]]:
+    """(name, anchor, example) of every row of the API page's table of top-level names."""
+    return [(m["name"], m["anchor"], m["example"])
+            for m in _API_ROW.finditer((DOCS / "api.md").read_text())]
+
+
+def test_the_api_page_lists_every_public_name():
+    rows = api_names()
+    names = [name for name, _, _ in rows]
+    assert len(names) == len(set(names)), "each name once"
+    assert sorted(names) == sorted(ctopt.__all__), "the API page lists exactly ctopt.__all__"
+    documented = re.findall(r"^::: ([\w.]+)$", (DOCS / "api.md").read_text(), re.M)
+    for name, anchor, example in rows:
+        assert re.search(rf"\bctopt\.{name}\b", example), f"the example of ctopt.{name} uses it"
+        assert anchor in ("analysis",) or any(anchor == d or anchor.startswith(d + ".")
+                                              for d in documented), \
+            f"ctopt.{name} links to #{anchor}, which no ::: entry of the page documents"
+
+
+def test_the_api_page_examples_run(tmp_path):
+    script = "import matplotlib\nmatplotlib.use('Agg')\nimport numpy as np, sympy as sp, torch, ctopt\n"
+    script += "".join(f"exec(compile({ex.replace('; ', chr(10))!r}, 'api.md: ctopt.{name}', 'exec'))\n"
+                      for name, _, ex in api_names())
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
 # --------------------------------------------------------------------------- unknown keywords
 def _kwargs_cases():
     """Public functions that take ``**values``/``**fixed``, each called with one misspelt
