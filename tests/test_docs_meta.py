@@ -268,6 +268,49 @@ def test_docs_code_counts(docs_runs, capsys):
         assert any(needs is None for _, _, needs in DOCS_PAGES[guide]), f"{guide} shows code"
 
 
+# ------------------------------------------------------------------------- the docs' layout
+_ITEM = re.compile(r"^(?P<indent> *)(?:[-*+]|\d+\.) ")
+
+
+def layout_problems(text: str) -> list[str]:
+    """Markdown that Python-Markdown renders wrongly: a nested list item indented by other than a
+    multiple of 4 spaces (it is flattened), or a list that starts right under a paragraph line
+    (it is merged into the paragraph)."""
+    problems, fence, previous, in_list = [], False, "", False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```") or line.strip() in ("\\[", "\\]", "$$"):
+            fence = not fence  # code and display math are not Markdown
+        elif not fence and (item := _ITEM.match(line)):
+            if len(item["indent"]) % 4:
+                problems.append(f"line {number}: list item indented by {len(item['indent'])}")
+            if previous.strip() and not in_list and not previous.lstrip().startswith(("#", "|")):
+                problems.append(f"line {number}: list right under a paragraph line")
+            in_list = True
+        elif not fence and line.strip() and not line.startswith(" "):
+            in_list = False
+        previous = "" if fence else line
+    return problems
+
+
+def test_layout_check_can_fail():
+    text = "Text\n- merged\n\n- top\n  - flattened\n    - nested\n\n```\n  - code\n```\n\\[\n  + x\n\\]\n"
+    assert layout_problems(text) == ["line 2: list right under a paragraph line",
+                                     "line 5: list item indented by 2"]
+
+
+@pytest.mark.parametrize("page", sorted(DOCS_PAGES))
+def test_docs_page_layout(page):
+    assert not layout_problems((DOCS / page).read_text())
+
+
+@pytest.mark.parametrize("page", sorted(DOCS_PAGES))
+def test_docs_page_names_no_file_outside_the_docs(page):
+    # a page stands alone: it cites papers, not notes kept elsewhere (like "papers.md §8")
+    prose = re.sub(r"```.*?```|`[^`]*`", "", (DOCS / page).read_text(), flags=re.S)
+    mentioned = set(re.findall(r"\b([\w-]+\.md)\b", prose))
+    assert mentioned <= set(DOCS_PAGES) | {"README.md"}, sorted(mentioned - set(DOCS_PAGES))
+
+
 # ------------------------------------------------------------------ the API page's list of names
 _API_ROW = re.compile(r"^\| \[`ctopt\.(?P<name>\w+)`\]\(#(?P<anchor>[\w.]+)\) \| [^|]+ \| `(?P<example>[^`]+)` \|$",
                       re.M)
