@@ -28,6 +28,7 @@ import sys
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -216,8 +217,8 @@ def check_site(context, base: str, site: Path, paths: list[str]) -> Report:
 
 # ------------------------------------------------------------------------------------- the tests
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, browser):
-    """The docs site, built strictly into a temporary folder (only once a browser is there)."""
+def site(tmp_path_factory):
+    """The docs site, built strictly into a temporary folder."""
     out = tmp_path_factory.mktemp("site")
     env = {k: v for k, v in os.environ.items() if k != "CTOPT_SITE_URL"}
     env["NO_MKDOCS_2_WARNING"] = "1"
@@ -233,13 +234,51 @@ def _sitemap_paths(site: Path) -> list[str]:
     return [urlsplit(loc.text).path for loc in tree.iter() if loc.tag.endswith("loc")]
 
 
-def test_every_page_reads_offline(site, browser, serve, capsys):
+class _Loads(HTMLParser):
+    """What a page makes the browser fetch: scripts, styles, icons, fonts, images, frames."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "link" and a.get("rel") not in ("canonical", "alternate", "prev", "next"):
+            self.urls.append(a.get("href") or "")
+        elif tag in ("script", "img", "source", "iframe", "audio", "video", "embed"):
+            self.urls.append(a.get("src") or "")
+
+
+def outside_loads(site: Path) -> list[str]:
+    """Every URL on another host that a page or a style sheet of the built site loads."""
+    found = []
+    for page in site.rglob("*.html"):
+        parser = _Loads()
+        parser.feed(page.read_text())
+        found += [f"{page.relative_to(site)}: {u}" for u in parser.urls if "//" in u]
+    for css in site.rglob("*.css"):
+        found += [f"{css.relative_to(site)}: {u}"
+                  for u in re.findall(r"(?:url\(|@import\s+)['\"]?([^'\")\s]*//[^'\")\s]+)",
+                                      css.read_text())]
+    return found
+
+
+def test_the_built_site_loads_nothing_from_another_host(site, tmp_path):
+    # without a browser too: the HTML and CSS name no outside script, style, font or image
+    assert not outside_loads(site)
     paths = _sitemap_paths(site)
     pages = sorted("/" + p.parent.relative_to(site).as_posix().strip(".") for p in
                    site.rglob("index.html") if p.parent.name != "search")
     assert sorted(p.rstrip("/") or "/" for p in paths) == sorted(p.rstrip("/") or "/"
                                                                  for p in pages), \
         "the sitemap lists every page"
+    (tmp_path / "index.html").write_text(BAD_PAGE)
+    (tmp_path / "style.css").write_text("@import url('https://fonts.example.org/x.css');")
+    assert len(outside_loads(tmp_path)) == 2  # the check sees a CDN script and a font host
+
+
+def test_every_page_reads_offline(site, browser, serve, capsys):
+    paths = _sitemap_paths(site)
     report = check_site(browser, serve(site), site, paths)
     with capsys.disabled():
         print(f"\n{report.summary()}")
