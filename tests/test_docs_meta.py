@@ -305,7 +305,7 @@ def test_docs_page_layout(page):
 
 @pytest.mark.parametrize("page", sorted(DOCS_PAGES))
 def test_docs_page_names_no_file_outside_the_docs(page):
-    # a page stands alone: it cites papers, not notes kept elsewhere (like "papers.md §8")
+    # a page stands alone: it cites papers, not notes kept elsewhere (a "notes.md §8")
     prose = re.sub(r"```.*?```|`[^`]*`", "", (DOCS / page).read_text(), flags=re.S)
     mentioned = set(re.findall(r"\b([\w-]+\.md)\b", prose))
     assert mentioned <= set(DOCS_PAGES) | {"README.md"}, sorted(mentioned - set(DOCS_PAGES))
