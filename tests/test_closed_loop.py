@@ -23,7 +23,7 @@ def _sym(loop: ClosedLoop, name: str) -> sp.Symbol:
     return {s.name: s for s in loop.parameters}[name]
 
 
-# ------------------------------------------------------------ literature (papers.md section 8)
+# ---------------------------------------- literature (Lessard, Recht & Packard, SIAM J. Optim. 2016)
 def test_gd_polynomial():
     loop = closed_loop(ctopt.zoo.get("sgd"), weight_decay=0)
     lr, h = _sym(loop, "lr"), _sym(loop, "h")

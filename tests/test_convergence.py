@@ -1,5 +1,5 @@
 """Worst-case rates over h in [m, L] and tuning: Lessard, Recht & Packard's tuned rates on
-quadratics (papers.md section 8.1) at kappa = 10, 100, 1000."""
+quadratics (SIAM J. Optim. 26(1), 2016) at kappa = 10, 100, 1000."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ KAPPAS = (10, 100, 1000)
 
 
 def _lrp(kappa):
-    """(system, exact parameters, exact rate) from the table of papers.md 8.1 with m = 1."""
+    """(system, exact parameters, exact rate) from Lessard, Recht & Packard's table, m = 1."""
     k = sp.Integer(kappa)
     L, m, sk, s3 = k, sp.Integer(1), sp.sqrt(k), sp.sqrt(3 * k + 1)
     return {

@@ -5,7 +5,8 @@ kwargs_test are the model):
   docstring;
 - every keyword a docstring mentions (its ``Args:`` entries, and the keywords of calls of the
   function in its own examples) is a real parameter of the function;
-- the Python examples of the guide pages (index, quickstart, concepts, design IR) run;
+- the Python blocks of every docs page run (a block that cannot, on a CPU in one process, says
+  so in its first line: ``# not run: <why>``);
 - functions taking ``**values`` refuse a misspelt keyword instead of ignoring it.
 
 The examples themselves run as doctests in the default test run (``--doctest-modules``).
@@ -183,18 +184,161 @@ def test_keyword_check_can_fail():
     assert not _accepts(f, "c")
 
 
-GUIDE_PAGES = ("index.md", "quickstart.md", "concepts.md", "design_ir.md")
+# ------------------------------------------------------------------------- the docs' code blocks
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+_FENCE = re.compile(r"^(?P<indent> *)```python[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.S | re.M)
+_NOT_RUN = re.compile(r"\A# not run: (?P<why>\S.*)")  # the first line of a block not run
 
 
-def test_python_examples_in_the_guide_pages_run(tmp_path):
-    docs = Path(__file__).resolve().parent.parent / "docs"
-    pages = {name: re.findall(r"```python\n(.*?)```", (docs / name).read_text(), re.S)
-             for name in GUIDE_PAGES}
-    assert all(pages.values()), "every guide page shows Python"
-    sources = {name: "\n".join(blocks) for name, blocks in pages.items()}
-    script = "import matplotlib\nmatplotlib.use('Agg')\n" + "".join(
-        f"exec(compile({source!r}, {name!r}, 'exec'), {{}})\n" for name, source in sources.items()
-    )
+def python_blocks(text: str) -> list[tuple[int, str, str | None]]:
+    """(line, source, why it is not run or None) of every ```python block of a docs page. A block
+    whose first line is ``# not run: <why>`` (it needs a GPU or several processes, or is an
+    excerpt) is shown, not run."""
+    blocks = []
+    for m in _FENCE.finditer(text):
+        indent = len(m["indent"])
+        source = "".join(line[indent:] for line in m["body"].splitlines(keepends=True))
+        skip = _NOT_RUN.match(source)
+        blocks.append((text.count("\n", 0, m.start()) + 2, source, skip and skip["why"]))
+    return blocks
+
+
+def test_python_blocks_are_found():
+    text = "Text\n\n```python\nx = 1\n```\n\n- item\n\n    ```python\n    # not run: a GPU\n" \
+           "    y = 2\n    ```\n"
+    assert python_blocks(text) == [(4, "x = 1\n", None), (10, "# not run: a GPU\ny = 2\n", "a GPU")]
+
+
+DOCS_PAGES = {p.name: python_blocks(p.read_text()) for p in sorted(DOCS.glob("*.md"))}
+CODE_PAGES = sorted(name for name, blocks in DOCS_PAGES.items() if blocks)
+
+# Each page's blocks run in order in one namespace, in a fresh folder; the pages one after the
+# other in one process (importing torch and sympy once), each reported on its own.
+_RUNNER = """
+import json, os, sys, time, traceback
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+pages = json.load(sys.stdin)
+out = {}
+for name, blocks in pages.items():
+    os.makedirs(name, exist_ok=True)
+    os.chdir(name)
+    namespace, start, error = {"__name__": "__main__"}, time.perf_counter(), None
+    for line, source in blocks:
+        try:
+            exec(compile(source, f"docs/{name}, block at line {line}", "exec"), namespace)
+        except BaseException:
+            error = traceback.format_exc(limit=-8)
+            break
+    out[name] = {"error": error, "seconds": round(time.perf_counter() - start, 2)}
+    plt.close("all")
+    os.chdir("..")
+print("\\n@@" + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def docs_runs(tmp_path_factory):
+    import json
+
+    pages = {name: [(line, src) for line, src, needs in DOCS_PAGES[name] if needs is None]
+             for name in CODE_PAGES}
+    run = subprocess.run([sys.executable, "-c", _RUNNER], input=json.dumps(pages),
+                         cwd=tmp_path_factory.mktemp("docs_code"), capture_output=True,
+                         text=True, timeout=500)
+    assert "\n@@" in run.stdout, run.stderr[-3000:]
+    return json.loads(run.stdout.rsplit("\n@@", 1)[1])
+
+
+@pytest.mark.parametrize("page", CODE_PAGES)
+def test_python_blocks_of_the_docs_run(page, docs_runs):
+    assert docs_runs[page]["error"] is None, docs_runs[page]["error"]
+
+
+def test_docs_code_counts(docs_runs, capsys):
+    blocks = [b for name in CODE_PAGES for b in DOCS_PAGES[name]]
+    shown = [needs for _, _, needs in blocks if needs]
+    with capsys.disabled():
+        print(f"\ndocs code: {len(blocks) - len(shown)} python blocks run on {len(CODE_PAGES)} "
+              f"pages in {sum(r['seconds'] for r in docs_runs.values()):.1f} s; "
+              f"{len(shown)} shown, not run ({'; '.join(sorted(set(shown)))})")
+    assert 3 * len(shown) < len(blocks), "most of the docs' code runs"
+    for guide in ("index.md", "quickstart.md", "concepts.md", "design_ir.md"):
+        assert any(needs is None for _, _, needs in DOCS_PAGES[guide]), f"{guide} shows code"
+
+
+# ------------------------------------------------------------------------- the docs' layout
+_ITEM = re.compile(r"^(?P<indent> *)(?:[-*+]|\d+\.) ")
+
+
+def layout_problems(text: str) -> list[str]:
+    """Markdown that Python-Markdown renders wrongly: a nested list item indented by other than a
+    multiple of 4 spaces (it is flattened), or a list that starts right under a paragraph line
+    (it is merged into the paragraph)."""
+    problems, fence, previous, in_list = [], False, "", False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```") or line.strip() in ("\\[", "\\]", "$$"):
+            fence = not fence  # code and display math are not Markdown
+        elif not fence and (item := _ITEM.match(line)):
+            if len(item["indent"]) % 4:
+                problems.append(f"line {number}: list item indented by {len(item['indent'])}")
+            if previous.strip() and not in_list and not previous.lstrip().startswith(("#", "|")):
+                problems.append(f"line {number}: list right under a paragraph line")
+            in_list = True
+        elif not fence and line.strip() and not line.startswith(" "):
+            in_list = False
+        previous = "" if fence else line
+    return problems
+
+
+def test_layout_check_can_fail():
+    text = "Text\n- merged\n\n- top\n  - flattened\n    - nested\n\n```\n  - code\n```\n\\[\n  + x\n\\]\n"
+    assert layout_problems(text) == ["line 2: list right under a paragraph line",
+                                     "line 5: list item indented by 2"]
+
+
+@pytest.mark.parametrize("page", sorted(DOCS_PAGES))
+def test_docs_page_layout(page):
+    assert not layout_problems((DOCS / page).read_text())
+
+
+@pytest.mark.parametrize("page", sorted(DOCS_PAGES))
+def test_docs_page_names_no_file_outside_the_docs(page):
+    # a page stands alone: it cites papers, not notes kept elsewhere (a "notes.md §8")
+    prose = re.sub(r"```.*?```|`[^`]*`", "", (DOCS / page).read_text(), flags=re.S)
+    mentioned = set(re.findall(r"\b([\w-]+\.md)\b", prose))
+    assert mentioned <= set(DOCS_PAGES) | {"README.md"}, sorted(mentioned - set(DOCS_PAGES))
+
+
+# ------------------------------------------------------------------ the API page's list of names
+_API_ROW = re.compile(r"^\| \[`ctopt\.(?P<name>\w+)`\]\(#(?P<anchor>[\w.]+)\) \| [^|]+ \| `(?P<example>[^`]+)` \|$",
+                      re.M)
+
+
+def api_names() -> list[tuple[str, str, str]]:
+    """(name, anchor, example) of every row of the API page's table of top-level names."""
+    return [(m["name"], m["anchor"], m["example"])
+            for m in _API_ROW.finditer((DOCS / "api.md").read_text())]
+
+
+def test_the_api_page_lists_every_public_name():
+    rows = api_names()
+    names = [name for name, _, _ in rows]
+    assert len(names) == len(set(names)), "each name once"
+    assert sorted(names) == sorted(ctopt.__all__), "the API page lists exactly ctopt.__all__"
+    documented = re.findall(r"^::: ([\w.]+)$", (DOCS / "api.md").read_text(), re.M)
+    for name, anchor, example in rows:
+        assert re.search(rf"\bctopt\.{name}\b", example), f"the example of ctopt.{name} uses it"
+        assert anchor in ("analysis",) or any(anchor == d or anchor.startswith(d + ".")
+                                              for d in documented), \
+            f"ctopt.{name} links to #{anchor}, which no ::: entry of the page documents"
+
+
+def test_the_api_page_examples_run(tmp_path):
+    script = "import matplotlib\nmatplotlib.use('Agg')\nimport numpy as np, sympy as sp, torch, ctopt\n"
+    script += "".join(f"exec(compile({ex.replace('; ', chr(10))!r}, 'api.md: ctopt.{name}', 'exec'))\n"
+                      for name, _, ex in api_names())
     run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

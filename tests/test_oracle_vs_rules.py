@@ -8,7 +8,7 @@ from tests.test_oracle_vs_torch import RTOL, STEPS, relative_error
 
 
 def adan_reference(grad_fn, x0, steps, lr, betas, eps, weight_decay, max_grad_norm, no_prox):
-    """sail-sg/Adan, written in the *paper's* convention b_i = 1 - beta_i (papers.md §3.2)."""
+    """sail-sg/Adan, written in the *paper's* convention b_i = 1 - beta_i (its README)."""
     b1, b2, b3 = (1 - b for b in betas)
     x = np.array(x0, dtype=float)
     m = v = n = np.zeros_like(x)

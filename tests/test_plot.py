@@ -124,7 +124,7 @@ def test_region_shading_is_the_eigenvalue_grid_and_boundary_is_drawn():
     expected = np.array([[loop.spectral_radius(h=1.0, lr=a, momentum=b) < 1 for a in lrs]
                          for b in mus])
     assert np.array_equal(shaded.astype(bool), expected)
-    # papers.md section 8.2: stable iff 0 < lr*h < 2*(1 + momentum)
+    # Goh, "Why Momentum Really Works" (Distill, 2017): stable iff 0 < lr*h < 2*(1 + momentum)
     analytic = (lrs[None, :] < 2 * (1 + mus[:, None]))
     assert np.array_equal(expected, analytic)
     pytest.importorskip("ctopt.analysis.stability")
