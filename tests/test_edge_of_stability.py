@@ -22,13 +22,18 @@ def test_full_batch_settles_at_the_threshold_and_mini_batch_sits_below():
 @pytest.mark.parametrize("lr", [0.003, 0.01, 0.03])
 @pytest.mark.parametrize("beta1", [0.9, 0.8])
 def test_adam_at_three_learning_rates_and_two_beta1(lr, beta1):
-    run = edge_run("adam", lr=lr, betas=(beta1, 0.999), steps=3000, every=100)
+    # lr 0.03, beta1 0.8 spikes at step ~1550 and re-sharpens by ~3500 (docs): it runs longer
+    # and its late window starts after the recovery
+    spiky = (lr, beta1) == (0.03, 0.8)
+    steps, late = (5000, 3500) if spiky else (3000, 1500)
+    run = edge_run("adam", lr=lr, betas=(beta1, 0.999), steps=steps, every=100)
     assert run.critical == pytest.approx(2 * (1 + beta1) / ((1 - beta1) * lr), rel=1e-12)
     inside = [m for m in run.history if abs(m.ratio - 1) <= 0.1]
     assert len(inside) >= 10
-    if (lr, beta1) != (0.03, 0.8):  # that run spikes at step ~1550 and re-sharpens (docs)
-        lo, med, hi = late_ratios(run, 1500)
-        assert abs(med - 1) <= 0.1 and lo >= 0.85 and hi <= 1.15
+    lo, med, hi = late_ratios(run, late)
+    assert abs(med - 1) <= 0.1 and lo >= 0.85 and hi <= 1.15
+    if spiky:
+        assert min(m.ratio for m in run.history if 1500 <= m.step < late) < 0.85
 
 
 @pytest.mark.slow
