@@ -37,7 +37,7 @@ import numpy as np
 import sympy as sp
 
 from .design import Design, g, k
-from .errors import CtoptError, UnsupportedError
+from .errors import CtoptError, HyperparameterError, UnsupportedError
 
 __all__ = ["Measurement", "SharpnessMonitor", "design_of"]
 
@@ -140,11 +140,11 @@ class SharpnessMonitor:
                  iters: int = 20, tol: float = 0.1, progress: bool = True,
                  total: int | None = None, seed: int = 0):
         if not isinstance(every, int) or every < 1:
-            raise CtoptError(f"every must be an integer >= 1, not {every!r}")
+            raise HyperparameterError(f"every must be an integer >= 1, not {every!r}")
         if not isinstance(iters, int) or iters < 1:
-            raise CtoptError(f"iters must be an integer >= 1, not {iters!r}")
+            raise HyperparameterError(f"iters must be an integer >= 1, not {iters!r}")
         if not 0 <= tol < 1:
-            raise CtoptError(f"tol must be in [0, 1), not {tol!r}")
+            raise HyperparameterError(f"tol must be in [0, 1), not {tol!r}")
         from .analysis.preconditioners import preconditioner, switched_off
         from .analysis.sharpness import critical_sharpness
 
@@ -200,7 +200,7 @@ class SharpnessMonitor:
         for p in params:
             state = self.optimizer.state.get(p, {})
             if "step" not in state:
-                raise CtoptError("SharpnessMonitor reads D from the optimizer's state: take an "
+                raise UnsupportedError("SharpnessMonitor reads D from the optimizer's state: take an "
                                  "optimizer step before measuring")
             arrays = [state[key].detach().double().cpu().numpy() for key in keys]
             kval = float(state["step"])

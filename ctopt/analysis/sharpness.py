@@ -40,7 +40,7 @@ import numpy as np
 import sympy as sp
 
 from ..design import Design, k
-from ..errors import CtoptError, NotPreconditionedError
+from ..errors import CtoptError, DesignError, NotPreconditionedError
 from ..filters import z
 from .loops import ClosedLoop, closed_loop
 from .preconditioners import Preconditioner, preconditioner
@@ -421,6 +421,6 @@ def critical_sharpness(design: Design, **fixed: float) -> CriticalSharpness:
         (2*momentum + 2)/(lr*(2*momentum + 1))
     """
     if not isinstance(design, Design):
-        raise CtoptError(f"critical_sharpness expects a Design, not {type(design).__name__}")
+        raise DesignError(f"critical_sharpness expects a Design, not {type(design).__name__}")
     design.check_values(**fixed)
     return _cached(design, tuple(sorted(fixed.items())))
