@@ -197,7 +197,7 @@ def mutate(sd: dict, kind: str, seed: int, implied: dict) -> bool:
     return False
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(design=st.sampled_from(DESIGNS), mutation=mutations())
 def test_hostile_checkpoints_load_equal_or_are_refused_with_nothing_changed(design, mutation):
     kind, seed = mutation
