@@ -23,7 +23,8 @@ import torch
 from ..errors import CtoptError, HyperparameterError  # package-only
 from .values import fits, real_view  # package-only
 
-__all__ = ["StateDictError", "FOREIGN_OPTIONS", "STATE_OWNERS", "foreign_option"]
+__all__ = ["StateDictError", "FOREIGN_OPTIONS", "STATE_OWNERS", "foreign_option",
+           "needs_nonnegative", "validated"]
 
 
 class StateDictError(CtoptError, ValueError):
@@ -75,7 +76,14 @@ IMPLEMENTATION = ("foreach", "fused", "capturable", "differentiable")
 
 def foreign_option(design: str, own: set, key: str, value):
     """The reason a group option ``key`` = ``value`` of another algorithm is refused, or None
-    when it is not foreign or changes nothing."""
+    when it is not foreign or changes nothing.
+
+    Example:
+        >>> foreign_option("adam", {"lr"}, "amsgrad", False) is None
+        True
+        >>> foreign_option("adam", {"lr"}, "momentum", 0.9)
+        "option 'momentum' = 0.9 is not part of design 'adam' (momentum is in the designs 'heavy_ball', 'nesterov' and 'rmsprop')"
+    """
     if key in own or key not in FOREIGN_OPTIONS:
         return None
     neutral, honoured = FOREIGN_OPTIONS[key]
@@ -86,7 +94,19 @@ def foreign_option(design: str, own: set, key: str, value):
 
 def validated(opt, state_dict) -> tuple[dict, list]:
     """The state and param groups to load into ``opt``, everything checked; raises
-    :class:`StateDictError` or :class:`HyperparameterError` and changes nothing."""
+    :class:`StateDictError` or :class:`HyperparameterError` and changes nothing.
+
+    Example:
+        >>> import torch
+        >>> from ctopt import to_torch, zoo
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> opt = to_torch(zoo.get("adam"))([w])
+        >>> sd = torch.optim.Adam([w], amsgrad=True).state_dict()
+        >>> validated(opt, sd)
+        Traceback (most recent call last):
+        ...
+        ctopt.export.checkpoint.StateDictError: state dict param group 0: option 'amsgrad' = True is not part of design 'adam' (torch.optim.Adam(amsgrad=True) is the design 'amsgrad'); nothing was loaded
+    """
     cls = type(opt)
     if not isinstance(state_dict, dict):
         raise StateDictError(f"a state dict is a dict, got {type(state_dict).__name__}")
@@ -189,7 +209,7 @@ def _checked_state(cls, entry, p: torch.Tensor, h: dict, where: str) -> dict:
                                       f"{key!r} overflows {p.dtype}")
         out[key] = torch.full_like(p, value, memory_format=torch.preserve_format)
     for key in cls.state_keys:
-        if cls._needs_nonnegative(key, h, int(step) + 1):
+        if needs_nonnegative(cls, key, h, int(step) + 1):
             low = float(real_view(out[key]).min()) if out[key].numel() else 0.0
             if low < 0:
                 raise StateDictError(
@@ -231,3 +251,30 @@ def _checked_step(step, where: str) -> float:
         raise StateDictError(f"{where}: 'step' = {step!r} is not a step count in [0, 2**24) "
                              "(the float32 counter)")
     return step
+
+
+def needs_nonnegative(cls, key: str, h: dict, k: int) -> bool:
+    """Whether state ``key`` of the exported class ``cls`` must be nonnegative: it starts
+    nonnegative, the step keeps it so from nonnegative states whatever the gradient, and a
+    negative value makes the step NaN (e.g. under a square root). Probed with random data.
+
+    Example:
+        >>> from ctopt import to_torch, zoo
+        >>> Adam = to_torch(zoo.get("adam"))
+        >>> h = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
+        >>> needs_nonnegative(Adam, "exp_avg_sq", h, 1), needs_nonnegative(Adam, "exp_avg", h, 1)
+        (True, False)
+    """
+    index = cls.state_keys.index(key)
+    if cls._state_init(h)[index] < 0:
+        return False
+    gen = torch.Generator().manual_seed(0)
+    theta, g = (3 * torch.randn(64, dtype=torch.float64, generator=gen) for _ in range(2))
+    states = [torch.randn(64, dtype=torch.float64, generator=gen).abs() for _ in cls.state_keys]
+    coef = cls._scalars(h, k, 1.0, lambda name: 1.0)
+    out = cls._elementwise(theta, g, *states, *coef)
+    if not bool((torch.as_tensor(out[1 + index]) >= 0).all()):
+        return False
+    states[index] = torch.full_like(theta, -1.0)
+    return any(bool(torch.as_tensor(o).isnan().any())
+               for o in cls._elementwise(theta, g, *states, *coef))

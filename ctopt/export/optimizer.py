@@ -42,6 +42,7 @@ import torch
 from ..errors import CtoptError, HyperparameterError, UnsupportedError  # package-only
 from .checkpoint import validated  # package-only
 from .compiled import CompiledRunner  # package-only
+from .scalars import _choose, _div, _exp, _fe_full, _log, _max, _min, _pow, _sign, _sqrt  # noqa: F401  # package-only
 from .values import Hyper, check_unique, fits, real_view  # package-only
 
 BACKENDS = ("auto", "forloop", "foreach", "compiled")
@@ -52,67 +53,6 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 class NonFiniteGradientError(CtoptError, FloatingPointError):
     """A NaN or infinite gradient under ``nonfinite="raise"``."""
-
-
-# ----------------------------------------------------------- scalar helpers (IEEE semantics)
-def _div(a, b):
-    try:
-        return a / b
-    except ZeroDivisionError:
-        return math.copysign(math.inf, a) * math.copysign(1.0, b) if a != 0 else math.nan
-
-
-def _pow(a, b):
-    try:
-        return a ** b
-    except ZeroDivisionError:
-        return math.inf
-    except OverflowError:
-        return math.inf
-
-
-def _sqrt(a):
-    return math.sqrt(a) if a >= 0 else math.nan
-
-
-def _exp(a):
-    try:
-        return math.exp(a)
-    except OverflowError:
-        return math.inf
-
-
-def _log(a):
-    return math.log(a) if a > 0 else (-math.inf if a == 0 else math.nan)
-
-
-def _sign(a):
-    return float((a > 0) - (a < 0)) if a == a else math.nan
-
-
-def _max(*args):
-    return math.nan if any(a != a for a in args) else max(args)
-
-
-def _min(*args):
-    return math.nan if any(a != a for a in args) else min(args)
-
-
-def _choose(cond, a, b):
-    """A scalar choice: a Python branch on floats, ``torch.where`` on a 0-d tensor.
-
-    Example:
-        >>> _choose(True, 1.0, 2.0), _choose(torch.tensor(0.0), torch.ones(1), 2.0).tolist()
-        (1.0, [2.0])
-    """
-    if isinstance(cond, torch.Tensor):
-        return torch.where(cond != 0, a, b)
-    return a if cond else b
-
-
-def _fe_full(value, like):
-    """A list of tensors shaped like ``like`` filled with ``value``."""
-    return [torch.full_like(t, float(value)) for t in like]
 
 
 class _Work(NamedTuple):
@@ -380,26 +320,6 @@ class GeneratedOptimizer(torch.optim.Optimizer):
             self._probes[coef] = all(torch.equal(torch.as_tensor(a).expand(16), b)
                                      for a, b in zip(out, rand, strict=True))
         return self._probes[coef]
-
-    @classmethod
-    def _needs_nonnegative(cls, key: str, h: dict, k: int) -> bool:
-        """Whether state ``key`` must be nonnegative: it starts nonnegative, the step keeps it so
-        from nonnegative states whatever the gradient, and a negative value makes the step NaN
-        (e.g. under a square root). Probed with random data."""
-        index = cls.state_keys.index(key)
-        if cls._state_init(h)[index] < 0:
-            return False
-        gen = torch.Generator().manual_seed(0)
-        theta, g = (3 * torch.randn(64, dtype=torch.float64, generator=gen) for _ in range(2))
-        states = [torch.randn(64, dtype=torch.float64, generator=gen).abs()
-                  for _ in cls.state_keys]
-        coef = cls._scalars(h, k, 1.0, lambda name: 1.0)
-        out = cls._elementwise(theta, g, *states, *coef)
-        if not bool((torch.as_tensor(out[1 + index]) >= 0).all()):
-            return False
-        states[index] = torch.full_like(theta, -1.0)
-        return any(bool(torch.as_tensor(o).isnan().any())
-                   for o in cls._elementwise(theta, g, *states, *coef))
 
     def _reducer(self, h: dict, gsign: float, items):
         cache: dict = {}

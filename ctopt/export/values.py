@@ -130,7 +130,13 @@ def check_unique(params, existing=(), where: str = "") -> None:
 
 def fits(value: float, dtype: torch.dtype) -> bool:
     """Whether a finite float64 number stays finite in ``dtype`` (non-finite numbers pass: they
-    propagate as torch's own arithmetic would)."""
+    propagate as torch's own arithmetic would).
+
+    Example:
+        >>> import torch
+        >>> fits(1e5, torch.float16), fits(1e5, torch.bfloat16)
+        (False, True)
+    """
     if not math.isfinite(value) or not dtype.is_floating_point and not dtype.is_complex:
         return True
     real = dtype.to_real() if dtype.is_complex else dtype
@@ -139,5 +145,11 @@ def fits(value: float, dtype: torch.dtype) -> bool:
 
 def real_view(t: torch.Tensor) -> torch.Tensor:
     """``torch.view_as_real(t)`` for a complex tensor, ``t`` otherwise (torch.optim's handling of
-    complex parameters: each is optimized as the real tensor of its real and imaginary parts)."""
+    complex parameters: each is optimized as the real tensor of its real and imaginary parts).
+
+    Example:
+        >>> import torch
+        >>> real_view(torch.tensor([1 + 2j])).tolist(), real_view(torch.ones(1)).tolist()
+        ([[1.0, 2.0]], [1.0])
+    """
     return torch.view_as_real(t) if t.is_complex() else t
