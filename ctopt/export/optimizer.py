@@ -312,6 +312,8 @@ class GeneratedOptimizer(torch.optim.Optimizer):
         """Whether, with these coefficients, a zero gradient leaves theta and every state
         bit-identical (probed with random data)."""
         if coef not in self._probes:
+            if len(self._probes) > 64:  # schedulers change the coefficients every step
+                self._probes.clear()
             gen = torch.Generator().manual_seed(0)
             rand = [torch.randn(16, dtype=torch.float64, generator=gen).abs() + 0.5
                     for _ in range(1 + len(self.state_keys))]
