@@ -262,20 +262,6 @@ def test_grad_scaler(name):
     assert all(opt.state[p]["step"].item() == 2 for p in model.parameters())
 
 
-@battery
-def test_sparse_and_complex_are_clear_errors(name):
-    cls = opt_class(name)
-    with pytest.raises(UnsupportedError, match="complex"):
-        cls([torch.nn.Parameter(torch.randn(3, dtype=torch.complex64))])
-    emb = torch.nn.Embedding(5, 2, sparse=True)
-    opt = cls(emb.parameters(), lr=0.1)
-    emb(torch.tensor([1, 2])).sum().backward()
-    before = emb.weight.detach().clone()
-    with pytest.raises(UnsupportedError, match="sparse gradient"):
-        opt.step()
-    assert torch.equal(emb.weight, before) and not opt.state
-
-
 # --------------------------------------------------------------- checkpoints with torch.optim
 INTEROP = {
     "adam": (torch.optim.Adam, {}),

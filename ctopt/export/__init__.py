@@ -20,23 +20,36 @@ from pathlib import Path
 
 from ..design import Design
 from ..errors import DesignError, HyperparameterError, UnsupportedError
+from .checkpoint import StateDictError
 from .compiled import flat_parameters
-from .optimizer import (
-    BACKENDS,
-    NONFINITE,
-    GeneratedOptimizer,
-    Hyper,
-    NonFiniteGradientError,
-    StateDictError,
-)
+from .optimizer import BACKENDS, NONFINITE, GeneratedOptimizer, NonFiniteGradientError
 from .source import class_name, class_source, module_source
+from .values import Hyper, ParameterError
 
 __all__ = [
     "BACKENDS", "NONFINITE", "GeneratedOptimizer", "Hyper", "NonFiniteGradientError",
-    "StateDictError", "export_source", "flat_parameters", "to_torch",
+    "ParameterError", "StateDictError", "export_source", "flat_parameters", "to_torch",
 ]
 
 _CACHE: dict = {}
+
+#: torch.optim options that the zoo designs of these names stand for (a checkpoint holding
+#: another value of them is refused)
+TORCH_OPTIONS = {"amsgrad": {"amsgrad": True}, "adamw": {"decoupled_weight_decay": True},
+                 "nesterov": {"nesterov": True}}
+
+
+def _implied_options(design: Design, source: str, cls_name: str) -> dict:
+    """The torch options ``design`` stands for, when it is the zoo design of its name."""
+    if design.name not in TORCH_OPTIONS:
+        return {}
+    from .. import zoo
+
+    try:
+        same = class_source(zoo.get(design.name), cls_name) == source
+    except (KeyError, ValueError, DesignError):
+        same = False
+    return dict(TORCH_OPTIONS[design.name]) if same else {}
 
 
 def _check_design(design: Design) -> None:
@@ -117,6 +130,7 @@ def to_torch(design: Design, name: str | None = None, *, check: bool = True) -> 
     cls = namespace[cls_name]
     cls.__module__ = "ctopt.export.generated"
     cls.design = design
+    cls.implied_options = _implied_options(design, source, cls_name)
     if check:
         cls.value_guard = _value_guard(design)
     _CACHE[key] = cls

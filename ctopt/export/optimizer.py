@@ -13,6 +13,13 @@ Behaviour, in torch's terms:
 
 - ``step`` is a float32 0-d tensor per parameter, ``k = step + 1`` in the design's equations; a
   parameter whose ``grad`` is None is untouched and gets no state.
+- A step is transactional: every per-step number (the scalar part at each step count, cast to
+  the parameter dtype), every new state's initial value and every gradient is computed and
+  checked before the first write; an error leaves parameters, state and groups bit-identical.
+- Hyperparameters may be 0-d tensors, kept in the group and read at every step (live, as in
+  torch). Complex parameters are optimized as ``torch.view_as_real`` (as torch does). A sparse
+  gradient is accepted when, at the group's values, a zero gradient changes neither theta nor a
+  state (e.g. SGD, Adagrad without weight decay): it is then the same as its dense form.
 - Group reductions (e.g. the gradient L2 norm) are taken over the group's parameters that have a
   gradient, in float64.
 - Hyperparameters are validated in the constructor, in ``add_param_group``, in
@@ -27,12 +34,16 @@ Behaviour, in torch's terms:
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from typing import NamedTuple
 
 import torch
 
 from ..errors import CtoptError, HyperparameterError, UnsupportedError  # package-only
+from .checkpoint import validated  # package-only
 from .compiled import CompiledRunner  # package-only
+from .scalars import _choose, _div, _exp, _fe_full, _log, _max, _min, _pow, _sign, _sqrt  # noqa: F401  # package-only
+from .values import Hyper, check_unique, fits, real_view  # package-only
 
 BACKENDS = ("auto", "forloop", "foreach", "compiled")
 NONFINITE = ("propagate", "skip", "raise")
@@ -40,119 +51,18 @@ AUTO_COMPILE_MIN_NUMEL = 1 << 20
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
-class StateDictError(CtoptError, ValueError):
-    """A state dict that does not fit the optimizer (groups, parameters, states, shapes)."""
-
-
 class NonFiniteGradientError(CtoptError, FloatingPointError):
     """A NaN or infinite gradient under ``nonfinite="raise"``."""
 
 
-# ----------------------------------------------------------- scalar helpers (IEEE semantics)
-def _div(a, b):
-    try:
-        return a / b
-    except ZeroDivisionError:
-        return math.copysign(math.inf, a) * math.copysign(1.0, b) if a != 0 else math.nan
+class _Work(NamedTuple):
+    """One parameter in a step: its index in the group, the parameter, and the real tensors the
+    step reads and writes (``view_as_real`` of complex ones; a sparse gradient made dense)."""
 
-
-def _pow(a, b):
-    try:
-        return a ** b
-    except ZeroDivisionError:
-        return math.inf
-    except OverflowError:
-        return math.inf
-
-
-def _sqrt(a):
-    return math.sqrt(a) if a >= 0 else math.nan
-
-
-def _exp(a):
-    try:
-        return math.exp(a)
-    except OverflowError:
-        return math.inf
-
-
-def _log(a):
-    return math.log(a) if a > 0 else (-math.inf if a == 0 else math.nan)
-
-
-def _sign(a):
-    return float((a > 0) - (a < 0)) if a == a else math.nan
-
-
-def _max(*args):
-    return math.nan if any(a != a for a in args) else max(args)
-
-
-def _min(*args):
-    return math.nan if any(a != a for a in args) else min(args)
-
-
-def _choose(cond, a, b):
-    """A scalar choice: a Python branch on floats, ``torch.where`` on a 0-d tensor.
-
-    Example:
-        >>> _choose(True, 1.0, 2.0), _choose(torch.tensor(0.0), torch.ones(1), 2.0).tolist()
-        (1.0, [2.0])
-    """
-    if isinstance(cond, torch.Tensor):
-        return torch.where(cond != 0, a, b)
-    return a if cond else b
-
-
-def _fe_full(value, like):
-    """A list of tensors shaped like ``like`` filled with ``value``."""
-    return [torch.full_like(t, float(value)) for t in like]
-
-
-class Hyper(NamedTuple):
-    """A hyperparameter as the runtime sees it: name, default and the interval it must lie in.
-
-    Example:
-        >>> Hyper("beta1", 0.9, 0.0, 1.0, True, False).check(0.5)
-        0.5
-        >>> Hyper("beta1", 0.9, 0.0, 1.0, True, False).domain()
-        '[0, 1)'
-    """
-
-    name: str
-    default: float
-    lower: float | None
-    upper: float | None
-    lower_closed: bool = True
-    upper_closed: bool = True
-    doc: str = ""
-
-    def domain(self) -> str:
-        lo = "-inf" if self.lower is None else f"{self.lower:g}"
-        hi = "inf" if self.upper is None else f"{self.upper:g}"
-        left = "[" if self.lower is not None and self.lower_closed else "("
-        right = "]" if self.upper is not None and self.upper_closed else ")"
-        return f"{left}{lo}, {hi}{right}"
-
-    def check(self, value, where: str = "") -> float:
-        """``float(value)`` or :class:`HyperparameterError` naming the parameter and its domain."""
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            x = float(value.item() if isinstance(value, torch.Tensor) else value)
-        except (TypeError, ValueError, RuntimeError):
-            x = None
-        ok = x is not None and math.isfinite(x)
-        if ok and self.lower is not None:
-            ok = x > self.lower or (self.lower_closed and x == self.lower)
-        if ok and self.upper is not None:
-            ok = x < self.upper or (self.upper_closed and x == self.upper)
-        if not ok:
-            raise HyperparameterError(
-                f"{where}hyperparameter {self.name!r} = {value!r} is outside its domain "
-                f"{self.domain()}" + (f" ({self.doc})" if self.doc else "")
-            )
-        return x
+    j: int
+    p: torch.Tensor
+    theta: torch.Tensor
+    grad: torch.Tensor
 
 
 class GeneratedOptimizer(torch.optim.Optimizer):
@@ -164,6 +74,9 @@ class GeneratedOptimizer(torch.optim.Optimizer):
     state_names: tuple[str, ...] = ()
     state_keys: tuple[str, ...] = ()
     reduction_names: tuple[str, ...] = ()
+    #: torch.optim options this design stands for (e.g. ``amsgrad=True`` for 'amsgrad'); a
+    #: checkpoint holding another value of them is refused
+    implied_options: dict = {}
 
     #: optional check of a group's values against the design's filter conditions, set by
     #: ``ctopt.to_torch(check=True)``; called as ``value_guard(values, where)``
@@ -175,16 +88,19 @@ class GeneratedOptimizer(torch.optim.Optimizer):
             raise UnsupportedError(f"backend {backend!r} is not one of {BACKENDS}")
         if nonfinite not in NONFINITE:
             raise UnsupportedError(f"nonfinite={nonfinite!r} is not one of {NONFINITE}")
+        if not isinstance(maximize, bool):
+            raise HyperparameterError(f"maximize={maximize!r} must be True or False")
         hyper = dict(hyper)
         if betas is not None:
             hyper = self._merge_betas(hyper, betas, strict=True)
         defaults = self._normalize(hyper, where="")
-        defaults["maximize"] = bool(maximize)
+        defaults["maximize"] = maximize
         self.backend = backend
         self.nonfinite = nonfinite
         self.skipped_steps = 0
         self.reduction_group = reduction_group
         self._runner = None
+        self._probes: dict = {}
         super().__init__(params, defaults)
 
     # ------------------------------------------------------------ hyperparameters
@@ -203,14 +119,16 @@ class GeneratedOptimizer(torch.optim.Optimizer):
                 f"betas={betas!r} must have {len(cls.beta_names)} entries {cls.beta_names}")
         defaults = {h.name: h.default for h in cls.hyperparameters}
         for name, value in zip(cls.beta_names, betas, strict=False):
-            if strict and name in hyper and hyper[name] != defaults[name]:
+            given = hyper.get(name, defaults[name])
+            if strict and (isinstance(given, torch.Tensor) or given != defaults[name]):
                 raise HyperparameterError(f"give either betas or {name}, not both")
             hyper[name] = value
         return hyper
 
     @classmethod
     def _normalize(cls, values: dict, where: str) -> dict:
-        """Validated hyperparameters in group form (betas as a tuple when the design has them)."""
+        """Validated hyperparameters in group form (betas as a tuple when the design has them);
+        tensors are kept as given (live values)."""
         known = {h.name: h for h in cls.hyperparameters}
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -219,21 +137,21 @@ class GeneratedOptimizer(torch.optim.Optimizer):
                 f"valid names: {list(known)}" + (", betas" if cls.beta_names else ""))
         out = {}
         for h in cls.hyperparameters:
-            out[h.name] = h.check(values.get(h.name, h.default), where)
+            out[h.name] = h.stored(values.get(h.name, h.default), where)
         if cls.beta_names:
             out["betas"] = tuple(out.pop(n) for n in cls.beta_names)
         return out
 
     @classmethod
     def _group_values(cls, group: dict, where: str) -> dict:
-        """The design's hyperparameter values (floats) of a param group, validated."""
+        """The design's hyperparameter values (floats, read now) of a param group, validated."""
         values = {}
         for h in cls.hyperparameters:
             if h.name in cls.beta_names:
                 betas = group.get("betas")
                 try:
                     raw = betas[cls.beta_names.index(h.name)]
-                except (TypeError, IndexError):
+                except (TypeError, IndexError, KeyError):
                     raise HyperparameterError(f"{where}'betas' = {betas!r} must hold "
                                               f"{len(cls.beta_names)} values") from None
             elif h.name in group:
@@ -241,10 +159,14 @@ class GeneratedOptimizer(torch.optim.Optimizer):
             else:
                 raise HyperparameterError(f"{where}hyperparameter {h.name!r} is missing")
             values[h.name] = h.check(raw, where)
+        if not isinstance(group.get("maximize", False), bool):
+            raise HyperparameterError(f"{where}'maximize' = {group['maximize']!r} must be True "
+                                      "or False")
         return values
 
     def add_param_group(self, param_group: dict) -> None:
-        """Add a group; its hyperparameters (design names, or ``betas``) are validated first."""
+        """Add a group; its hyperparameters (design names, or ``betas``) are validated first,
+        and a parameter may appear only once in the optimizer."""
         group = dict(param_group)
         where = f"param group {len(getattr(self, 'param_groups', []))}: "
         hyper = {h.name: group.pop(h.name) for h in self.hyperparameters if h.name in group}
@@ -260,21 +182,26 @@ class GeneratedOptimizer(torch.optim.Optimizer):
         if self.value_guard is not None:
             self.value_guard(self._group_values(group, where), where)
         group.setdefault("maximize", self.defaults["maximize"])
+        if not isinstance(group["maximize"], bool):
+            raise HyperparameterError(f"{where}maximize={group['maximize']!r} must be True or "
+                                      "False")
         params = group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)
-        for p in params:
-            if isinstance(p, tuple):  # named parameters
-                p = p[1]
-            if isinstance(p, torch.Tensor) and p.is_complex():
-                raise UnsupportedError(
-                    f"{where}complex parameters are not supported (shape {tuple(p.shape)}); "
-                    "optimize torch.view_as_real(p) instead")
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        elif not isinstance(params, (set, dict)):
+            params = list(params)  # a generator is read once
+        group["params"] = params
+        if isinstance(params, list):
+            tensors = [p[1] if isinstance(p, tuple) and len(p) == 2 else p for p in params]
+            existing = [p for g in getattr(self, "param_groups", []) for p in g["params"]]
+            check_unique(tensors, existing, where)
         super().add_param_group(group)
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
     def step(self, closure=None):
-        """One optimization step (``closure`` re-evaluates the loss, as in torch)."""
+        """One optimization step (``closure`` re-evaluates the loss, as in torch). Everything
+        the step needs is computed and checked before anything is written."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -286,18 +213,18 @@ class GeneratedOptimizer(torch.optim.Optimizer):
             for j, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise UnsupportedError(f"{self._param_name(i, j)} has a sparse gradient; "
-                                           f"design {self.design_name!r} needs dense gradients")
-                items.append((j, p))
+                grad = p.grad
+                if grad.is_sparse:
+                    grad = grad.coalesce().to_dense()
+                items.append(_Work(j, p, real_view(p), real_view(grad)))
             plans.append((group, h, items))
         if self.nonfinite != "propagate" and self._nonfinite(plans):
             return loss
-        for gi, (group, h, items) in enumerate(plans):
+        prepared = [self._prepare(gi, group, h, items)
+                    for gi, (group, h, items) in enumerate(plans)]
+        for gi, ((group, _, items), ready) in enumerate(zip(plans, prepared, strict=True)):
             if items:
-                self._step_group(gi, group, h, items)
-            elif self.reduction_group is not None and self.reduction_names:
-                self._take_part_in_reductions(group, h)
+                self._commit(gi, group, items, *ready)
         return loss
 
     def _param_name(self, gi: int, j: int) -> str:
@@ -309,32 +236,92 @@ class GeneratedOptimizer(torch.optim.Optimizer):
 
     def _nonfinite(self, plans) -> bool:
         """True when the step must be skipped; raises under ``nonfinite="raise"``."""
-        flat = [(gi, j, p) for gi, (_, _, items) in enumerate(plans) for j, p in items
-                if p.grad.numel() > 0]
+        flat = [(gi, it) for gi, (_, _, items) in enumerate(plans) for it in items
+                if it.grad.numel() > 0]
         by_device: dict = {}
         for entry in flat:
-            by_device.setdefault(entry[2].grad.device, []).append(entry)
+            by_device.setdefault(entry[1].grad.device, []).append(entry)
         for entries in by_device.values():
-            norms = torch._foreach_norm([p.grad for _, _, p in entries], float("inf"))
+            norms = torch._foreach_norm([it.grad for _, it in entries], float("inf"))
             finite = torch.stack([n.float() for n in norms]).isfinite()
             if bool(finite.all()):
                 continue
             if self.nonfinite == "raise":
-                gi, j, _ = entries[int((~finite).nonzero()[0, 0])]
+                gi, it = entries[int((~finite).nonzero()[0, 0])]
                 raise NonFiniteGradientError(
-                    f"{self._param_name(gi, j)} has a non-finite gradient (NaN or Inf); "
+                    f"{self._param_name(gi, it.j)} has a non-finite gradient (NaN or Inf); "
                     "nothing was updated")
             self.skipped_steps += 1
             return True
         return False
 
-    def _init_state(self, p: torch.Tensor, h: dict) -> dict:
-        state = self.state[p]
-        if not state:
-            state["step"] = torch.tensor(0.0, dtype=torch.float32)
-            for key, value in zip(self.state_keys, self._state_init(h), strict=False):
-                state[key] = torch.full_like(p, value, memory_format=torch.preserve_format)
-        return state
+    def _prepare(self, gi: int, group: dict, h: dict, items):
+        """Everything group ``gi``'s step needs, checked, nothing written: the new states, the
+        step counts and the per-step coefficients (a dict k -> tuple)."""
+        gsign = -1.0 if group.get("maximize", False) else 1.0
+        red = self._reducer(h, gsign, items)
+        if self.reduction_group is not None:  # collective: every rank, every group, same order
+            for name in self.reduction_names:
+                red(name)
+        if not items:
+            return None
+        fresh, ks = {}, []
+        init = None
+        for it in items:
+            state = self.state.get(it.p)
+            if state:
+                ks.append(int(state["step"]) + 1)
+                continue
+            if init is None:
+                init = self._state_init(h)
+                for key, value in zip(self.state_keys, init, strict=False):
+                    self._check_fits(float(value), h, gi, it,
+                                     f"the initial value of state {key!r}")
+            value_of = (lambda v: complex(v, v)) if it.p.is_complex() else (lambda v: v)
+            fresh[it.p] = {"step": torch.tensor(0.0, dtype=torch.float32), **{
+                key: torch.full_like(it.p, value_of(v), memory_format=torch.preserve_format)
+                for key, v in zip(self.state_keys, init, strict=False)}}
+            ks.append(1)
+        coefficients = {}
+        for k in sorted(set(ks)):
+            coefficients[k] = tuple(self._scalars(h, k, gsign, red))
+        for it, k in zip(items, ks, strict=True):
+            for c in coefficients[k]:
+                if isinstance(c, (int, float)):
+                    self._check_fits(float(c), h, gi, it, f"a per-step coefficient at step {k}")
+            if it.p.grad.is_sparse and not self._zero_gradient_is_identity(coefficients[k]):
+                raise UnsupportedError(
+                    f"{self._param_name(gi, it.j)} has a sparse gradient; design "
+                    f"{self.design_name!r} needs dense gradients at these hyperparameters (a zero "
+                    "gradient still changes theta or a state, so the entries a sparse gradient "
+                    "leaves out are not 'no change'); nothing was updated")
+        return fresh, ks, coefficients
+
+    def _check_fits(self, value: float, h: dict, gi: int, it, what: str) -> None:
+        dtype = real_view(it.p).dtype
+        if fits(value, dtype):
+            return
+        big = [f"{n} = {v!r}" for n, v in h.items() if not fits(v, dtype)]
+        source = f" (from {', '.join(big)})" if big else " (from the hyperparameters)"
+        raise HyperparameterError(
+            f"param group {gi}: {what} = {value!r}{source} overflows {it.p.dtype} (largest "
+            f"finite {torch.finfo(dtype).max:g}) of {self._param_name(gi, it.j)}; nothing was "
+            "changed")
+
+    def _zero_gradient_is_identity(self, coef: tuple) -> bool:
+        """Whether, with these coefficients, a zero gradient leaves theta and every state
+        bit-identical (probed with random data)."""
+        if coef not in self._probes:
+            if len(self._probes) > 64:  # schedulers change the coefficients every step
+                self._probes.clear()
+            gen = torch.Generator().manual_seed(0)
+            rand = [torch.randn(16, dtype=torch.float64, generator=gen).abs() + 0.5
+                    for _ in range(1 + len(self.state_keys))]
+            out = self._elementwise(rand[0], torch.zeros(16, dtype=torch.float64), *rand[1:],
+                                    *coef)
+            self._probes[coef] = all(torch.equal(torch.as_tensor(a).expand(16), b)
+                                     for a, b in zip(out, rand, strict=True))
+        return self._probes[coef]
 
     def _reducer(self, h: dict, gsign: float, items):
         cache: dict = {}
@@ -343,12 +330,12 @@ class GeneratedOptimizer(torch.optim.Optimizer):
             if name not in cache:
                 fn = getattr(self, f"_reduce_{name}")
                 by_device: dict = {}
-                for _, p in items:
-                    if p.numel() > 0:
-                        x = fn(p, p.grad, h, gsign)
+                for it in items:
+                    if it.theta.numel() > 0:
+                        x = fn(it.theta, it.grad, h, gsign)
                         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
                         norm = torch.linalg.vector_norm(x, dtype=acc).double()
-                        by_device.setdefault(p.device, []).append(norm)
+                        by_device.setdefault(it.theta.device, []).append(norm)
                 squares = [float(torch.stack(n).square().sum()) for n in by_device.values()]
                 total = math.fsum(squares)
                 if self.reduction_group is not None:
@@ -369,43 +356,35 @@ class GeneratedOptimizer(torch.optim.Optimizer):
         dist.all_reduce(t, group=self.reduction_group)
         return float(t.item())
 
-    def _take_part_in_reductions(self, group: dict, h: dict) -> None:
-        """A rank holding no parameter of this group still joins its collective reductions, in
-        the same order as the ranks that step it."""
-        red = self._reducer(h, -1.0 if group.get("maximize", False) else 1.0, [])
-        for name in self.reduction_names:
-            red(name)
+    def _commit(self, gi: int, group: dict, items, fresh: dict, ks, coefficients) -> None:
+        """Write group ``gi``'s step (everything was checked in :meth:`_prepare`)."""
+        for p, state in fresh.items():
+            self.state[p].update(state)
+        states = [self.state[it.p] for it in items]
 
-    def _step_group(self, gi: int, group: dict, h: dict, items) -> None:
-        gsign = -1.0 if group.get("maximize", False) else 1.0
-        states = [self._init_state(p, h) for _, p in items]
-        red = self._reducer(h, gsign, items)
-        if self.reduction_group is not None:  # collective: every rank, every group, same order
-            for name in self.reduction_names:
-                red(name)
-        scalars: dict = {}
-
-        def coefficients(k: int):
-            if k not in scalars:
-                scalars[k] = self._scalars(h, k, gsign, red)
-            return scalars[k]
+        def coefs(k: int):
+            return coefficients[k]
 
         backend = self._resolve_backend()
-        if backend != "forloop" and any(type(p) not in _PLAIN for _, p in items):
+        if backend != "forloop" and any(type(it.p) not in _PLAIN for it in items):
             # tensor subclasses (e.g. FSDP2's DTensor) have no flat storage to fuse, and this
             # torch has no DTensor strategy for some foreach ops: they take the for-loop path
             backend = "forloop"
         if backend == "compiled":  # it advances the step counters itself (flat buffers)
-            self._compiled_runner().run(self, gi, items, states, coefficients)
-            return
-        steps = [s["step"] for s in states]
-        ks = [int(x) + 1 for x in (torch.stack(steps).tolist() if len(steps) > 8
-                                   else [s.item() for s in steps])]
+            plain = [i for i, it in enumerate(items) if it.theta is it.p and it.grad is it.p.grad]
+            self._compiled_runner().run(self, gi, [(items[i].j, items[i].p) for i in plain],
+                                        [states[i] for i in plain], coefs)
+            rest = [i for i in range(len(items)) if i not in set(plain)]
+            if not rest:
+                return
+            items, states, ks = ([items[i] for i in rest], [states[i] for i in rest],
+                                 [ks[i] for i in rest])
+            backend = "foreach"
         if backend == "forloop":
-            self._run_forloop(items, states, ks, coefficients)
+            self._run_forloop(items, states, ks, coefs)
         else:
-            self._run_foreach(items, states, ks, coefficients)
-        torch._foreach_add_(steps, 1.0)
+            self._run_foreach(items, states, ks, coefs)
+        torch._foreach_add_([s["step"] for s in states], 1.0)
 
     def _resolve_backend(self) -> str:
         if self.backend != "auto":
@@ -421,20 +400,20 @@ class GeneratedOptimizer(torch.optim.Optimizer):
         return self._runner
 
     def _run_forloop(self, items, states, ks, coefficients) -> None:
-        for (_, p), state, k in zip(items, states, ks, strict=False):
-            olds = [state[key] for key in self.state_keys]
-            self._forloop(p, p.grad, *olds, *coefficients(k))
+        for it, state, k in zip(items, states, ks, strict=True):
+            olds = [real_view(state[key]) for key in self.state_keys]
+            self._forloop(it.theta, it.grad, *olds, *coefficients(k))
 
     def _run_foreach(self, items, states, ks, coefficients) -> None:
         buckets: dict = {}
-        for (_, p), state, k in zip(items, states, ks, strict=False):
-            if p.numel() == 0:
+        for it, state, k in zip(items, states, ks, strict=True):
+            if it.theta.numel() == 0:
                 continue
-            buckets.setdefault((p.device, p.dtype, k), []).append((p, state))
+            buckets.setdefault((it.theta.device, it.theta.dtype, k), []).append((it, state))
         for (_, _, k), members in buckets.items():
-            params = [p for p, _ in members]
-            grads = [p.grad for p in params]
-            lists = [[s[key] for _, s in members] for key in self.state_keys]
+            params = [it.theta for it, _ in members]
+            grads = [it.grad for it, _ in members]
+            lists = [[real_view(s[key]) for _, s in members] for key in self.state_keys]
             self._foreach(params, grads, *lists, *coefficients(k))
 
     # ------------------------------------------------------------------ protocol
@@ -463,74 +442,23 @@ class GeneratedOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Load a state dict (ours or torch.optim's for the same algorithm). Everything is checked
-        first; on error (:class:`StateDictError`, :class:`HyperparameterError`) nothing changes.
-        A state missing from a saved parameter is re-created from its initial value only when it
-        provably cannot affect the update (e.g. torch's RMSprop omits ``momentum_buffer`` when
-        momentum is 0); a missing ``step`` is read as one step taken (torch's SGD saves none)."""
-        groups, saved = state_dict.get("param_groups"), state_dict.get("state")
-        if not isinstance(groups, list) or not isinstance(saved, dict):
-            raise StateDictError("a state dict needs 'state' (dict) and 'param_groups' (list)")
-        if len(groups) != len(self.param_groups):
-            raise StateDictError(f"the state dict has {len(groups)} param groups, the optimizer "
-                                 f"{len(self.param_groups)}")
-        new_groups, index = [], {}
-        for gi, (mine, theirs) in enumerate(zip(self.param_groups, groups, strict=False)):
-            if len(mine["params"]) != len(theirs.get("params", ())):
-                raise StateDictError(
-                    f"param group {gi} has {len(mine['params'])} parameters, the state dict "
-                    f"{len(theirs.get('params', ()))}")
-            group = dict(theirs)
-            for h in self.hyperparameters:  # fill what an older or foreign checkpoint lacks
-                if h.name in self.beta_names:
-                    group.setdefault("betas", mine.get("betas"))
-                else:
-                    group.setdefault(h.name, mine.get(h.name, h.default))
-            group.setdefault("maximize", mine.get("maximize", False))
-            h_values = self._group_values(group, f"state dict param group {gi}: ")
-            new_groups.append(group)
-            for p, pid in zip(mine["params"], theirs["params"], strict=False):
-                index[pid] = (p, h_values, gi)
-        fixed = {}
-        for pid, entry in saved.items():
-            if pid not in index:
-                raise StateDictError(f"the state dict has state for unknown parameter id {pid!r}")
-            p, h_values, gi = index[pid]
-            fixed[pid] = self._checked_state(entry, p, h_values, f"state of parameter {pid}")
-        super().load_state_dict({"state": fixed, "param_groups": new_groups})
-        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
-        self._runner = None
-
-    def _checked_state(self, entry: dict, p: torch.Tensor, h: dict, where: str) -> dict:
-        if not isinstance(entry, dict):
-            raise StateDictError(f"{where} is not a dict")
-        entry = {key: value for key, value in entry.items() if value is not None}
-        present = [key for key in self.state_keys if key in entry]
-        if not present and "step" not in entry:
-            return entry
-        for key in present:
-            value = entry[key]
-            if not isinstance(value, torch.Tensor) or value.shape != p.shape:
-                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
-                raise StateDictError(f"{where}: {key!r} has shape {shape}, the parameter "
-                                     f"{tuple(p.shape)}")
-        step = entry.get("step", 1.0)
-        try:
-            step = float(step)
-        except (TypeError, ValueError, RuntimeError):
-            raise StateDictError(f"{where}: 'step' = {step!r} is not a number") from None
-        if not (math.isfinite(step) and step >= 0 and step == int(step)):
-            raise StateDictError(f"{where}: 'step' = {step!r} is not a step count")
-        out = dict(entry)
-        out["step"] = torch.tensor(step, dtype=torch.float32)
-        missing = [key for key in self.state_keys if key not in entry]
-        init = dict(zip(self.state_keys, self._state_init(h), strict=False))
-        for key in missing:
-            if step > 0 and not self._state_irrelevant(key, h, int(step) + 1):
-                raise StateDictError(
-                    f"{where}: state {key!r} is missing and, with these hyperparameters, it "
-                    "affects the update")
-            out[key] = torch.full_like(p, init[key], memory_format=torch.preserve_format)
-        return out
+        first (see :mod:`ctopt.export.checkpoint`); on error (:class:`StateDictError`,
+        :class:`HyperparameterError`) nothing changes. A state missing from a saved parameter is
+        re-created from its initial value only when it provably cannot affect the update (e.g.
+        torch's RMSprop omits ``momentum_buffer`` when momentum is 0); a missing ``step`` is read
+        as one step taken (torch's SGD saves none). Load hooks run as in torch."""
+        if isinstance(state_dict, dict):
+            state_dict = state_dict.copy()  # shallow, as torch
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        state, groups = validated(self, state_dict)
+        skipped = state_dict.get("skipped_steps", 0)
+        self.__setstate__({"state": defaultdict(dict, state), "param_groups": groups})
+        self.skipped_steps = skipped
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
 
     @classmethod
     def _state_irrelevant(cls, key: str, h: dict, k: int) -> bool:
@@ -562,6 +490,7 @@ class GeneratedOptimizer(torch.optim.Optimizer):
             if name not in state and not hasattr(self, name):
                 state[name] = default
         state["_runner"] = None
+        state["_probes"] = {}
         super().__setstate__(state)
 
     def __repr__(self) -> str:

@@ -189,7 +189,7 @@ def class_source(design: Design, name: str | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-_RUNTIME = ("compiled.py", "optimizer.py")
+_RUNTIME = ("compiled.py", "scalars.py", "values.py", "checkpoint.py", "optimizer.py")
 _STANDALONE_ERRORS = '''
 
 class CtoptError(Exception):

@@ -1,0 +1,74 @@
+"""IEEE scalar helpers the generated scalar part calls (float64 Python numbers: a division by
+zero is an infinity, not an exception), and the list filler of the foreach code. Torch only —
+copied into standalone exports.
+
+Example:
+    >>> _div(1.0, 0.0), _sqrt(-1.0) != _sqrt(-1.0), _max(1.0, 2.0)
+    (inf, True, 2.0)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _div(a, b):
+    try:
+        return a / b
+    except ZeroDivisionError:
+        return math.copysign(math.inf, a) * math.copysign(1.0, b) if a != 0 else math.nan
+
+
+def _pow(a, b):
+    try:
+        return a ** b
+    except ZeroDivisionError:
+        return math.inf
+    except OverflowError:
+        return math.inf
+
+
+def _sqrt(a):
+    return math.sqrt(a) if a >= 0 else math.nan
+
+
+def _exp(a):
+    try:
+        return math.exp(a)
+    except OverflowError:
+        return math.inf
+
+
+def _log(a):
+    return math.log(a) if a > 0 else (-math.inf if a == 0 else math.nan)
+
+
+def _sign(a):
+    return float((a > 0) - (a < 0)) if a == a else math.nan
+
+
+def _max(*args):
+    return math.nan if any(a != a for a in args) else max(args)
+
+
+def _min(*args):
+    return math.nan if any(a != a for a in args) else min(args)
+
+
+def _choose(cond, a, b):
+    """A scalar choice: a Python branch on floats, ``torch.where`` on a 0-d tensor.
+
+    Example:
+        >>> _choose(True, 1.0, 2.0), _choose(torch.tensor(0.0), torch.ones(1), 2.0).tolist()
+        (1.0, [2.0])
+    """
+    if isinstance(cond, torch.Tensor):
+        return torch.where(cond != 0, a, b)
+    return a if cond else b
+
+
+def _fe_full(value, like):
+    """A list of tensors shaped like ``like`` filled with ``value``."""
+    return [torch.full_like(t, float(value)) for t in like]
