@@ -33,7 +33,7 @@ import sympy as sp
 from sympy.polys.matrices import DomainMatrix
 
 from ..errors import CtoptError, UnsupportedError
-from ..limits import check_size, time_limit
+from ..limits import check_size, time_limit, timed
 from .proof import Proof
 from .stability import StabilityConditions, positive_form, stability_conditions
 
@@ -106,6 +106,7 @@ class LyapunovCertificate:
                 + r"\ \text{on}\ " + sp.latex(self.conditions) + r"\end{array}$")
 
 
+@timed("Lyapunov certificate")
 def lyapunov(system, Q=None, *, ranges: Mapping[str, tuple[float, float]] | None = None,
              samples: int = 4000, seed: int = 0) -> LyapunovCertificate:
     """Solve ``A^T P A - P = -Q`` (``Q`` defaults to the identity) and prove ``P > 0`` on the

@@ -32,6 +32,7 @@ import sympy as sp
 
 from ..design import Design
 from ..errors import CtoptError
+from ..limits import timed
 from .proof import Proof
 from .stability import characteristic_polynomial
 
@@ -142,6 +143,7 @@ def _grid(m: float, L: float, size: int = GRID) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ worst case
+@timed("worst-case rate")
 def worst_case_rate(system, m: float, L: float, *, curvature="h", **values: float) -> RateResult:
     """The worst-case spectral radius over curvatures ``h in [m, L]``.
 
@@ -247,6 +249,7 @@ def _closed_form(poly, var, h, m, L, env, params):
 
 
 # ------------------------------------------------------------------ tuning
+@timed("tuning")
 def tune(system, m: float, L: float, *, params=None, bounds: Mapping | None = None,
          curvature="h", **fixed: float) -> TuneResult:
     """The values of ``params`` minimising :func:`worst_case_rate` over ``[m, L]``.

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UnsupportedError
+from ..limits import timed
 from .proof import Proof
 
 __all__ = ["IQCCertificate", "iqc_rate", "lurie_system", "plot_iqc_rates"]
@@ -148,6 +149,7 @@ def _lmi_feasible(cp, A, B, C, m, L, rho, iqcs, solver):
     return ok, (P.value if ok else None), ([float(x.value) for x in lams] if ok else None)
 
 
+@timed("IQC rate certificate")
 def iqc_rate(system, m: float, L: float, *, iqc=("sector",), tol: float = 1e-6,
              solver: str = "CLARABEL", **values: float) -> IQCCertificate:
     """The smallest ``rho`` for which the IQC LMI is feasible, by bisection on ``[0, 1]``.

@@ -30,6 +30,7 @@ import sympy as sp
 
 from ..design import Design, g, k, theta
 from ..errors import CtoptError
+from ..limits import timed
 from .certificates import _positive_by_factors
 from .proof import Proof
 from .stability import _split_abs, positive_form
@@ -107,6 +108,7 @@ def _steady(expr: sp.Expr) -> sp.Expr:
                         lambda e: sp.Integer(0))
 
 
+@timed("Lyapunov-candidate check")
 def check_lyapunov(design: Design, V: sp.Expr, problem: str = "quadratic", *, m: float = 1.0,
                    L: float = 10.0, conditions: Iterable[sp.Basic] = (), ranges=None,
                    samples: int = 20000, seed: int = 0, **values: float) -> LyapunovCheck:
