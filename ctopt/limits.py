@@ -35,7 +35,8 @@ from collections.abc import Callable, Iterator
 
 from .errors import HyperparameterError, UnsupportedError
 
-__all__ = ["MAX_STATES", "MAX_DEGREE", "AnalysisTimeout", "check_size", "check_timeout",
+__all__ = ["MAX_STATES", "MAX_DEGREE", "AnalysisTimeout", "check_count", "check_size",
+           "check_timeout",
            "time_limit", "timed"]
 
 #: Largest state count a symbolic analysis accepts.
@@ -97,6 +98,29 @@ def check_timeout(timeout: object, what: str = "timeout") -> float | None:
         raise HyperparameterError(f"{what} = {timeout!r} is outside the allowed range "
                                   f"(0, {MAX_TIMEOUT:g}] seconds (or None: no limit)")
     return seconds
+
+
+def check_count(value: object, name: str, high: int, low: int = 1) -> int:
+    """``value`` as a whole number in ``[low, high]`` (a count of steps, elements, epochs...);
+    anything else (a bool, a float with a fraction, nan, inf, out of range) raises
+    :class:`HyperparameterError` naming ``name``.
+
+    Example:
+        >>> check_count(20, "steps", 1000)
+        20
+        >>> check_count(float("inf"), "steps", 1000)
+        Traceback (most recent call last):
+        ...
+        ctopt.errors.HyperparameterError: steps = inf is not a whole number in [1, 1000]
+    """
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or not low <= value <= high:
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+            shown = f"<an integer of {value.bit_length()} bits>"
+        else:
+            shown = repr(value) if isinstance(value, (int, float)) else f"a {type(value).__name__}"
+        raise HyperparameterError(f"{name} = {shown} is not a whole number in [{low}, {high}]")
+    return int(value)
 
 
 def _usable() -> bool:

@@ -31,6 +31,7 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 from sympy.polys.matrices import DomainMatrix
+from sympy.polys.matrices.exceptions import DMNonInvertibleMatrixError
 
 from ..errors import CtoptError, UnsupportedError
 from ..limits import check_size, time_limit, timed
@@ -178,7 +179,13 @@ def _solve_stein(A: sp.Matrix, Q: sp.Matrix) -> sp.Matrix:
     M, b = sp.linear_eq_to_matrix(equations, unknowns)
     # fraction-field arithmetic (DomainMatrix) is orders of magnitude faster than Matrix.LUsolve
     dM = DomainMatrix.from_Matrix(M).to_field()
-    sol = dM.lu_solve(DomainMatrix.from_Matrix(b).convert_to(dM.domain)).to_Matrix()
+    try:
+        sol = dM.lu_solve(DomainMatrix.from_Matrix(b).convert_to(dM.domain)).to_Matrix()
+    except DMNonInvertibleMatrixError:
+        raise CtoptError(
+            "the Stein equation A^T P A - P = -Q has no unique solution: two eigenvalues of A "
+            "multiply to 1 (e.g. an eigenvalue 1, a learning rate of 0), so A is not Schur "
+            "stable and no quadratic Lyapunov certificate exists") from None
     values = dict(zip(unknowns, sol, strict=True))
     return P.subs(values)
 
