@@ -309,8 +309,7 @@ def _cmd_export(args, design, values) -> int:
 def _cmd_bench(args, design, values) -> int:
     from .bench import bench
 
-    names = args.designs or ["adam"]
-    designs = [_load_design(n) for n in names]
+    designs = design  # the designs named on the command line, loaded (and checked) by main
     bench(designs, numel=args.numel, steps=args.steps, backend=args.backend, out=sys.stdout)
     return EXIT_OK
 
@@ -383,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             values = _parse_values(args.command, design, extra)
         elif extra:
             subparser.error(f"unrecognized argument(s): {' '.join(extra)}")
+        if args.command == "bench":
+            design = [_load_design(n) for n in args.designs or ["adam"]]
         return _COMMANDS[args.command](args, design, values)
     except SystemExit as exc:
         return int(exc.code or 0)
