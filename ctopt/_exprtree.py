@@ -50,6 +50,8 @@ MAX_EXPONENT = 64
 #: arguments pairwise, at every level of nesting: 64 arguments take 25 s)
 MAX_MINMAX_ARGS = 8
 MAX_MINMAX_TOTAL = 32
+#: Max/Min nested in Max/Min (sympy flattens and compares again at every level)
+MAX_MINMAX_DEPTH = 4
 #: a Float must be a float64: zero, or of magnitude in [4.9e-324, 1.8e308] (subnormals included)
 FLOAT64_MIN, FLOAT64_MAX = math.ulp(0.0), sys.float_info.max
 
@@ -144,6 +146,7 @@ class TreeBuilder:
     def __init__(self) -> None:
         self.nodes = 0
         self.minmax_args = 0
+        self.minmax_depth = 0
 
     def build(self, tree: object, symbols: Mapping[str, sp.Symbol], where: str) -> sp.Basic:
         expr = _typed(self._node(tree, symbols, where, 0), False, "the expression", where)
@@ -200,9 +203,14 @@ class TreeBuilder:
         check_keys(tree, {"op", "args"}, where)
         arity = (1, 1) if op in _UNARY else (2, 2) if op in _BINARY else (1, MAX_ARGS)
         raw = checked_list(tree["args"], f"{where}: {op} 'args'", *arity)
-        if op in ("Max", "Min"):
+        minmax = op in ("Max", "Min")
+        if minmax:
             self._minmax(len(raw), op, where)
-        args = [self._node(a, symbols, where, depth + 1) for a in raw]
+        self.minmax_depth += minmax
+        try:
+            args = [self._node(a, symbols, where, depth + 1) for a in raw]
+        finally:
+            self.minmax_depth -= minmax
         for arg in args:
             _typed(arg, op in ("And", "Or", "Not"), op, where)
         if op == "Pow":
@@ -218,6 +226,9 @@ class TreeBuilder:
         if count > MAX_MINMAX_ARGS:
             raise budget_error(f"{where}: {op} of {count} arguments; at most {MAX_MINMAX_ARGS} "
                                "are allowed", "MAX_MINMAX_ARGS")
+        if self.minmax_depth >= MAX_MINMAX_DEPTH:
+            raise budget_error(f"{where}: Max/Min nested more than {MAX_MINMAX_DEPTH} levels "
+                               "deep in one another", "MAX_MINMAX_DEPTH")
         self.minmax_args += count
         if self.minmax_args > MAX_MINMAX_TOTAL:
             raise budget_error(f"{where}: the file's Max/Min nodes have more than "

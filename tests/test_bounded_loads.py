@@ -14,7 +14,7 @@ import sympy as sp
 import torch
 
 import ctopt
-from ctopt._exprtree import MAX_EXACT_BITS, MAX_EXPONENT, MAX_MINMAX_ARGS, MAX_MINMAX_TOTAL
+from ctopt._exprtree import MAX_EXACT_BITS, MAX_EXPONENT, MAX_MINMAX_ARGS, MAX_MINMAX_DEPTH
 from ctopt.errors import DesignFileError
 from ctopt.limits import time_limit
 from ctopt.serialize import DesignBudgetError, design_from_json, design_to_dict
@@ -46,11 +46,15 @@ def node(op, *args):
 P309 = int(sp.nextprime(10**154)) * int(sp.nextprime(3 * 10**154))  # 309 digits, no small factor
 
 
+def line(i: int) -> dict:
+    """``i*g + (100 - i)*lr``: lines that cross, so sympy cannot drop any from a Max."""
+    return node("Add", node("Mul", integer(i), sym("g")), node("Mul", integer(100 - i), sym("lr")))
+
+
 def nested_max(levels: int, width: int = 2) -> dict:
     tree = sym("g")
     for i in range(levels):
-        tree = node("Max", tree, *[node("Add", sym("g"), integer(i * width + j))
-                                    for j in range(1, width)])
+        tree = node("Max", tree, *[line(i * width + j) for j in range(1, width)])
     return tree
 
 
@@ -77,13 +81,15 @@ ADVERSARIAL = {
                       r"exponent 1000 exceeds the limit 64", "MAX_EXPONENT"),
     "exponent with denominator 999": (sgd_file(node("Pow", sym("lr"), rational(1, 999))),
                                       r"exceeds the limit 64", "MAX_EXPONENT"),
-    "Max of 64 arguments": (sgd_file(node("Max", *[node("Add", sym("g"), integer(i))
-                                                   for i in range(64)])),
+    "Max of 64 arguments": (sgd_file(node("Max", *[line(i) for i in range(64)])),
                             r"Max of 64 arguments", "MAX_MINMAX_ARGS"),
-    "nested Max, 48 levels": (sgd_file(nested_max(40)), r"Max/Min nodes have more than 32",
-                              "MAX_MINMAX_TOTAL"),
-    "300 KB of nested Max": (sgd_file(node("Add", *[nested_max(40, 8) for _ in range(12)])),
-                             r"Max/Min nodes have more than 32", "MAX_MINMAX_TOTAL"),
+    "nested Max, 40 levels": (sgd_file(nested_max(40)), r"Max/Min nested more than 4 levels",
+                              "MAX_MINMAX_DEPTH"),
+    "many Max": (sgd_file(node("Add", *[node("Max", *[line(8 * k + i) for i in range(8)])
+                                       for k in range(5)])),
+                 r"Max/Min nodes have more than 32", "MAX_MINMAX_TOTAL"),
+    "300 KB of nested Max": (sgd_file(node("Add", *[nested_max(40, 8) for _ in range(6)])),
+                             r"Max/Min nested more than 4 levels", "MAX_MINMAX_DEPTH"),
     "Float beyond float64": (sgd_file(flt("5e308")),
                              r"outside the supported range of float64", None),
     "Float below float64": (sgd_file(flt("1e-330")), r"outside the supported range of float64",
@@ -118,8 +124,9 @@ def test_the_budgets_refuse_only_what_they_name():
     """Just inside each budget, the file loads (and fast)."""
     inside = [node("Pow", integer(2**MAX_EXACT_BITS - 1), rational(1, 2)),
               node("Pow", node("Add", sym("g"), integer(1)), integer(MAX_EXPONENT)),
-              node("Max", *[node("Add", sym("g"), integer(i)) for i in range(MAX_MINMAX_ARGS)]),
-              nested_max(MAX_MINMAX_TOTAL // 2),
+              node("Max", *[line(i) for i in range(MAX_MINMAX_ARGS)]),
+              nested_max(MAX_MINMAX_DEPTH),
+              node("Add", *[node("Max", *[line(8 * k + i) for i in range(8)]) for k in range(4)]),
               flt("1e308"), flt("5e-324"), node("exp", integer(700))]
     for tree in inside:
         start = time.perf_counter()
