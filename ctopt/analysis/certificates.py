@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -95,6 +96,36 @@ class LyapunovCertificate:
                 for m in self._fn["AQ"](*[float(values[p.name]) for p in params]))
         reference = solve_discrete_lyapunov(A.T, Q)  # A^T X A - X + Q = 0
         return float(np.max(np.abs(self.P_at(**values) - reference)))
+
+    def verify(self, **values: float) -> bool:
+        """Re-check the certificate at numeric ``values`` from its matrices alone, exactly: every
+        value is the rational it stands for, ``A^T P A - P + Q = 0`` must hold in rational
+        arithmetic and ``P`` must pass an exact LDL^T test (all pivots positive).
+
+        Example:
+            >>> import sympy as sp
+            >>> b = sp.Symbol("beta", real=True)
+            >>> cert = lyapunov(sp.Matrix([[b]]))
+            >>> cert.verify(beta=0.5), cert.verify(beta=1.5)
+            (True, False)
+        """
+        from .recheck import exact_definite
+
+        params = self.A.free_symbols | self.Q.free_symbols | self.P.free_symbols
+        missing = sorted(p.name for p in params if p.name not in values)
+        if missing:
+            raise CtoptError(f"values needed for {missing}")
+        subs = {p: sp.Rational(*float(values[p.name]).as_integer_ratio()) for p in params}
+        try:
+            A, Q, P = (M.subs(subs) for M in (self.A, self.Q, self.P))
+        except ZeroDivisionError:
+            return False
+        if any(not e.is_Rational for M in (A, Q, P) for e in M):
+            return False  # P is not finite there (outside the region's closure)
+        if not (A.T * P * A - P + Q).is_zero_matrix:
+            return False
+        return exact_definite([[Fraction(int(e.p), int(e.q)) for e in row]
+                               for row in P.tolist()])
 
     def __str__(self) -> str:
         status = "proven symbolically" if self.proven else "P > 0 only checked numerically"
@@ -322,6 +353,13 @@ def _numeric_evidence(cert: LyapunovCertificate, unproven: list[int], ranges, sa
                         numeric=True)
     elif unproven:
         cert.proof.step("no random point of the sampled box lies in the region; P > 0 unchecked",
+                        numeric=True)
+    if unproven and count:
+        used = min(count, 20)
+        passed = sum(cert.verify(**{k: float(v[j]) for k, v in points.items()})
+                     for j in range(used))
+        cert.proof.step(f"re-checked exactly (rational arithmetic: A^T P A - P + Q = 0 and an "
+                        f"LDL^T test of P) at {used} of those points: holds at {passed}",
                         numeric=True)
     if count:
         used = min(count, 20)
