@@ -190,8 +190,11 @@ def recheck(A, B, C, m, L, rho, iqcs, P, lams) -> tuple[bool, str]:
     lams = [max(float(x), 0.0) for x in lams]  # multipliers must be >= 0: clipped, then checked
     if not (np.all(np.isfinite(P)) and np.all(np.isfinite(lams))):
         return False, "the solver returned non-finite values"
-    P = (P + P.T) / 2
     AB, E, blocks = _lmi_data(A, B, C, m, L, rho, iqcs)
+    N = E.shape[0]
+    if P.shape != (N, N) or len(lams) != len(blocks):
+        return False, f"the solver returned P of shape {P.shape} and {len(lams)} multiplier(s)"
+    P = (P + P.T) / 2
     M = _lmi(P, lams, rho, AB, E, blocks)
     scale = (np.linalg.norm(AB) ** 2 * np.linalg.norm(P) * (1 + rho**2)
              + sum(lam * np.linalg.norm(CD) ** 2 * np.linalg.norm(Mi)
