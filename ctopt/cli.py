@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = design_command("plot", "Draw a design: Bode, pole-zero, root locus or stability region.")
     p.add_argument("--kind", choices=PLOT_KINDS, default="bode", help="which plot (default bode)")
-    p.add_argument("-o", "--output", metavar="FILE", help="image file (.png, .svg, .pdf); "
+    p.add_argument("-o", "--output", metavar="FILE", type=_suffixed(IMAGE_SUFFIXES),
+                   help="image file (.png, .svg, .pdf); "
                    "default NAME-KIND.png")
 
     p = design_command("check", "Check which stability and validity conditions hold, with proofs.")
@@ -112,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-proof", action="store_true", help="print the verdicts only")
 
     p = design_command("export", "Write a standalone torch optimizer (needs torch, not ctopt).")
-    p.add_argument("-o", "--output", metavar="FILE.py", help="default NAME_optimizer.py")
+    p.add_argument("-o", "--output", metavar="FILE.py", type=_suffixed((".py",)),
+                   help="default NAME_optimizer.py")
 
     p = sub.add_parser("bench", help="Time exported optimizers against torch.optim.",
                        description="Time one optimizer step of exported designs against "
@@ -128,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = design_command("report", "Write a Markdown report on a design: equations, transfer "
                                  "functions, figures, stability proofs, the exported source and a "
                                  "training run against Adam on real data.", default="adamssm")
-    p.add_argument("-o", "--output", metavar="DIR", help="folder to write (default report-NAME)")
+    p.add_argument("-o", "--output", metavar="DIR", type=_folder,
+                   help="folder to write (default report-NAME)")
     p.add_argument("--epochs", type=_whole_number(MAX_EPOCHS), default=None,
                    help="training epochs of the comparison (default 10)")
     p.add_argument("--seeds", type=_whole_number(MAX_SEEDS), default=None,
@@ -182,6 +185,31 @@ def _whole_number(high: int) -> Callable[[str], int]:
         return value
 
     return convert
+
+
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")  # = what report.save_plot writes
+
+
+def _suffixed(suffixes: tuple[str, ...]) -> Callable[[str], str]:
+    """An argument type for a file name ending in one of ``suffixes``."""
+    def convert(text: str) -> str:
+        if not text.strip() or "\0" in text:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a file name")
+        if Path(text).suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{text!r} must end in {', '.join(suffixes)}")
+        if Path(text).is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+        return text
+
+    return convert
+
+
+def _folder(text: str) -> str:
+    if not text.strip() or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder name")
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
+    return text
 
 
 _positive_int = _whole_number(10**9)  # kept for callers of the former name
