@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = design_command("plot", "Draw a design: Bode, pole-zero, root locus or stability region.")
     p.add_argument("--kind", choices=PLOT_KINDS, default="bode", help="which plot (default bode)")
-    p.add_argument("-o", "--output", metavar="FILE", type=_suffixed(IMAGE_SUFFIXES),
+    p.add_argument("-o", "--output", metavar="FILE", type=_suffixed(IMAGE_SUFFIXES, ".png, .svg or .pdf (or .jpg)"),
                    help="image file (.png, .svg, .pdf); "
                    "default NAME-KIND.png")
 
@@ -190,13 +190,15 @@ def _whole_number(high: int) -> Callable[[str], int]:
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")  # = what report.save_plot writes
 
 
-def _suffixed(suffixes: tuple[str, ...]) -> Callable[[str], str]:
-    """An argument type for a file name ending in one of ``suffixes``."""
+def _suffixed(suffixes: tuple[str, ...], shown: str | None = None) -> Callable[[str], str]:
+    """An argument type for a file name ending in one of ``suffixes`` (``shown``: how the
+    message lists them)."""
     def convert(text: str) -> str:
         if not text.strip() or "\0" in text:
             raise argparse.ArgumentTypeError(f"{text!r} is not a file name")
         if Path(text).suffix.lower() not in suffixes:
-            raise argparse.ArgumentTypeError(f"{text!r} must end in {', '.join(suffixes)}")
+            raise argparse.ArgumentTypeError(f"{text!r} must end in "
+                                             f"{shown or ', '.join(suffixes)}")
         if Path(text).is_dir():
             raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
         return text
