@@ -133,3 +133,16 @@ def test_lyapunov_certificates_verify_exactly_where_the_loop_is_stable():
         elif unstable:
             assert not verdict
     assert agree >= 10
+
+
+@pytest.mark.parametrize(("m", "L"), [(float("nan"), 1.0), (0.1, float("inf")), (1.0, 0.1),
+                                      (-1.0, 1.0), ("0.1", 1.0)])
+def test_rates_refuse_a_curvature_range_that_would_give_nan(m, L):
+    design = ctopt.zoo.get("heavy_ball")
+    with pytest.raises(ctopt.errors.HyperparameterError, match=r"\bm\b|\bL\b"):
+        ctopt.worst_case_rate(design, m, L)
+    from ctopt.analysis.lyapunov_check import known_lyapunov_function
+
+    V, _ = known_lyapunov_function(design)
+    with pytest.raises(ctopt.errors.HyperparameterError):
+        ctopt.check_lyapunov(design, V, m=m, L=L)

@@ -129,6 +129,9 @@ def check_lyapunov(design: Design, V: sp.Expr, problem: str = "quadratic", *, m:
     """
     if problem != "quadratic":
         raise CtoptError(f"unknown problem class {problem!r}; available: 'quadratic'")
+    from .convergence import check_curvatures
+
+    check_curvatures(m, L)
     V = sp.sympify(V)
     names = {s.name for s in design.states} | {"theta", "h"} | set(design.hyperparameters)
     unknown = sorted(s.name for s in V.free_symbols if s.name not in names)
