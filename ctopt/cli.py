@@ -265,7 +265,17 @@ def _parse_values(command: str, design: Design, extra: list[str]) -> dict[str, f
             f"unrecognized argument(s): {' '.join(rest)}.{hint} "
             f"Hyperparameters of {design.name}: {', '.join(valid) or 'none'}"
         )
+    _check_converted(hp, ns)
     return {k: v for k, v in vars(ns).items() if v is not None}
+
+
+def _check_converted(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    """argparse skips the type of ``--option=--`` and stores ``[]``: refuse it by name."""
+    for action in parser._actions:  # noqa: SLF001
+        if action.type is not None and action.nargs is None \
+                and isinstance(getattr(ns, action.dest, None), list):
+            parser.error(f"argument {'/'.join(action.option_strings)}: expected one value, "
+                         "got '--'")
 
 
 # ----------------------------------------------------------------------------- commands
@@ -402,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if argv else EXIT_OK
     subparser = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
     try:
+        _check_converted(subparser, args)
         design, values = None, {}
         if args.command in _DESIGN_COMMANDS:
             if args.help:
