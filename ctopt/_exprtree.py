@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 
 import mpmath.libmp as mlib
@@ -25,7 +26,7 @@ import sympy as sp
 
 from .errors import DesignFileError
 
-__all__ = ["NODE_TYPES", "expr_from_tree", "expr_to_tree"]
+__all__ = ["NODE_TYPES", "DesignBudgetError", "expr_from_tree", "expr_to_tree"]
 
 
 # Limits on untrusted input (generous for real designs, small enough to stay instant).
@@ -38,8 +39,21 @@ MAX_ITEMS = 256
 MAX_TEXT = 10_000
 MAX_INTEGER_DIGITS = 310
 MAX_NUMBER_BITS = 1100
-MAX_EXPONENT = 1000
 MAX_FLOAT_PRECISION = 1024
+# The budget of symbolic work: what sympy does with a node (evaluating it when it is built, and
+# every later analysis: factoring, gcds, Jury tables) stays cheap within these bounds.
+#: bits of an exact number's numerator and denominator (sympy factors and takes gcds of them)
+MAX_EXACT_BITS = 128
+#: size of a numeric exponent and of its denominator (x**64 expands to degree 64)
+MAX_EXPONENT = 64
+#: arguments of one Max/Min, and of all Max/Min nodes of a file together (sympy compares the
+#: arguments pairwise, at every level of nesting: 64 arguments take 25 s)
+MAX_MINMAX_ARGS = 8
+MAX_MINMAX_TOTAL = 32
+#: Max/Min nested in Max/Min (sympy flattens and compares again at every level)
+MAX_MINMAX_DEPTH = 4
+#: a Float must be a float64: zero, or of magnitude in [4.9e-324, 1.8e308] (subnormals included)
+FLOAT64_MIN, FLOAT64_MAX = math.ulp(0.0), sys.float_info.max
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _INTEGER = re.compile(rf"^-?[0-9]{{1,{MAX_INTEGER_DIGITS}}}$")
@@ -62,8 +76,21 @@ NODE_TYPES = ("Symbol", "Integer", "Rational", "Float", "True", "False", "Piecew
 
 
 
+class DesignBudgetError(DesignFileError):
+    """A design file over the budget of size or symbolic work; ``budget`` names the limit
+    (``"MAX_EXACT_BITS"``, ``"MAX_NODES"``, ...)."""
+
+    def __init__(self, message: str, budget: str) -> None:
+        super().__init__(message)
+        self.budget = budget
+
+
 def file_error(message: str) -> DesignFileError:
     return DesignFileError(message)
+
+
+def budget_error(message: str, budget: str) -> DesignBudgetError:
+    return DesignBudgetError(f"{message} (design-file budget {budget})", budget)
 
 
 # ----------------------------------------------------------------- expressions -> trees
@@ -118,6 +145,8 @@ class TreeBuilder:
 
     def __init__(self) -> None:
         self.nodes = 0
+        self.minmax_args = 0
+        self.minmax_depth = 0
 
     def build(self, tree: object, symbols: Mapping[str, sp.Symbol], where: str) -> sp.Basic:
         expr = _typed(self._node(tree, symbols, where, 0), False, "the expression", where)
@@ -131,9 +160,11 @@ class TreeBuilder:
     def _node(self, tree: object, symbols: Mapping[str, sp.Symbol], where: str, depth: int):
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise file_error(f"{where}: the file has more than {MAX_NODES} expression nodes")
+            raise budget_error(f"{where}: the file has more than {MAX_NODES} expression nodes",
+                               "MAX_NODES")
         if depth > MAX_EXPR_DEPTH:
-            raise file_error(f"{where}: expression nested deeper than {MAX_EXPR_DEPTH} levels")
+            raise budget_error(f"{where}: expression nested deeper than {MAX_EXPR_DEPTH} levels",
+                               "MAX_EXPR_DEPTH")
         if not isinstance(tree, dict):
             raise file_error(f"{where}: an expression node must be an object, not {kind_of(tree)}")
         op = tree.get("op")
@@ -171,8 +202,15 @@ class TreeBuilder:
             return _checked(sp.Piecewise(*pairs), where)
         check_keys(tree, {"op", "args"}, where)
         arity = (1, 1) if op in _UNARY else (2, 2) if op in _BINARY else (1, MAX_ARGS)
-        args = [self._node(a, symbols, where, depth + 1)
-                for a in checked_list(tree["args"], f"{where}: {op} 'args'", *arity)]
+        raw = checked_list(tree["args"], f"{where}: {op} 'args'", *arity)
+        minmax = op in ("Max", "Min")
+        if minmax:
+            self._minmax(len(raw), op, where)
+        self.minmax_depth += minmax
+        try:
+            args = [self._node(a, symbols, where, depth + 1) for a in raw]
+        finally:
+            self.minmax_depth -= minmax
         for arg in args:
             _typed(arg, op in ("And", "Or", "Not"), op, where)
         if op == "Pow":
@@ -182,6 +220,19 @@ class TreeBuilder:
         if op in _BINARY:
             return _checked(_BINARY[op](*args), where)
         return _checked(_NARY[op](*args), where)
+
+
+    def _minmax(self, count: int, op: str, where: str) -> None:
+        if count > MAX_MINMAX_ARGS:
+            raise budget_error(f"{where}: {op} of {count} arguments; at most {MAX_MINMAX_ARGS} "
+                               "are allowed", "MAX_MINMAX_ARGS")
+        if self.minmax_depth >= MAX_MINMAX_DEPTH:
+            raise budget_error(f"{where}: Max/Min nested more than {MAX_MINMAX_DEPTH} levels "
+                               "deep in one another", "MAX_MINMAX_DEPTH")
+        self.minmax_args += count
+        if self.minmax_args > MAX_MINMAX_TOTAL:
+            raise budget_error(f"{where}: the file's Max/Min nodes have more than "
+                               f"{MAX_MINMAX_TOTAL} arguments in all", "MAX_MINMAX_TOTAL")
 
 
 _CONDITIONS = (sp.core.relational.Relational, sp.logic.boolalg.BooleanFunction,
@@ -226,22 +277,37 @@ def _number(op: str, tree: dict, where: str) -> sp.Number:
     if abs(power + len(str(abs(mantissa)))) > 330:
         raise file_error(f"{where}: the Float {short(value)} is outside the supported range")
     exact = sp.Rational(mantissa * 10**max(power, 0), 10**max(-power, 0))
-    return sp.Float(exact, precision=prec)
+    return _float64(sp.Float(exact, precision=prec), where)
+
+
+def _float64(number: sp.Float, where: str) -> sp.Float:
+    """A nonzero Float must lie in float64's range: beyond it the exported optimizer
+    would compute with inf (a Python NameError in generated code) or a silent 0."""
+    size = abs(number)
+    if size > FLOAT64_MAX or 0 < size < FLOAT64_MIN:
+        raise file_error(f"{where}: the Float {str(number)[:30]} is outside the supported range "
+                         f"of float64 ([{FLOAT64_MIN:.3g}, {FLOAT64_MAX:.3g}] in magnitude)")
+    return number
 
 
 def _parse_int(text: object, where: str) -> int:
     if not isinstance(text, str) or not _INTEGER.match(text):
         raise file_error(f"{where}: {short(text)} is not an integer string of at most "
                     f"{MAX_INTEGER_DIGITS} digits")
-    return int(text)
+    value = int(text)
+    if value.bit_length() > MAX_EXACT_BITS:
+        raise budget_error(f"{where}: an exact number of {value.bit_length()} bits; at most "
+                           f"{MAX_EXACT_BITS} are allowed (write a Float for a large value)",
+                           "MAX_EXACT_BITS")
+    return value
 
 
 def _check_exponent(exponent: sp.Basic, where: str) -> None:
     if exponent.is_Number:
         bound = exponent.q if exponent.is_Rational else 1
         if abs(exponent) > MAX_EXPONENT or bound > MAX_EXPONENT:
-            raise file_error(f"{where}: the exponent {str(exponent)[:40]} exceeds the limit "
-                        f"{MAX_EXPONENT}")
+            raise budget_error(f"{where}: the exponent {str(exponent)[:40]} exceeds the limit "
+                               f"{MAX_EXPONENT}", "MAX_EXPONENT")
 
 
 def _checked(expr: sp.Basic, where: str) -> sp.Basic:
@@ -249,13 +315,26 @@ def _checked(expr: sp.Basic, where: str) -> sp.Basic:
     for item in (expr, *expr.args):
         if isinstance(item, sp.Rational):
             bits = max(abs(item.p).bit_length(), item.q.bit_length())
+            if bits > MAX_EXACT_BITS:
+                raise budget_error(f"{where}: an exact number grows to {bits} bits; at most "
+                                   f"{MAX_EXACT_BITS} are allowed", "MAX_EXACT_BITS")
         elif isinstance(item, sp.Float) and item.is_finite and item != 0:
-            bits = abs(item._mpf_[2] + item._mpf_[3])
-        else:
-            continue
-        if bits > MAX_NUMBER_BITS:
-            raise file_error(f"{where}: a number grows beyond {MAX_NUMBER_BITS} bits")
+            _float64(item, where)
+    if isinstance(expr, sp.Expr) and not expr.is_Number and not expr.free_symbols:
+        _constant(expr, where)
     return expr
+
+
+def _constant(expr: sp.Expr, where: str) -> None:
+    """A constant subexpression (``exp(1000)``, ``log(3)/7``) must be a finite real float64:
+    the exported optimizer computes it in float64."""
+    value = sp.N(expr, 17)
+    if not isinstance(value, sp.Float) or not value.is_finite:
+        return  # complex or infinite values are refused as unsupported node types
+    size = abs(value)
+    if size > FLOAT64_MAX or 0 < size < FLOAT64_MIN:
+        raise file_error(f"{where}: the constant {short(str(expr))} = {str(value)[:24]} is "
+                         "outside the range of float64")
 
 
 # ------------------------------------------------------------------------ helpers

@@ -15,8 +15,13 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from .design import Design
+from .errors import DesignError
+from .limits import check_count
 
 __all__ = ["bench"]
+
+#: Largest ``numel`` (float32 elements: 4 GiB per tensor) and ``steps`` that ``bench`` accepts.
+MAX_NUMEL, MAX_STEPS = 1 << 30, 100_000
 
 
 _TORCH_EQUIVALENT = {
@@ -49,6 +54,13 @@ def bench(
     """
     import statistics
     import sys
+
+    designs = list(designs)
+    numel = check_count(numel, "numel", MAX_NUMEL)
+    steps = check_count(steps, "steps", MAX_STEPS)
+    for d in designs:
+        if not isinstance(d, Design):
+            raise DesignError(f"bench times designs; got {type(d).__name__}")
 
     import torch
 

@@ -6,7 +6,8 @@ Every command that takes a design accepts the design's hyperparameters as option
 ``NAME`` is a zoo name (``ctopt list``) or a design file written by :func:`ctopt.save_design`.
 
 Exit codes: 0 success; 1 a checked condition does not hold (``check``); 2 bad input (unknown
-design, value outside its domain, bad option); 3 a feature or optional extra is not available.
+design, value outside its domain, bad option); 3 a feature or optional extra is not available;
+4 an internal error (a bug in ctopt: one line on stderr, the traceback with CTOPT_TRACEBACK=1).
 
 Example:
     >>> from ctopt.cli import main
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
+import os
 import re
 import sys
 import textwrap
@@ -26,12 +29,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import zoo
+from .bench import MAX_NUMEL, MAX_STEPS
 from .design import Design, Hyperparameter
 from .errors import CtoptError, UnsupportedError
+from .report import MAX_EPOCHS, MAX_SEEDS
 
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNAVAILABLE"]
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNAVAILABLE",
+           "EXIT_INTERNAL"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_INTERNAL = 4
 
 PLOT_KINDS = ("bode", "pole-zero", "root-locus", "region")  # = ctopt.report.figures.KINDS
 
@@ -93,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = design_command("plot", "Draw a design: Bode, pole-zero, root locus or stability region.")
     p.add_argument("--kind", choices=PLOT_KINDS, default="bode", help="which plot (default bode)")
-    p.add_argument("-o", "--output", metavar="FILE", help="image file (.png, .svg, .pdf); "
+    p.add_argument("-o", "--output", metavar="FILE", type=_suffixed(IMAGE_SUFFIXES, ".png, .svg or .pdf (or .jpg)"),
+                   help="image file (.png, .svg, .pdf); "
                    "default NAME-KIND.png")
 
     p = design_command("check", "Check which stability and validity conditions hold, with proofs.")
@@ -105,26 +113,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-proof", action="store_true", help="print the verdicts only")
 
     p = design_command("export", "Write a standalone torch optimizer (needs torch, not ctopt).")
-    p.add_argument("-o", "--output", metavar="FILE.py", help="default NAME_optimizer.py")
+    p.add_argument("-o", "--output", metavar="FILE.py", type=_suffixed((".py",)),
+                   help="default NAME_optimizer.py")
 
     p = sub.add_parser("bench", help="Time exported optimizers against torch.optim.",
                        description="Time one optimizer step of exported designs against "
                                    "torch.optim on this machine (medians, same process).")
     p.add_argument("designs", nargs="*", metavar="NAME", help="designs to time (default adam)")
-    p.add_argument("--numel", type=_positive_int, default=1 << 22,
+    p.add_argument("--numel", type=_whole_number(MAX_NUMEL), default=1 << 22,
                    help="float32 elements in the parameter (default 4194304; backend auto "
                         "compiles from 1048576 on, and the first step includes the compile)")
-    p.add_argument("--steps", type=_positive_int, default=20, help="timed steps (default 20)")
+    p.add_argument("--steps", type=_whole_number(MAX_STEPS), default=20, help="timed steps (default 20)")
     p.add_argument("--backend", default="auto",
                    choices=("auto", "forloop", "foreach", "compiled"), help="export backend")
 
     p = design_command("report", "Write a Markdown report on a design: equations, transfer "
                                  "functions, figures, stability proofs, the exported source and a "
                                  "training run against Adam on real data.", default="adamssm")
-    p.add_argument("-o", "--output", metavar="DIR", help="folder to write (default report-NAME)")
-    p.add_argument("--epochs", type=_positive_int, default=None,
+    p.add_argument("-o", "--output", metavar="DIR", type=_folder,
+                   help="folder to write (default report-NAME)")
+    p.add_argument("--epochs", type=_whole_number(MAX_EPOCHS), default=None,
                    help="training epochs of the comparison (default 10)")
-    p.add_argument("--seeds", type=_positive_int, default=None,
+    p.add_argument("--seeds", type=_whole_number(MAX_SEEDS), default=None,
                    help="seeds at the best learning rate (default 3)")
     p.add_argument("--no-training", action="store_true", help="skip the training comparison")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -135,36 +145,81 @@ def _wide(prog: str) -> argparse.HelpFormatter:
     return argparse.HelpFormatter(prog, max_help_position=28, width=100)
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str, allowed: str) -> float:
+    """``text`` as a float64, refusing what is not a number or overflows to inf."""
     try:
         value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; allowed: (0, inf)") from None
-    if not value > 0 or value == float("inf"):
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; allowed: {allowed}") from None
+    if math.isinf(value) and text.strip().lstrip("+-").lower() not in ("inf", "infinity"):
+        raise argparse.ArgumentTypeError(f"{text!r} overflows float64 (becomes inf); allowed: "
+                                         f"{allowed}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, "(0, inf)")
+    if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"{text!r} is outside the allowed range (0, inf)")
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a whole number; allowed: 1, 2, ..."
-        ) from None
-    if value < 1 or value != float(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is outside the allowed range 1, 2, ...")
-    return value
+def _whole_number(high: int) -> Callable[[str], int]:
+    """An argument type for whole numbers in ``[1, high]`` (``"1e3"`` is accepted)."""
+    allowed = f"1, 2, ..., {high}"
+
+    def convert(text: str) -> int:
+        if len(text) > 40:
+            raise argparse.ArgumentTypeError(f"a {len(text)}-character value is not a whole "
+                                             f"number; allowed: {allowed}")
+        try:
+            value = int(text)
+        except ValueError:
+            number = _number(text, allowed)
+            if not math.isfinite(number) or number != int(number):
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} is not a whole number; allowed: {allowed}") from None
+            value = int(number)
+        if not 1 <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is outside the allowed range {allowed}")
+        return value
+
+    return convert
+
+
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")  # = what report.save_plot writes
+
+
+def _suffixed(suffixes: tuple[str, ...], shown: str | None = None) -> Callable[[str], str]:
+    """An argument type for a file name ending in one of ``suffixes`` (``shown``: how the
+    message lists them)."""
+    def convert(text: str) -> str:
+        if not text.strip() or "\0" in text:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a file name")
+        if Path(text).suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{text!r} must end in "
+                                             f"{shown or ', '.join(suffixes)}")
+        if Path(text).is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+        return text
+
+    return convert
+
+
+def _folder(text: str) -> str:
+    if not text.strip() or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder name")
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
+    return text
+
+
+_positive_int = _whole_number(10**9)  # kept for callers of the former name
 
 
 def _hyper_type(h: Hyperparameter) -> Callable[[str], float]:
     def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a number; {h.name} must lie in {h.domain}"
-            ) from None
+        value = _number(text, f"{h.name} in {h.domain}")
         try:
             return h.check(value)
         except CtoptError as exc:
@@ -210,7 +265,17 @@ def _parse_values(command: str, design: Design, extra: list[str]) -> dict[str, f
             f"unrecognized argument(s): {' '.join(rest)}.{hint} "
             f"Hyperparameters of {design.name}: {', '.join(valid) or 'none'}"
         )
+    _check_converted(hp, ns)
     return {k: v for k, v in vars(ns).items() if v is not None}
+
+
+def _check_converted(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    """argparse skips the type of ``--option=--`` and stores ``[]``: refuse it by name."""
+    for action in parser._actions:  # noqa: SLF001
+        if action.type is not None and action.nargs is None \
+                and isinstance(getattr(ns, action.dest, None), list):
+            parser.error(f"argument {'/'.join(action.option_strings)}: expected one value, "
+                         "got '--'")
 
 
 # ----------------------------------------------------------------------------- commands
@@ -284,8 +349,7 @@ def _cmd_export(args, design, values) -> int:
 def _cmd_bench(args, design, values) -> int:
     from .bench import bench
 
-    names = args.designs or ["adam"]
-    designs = [_load_design(n) for n in names]
+    designs = design  # the designs named on the command line, loaded (and checked) by main
     bench(designs, numel=args.numel, steps=args.steps, backend=args.backend, out=sys.stdout)
     return EXIT_OK
 
@@ -348,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if argv else EXIT_OK
     subparser = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
     try:
+        _check_converted(subparser, args)
         design, values = None, {}
         if args.command in _DESIGN_COMMANDS:
             if args.help:
@@ -358,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             values = _parse_values(args.command, design, extra)
         elif extra:
             subparser.error(f"unrecognized argument(s): {' '.join(extra)}")
+        if args.command == "bench":
+            design = [_load_design(n) for n in args.designs or ["adam"]]
         return _COMMANDS[args.command](args, design, values)
     except SystemExit as exc:
         return int(exc.code or 0)
@@ -380,6 +447,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _fail("interrupted")
         return 130
+    except Exception as exc:  # a last net: a bug in ctopt, reported without a traceback
+        if os.environ.get("CTOPT_TRACEBACK"):
+            raise
+        _fail(f"internal error in '{args.command}': {type(exc).__name__}: {exc}. This is a bug "
+              "in ctopt; please report it with the command line (CTOPT_TRACEBACK=1 shows the "
+              "traceback)")
+        return EXIT_INTERNAL
 
 
 def _print_design_help(subparser: argparse.ArgumentParser, command: str, name: str | None) -> int:

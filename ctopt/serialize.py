@@ -30,7 +30,9 @@ from ._exprtree import (
     MAX_ITEMS,
     MAX_JSON_DEPTH,
     NODE_TYPES,
+    DesignBudgetError,  # noqa: F401  (the error of a file over budget, importable from here)
     TreeBuilder,
+    budget_error,
     check_keys,
     checked_flag,
     checked_list,
@@ -185,7 +187,8 @@ def design_from_json(text: str | bytes) -> Design:
     """
     if isinstance(text, (bytes, bytearray)):
         if len(text) > MAX_FILE_BYTES:
-            raise file_error(f"the design file is larger than {MAX_FILE_BYTES} bytes")
+            raise budget_error(f"the design file is larger than {MAX_FILE_BYTES} bytes",
+                               "MAX_FILE_BYTES")
         try:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -194,7 +197,8 @@ def design_from_json(text: str | bytes) -> Design:
     if not isinstance(text, str):
         raise file_error(f"a design file's text must be str or bytes, not {type(text).__name__}")
     if len(text) > MAX_FILE_BYTES:
-        raise file_error(f"the design file is larger than {MAX_FILE_BYTES} characters")
+        raise budget_error(f"the design file is larger than {MAX_FILE_BYTES} characters",
+                           "MAX_FILE_BYTES")
     _check_json_depth(text)
     try:
         data = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
@@ -221,7 +225,8 @@ def _check_json_depth(text: str) -> None:
         elif char in "[{":
             depth += 1
             if depth > MAX_JSON_DEPTH:
-                raise file_error(f"the design file is nested deeper than {MAX_JSON_DEPTH} levels")
+                raise budget_error(f"the design file is nested deeper than {MAX_JSON_DEPTH} levels",
+                                   "MAX_JSON_DEPTH")
         elif char in "]}":
             depth -= 1
 
@@ -279,7 +284,7 @@ def _design(data: object) -> Design:
         raise file_error(f"'design' must be an object, not {kind_of(data)}")
     check_keys(data, _DESIGN_KEYS, "design")
     name = checked_name(data["name"], "design name")
-    doc = checked_text(data["doc"], "design doc")
+    doc = _checked_doc(data["doc"], "design doc")
     hyper = tuple(_hyperparameter(h, i) for i, h in enumerate(checked_list(data["hyperparameters"],
                                                                    "'hyperparameters'")))
     reductions_raw = checked_list(data["reductions"], "'reductions'")
@@ -311,6 +316,14 @@ def _design(data: object) -> Design:
                   MappingProxyType(_options(data["options"])))
 
 
+def _checked_doc(value: object, where: str) -> str:
+    """A doc string: empty, or holding some text (a blank one has no first line to show)."""
+    text = checked_text(value, where)
+    if text and not text.strip():
+        raise file_error(f"{where} is blank (only whitespace); give text or an empty string")
+    return text
+
+
 def _hyperparameter(data: object, index: int) -> Hyperparameter:
     where = f"hyperparameter {index}"
     if not isinstance(data, dict):
@@ -330,7 +343,7 @@ def _hyperparameter(data: object, index: int) -> Hyperparameter:
                checked_real(domain["upper"], f"{where} domain upper bound", optional=True),
                checked_flag(domain["lower_closed"], f"{where} domain lower_closed"),
                checked_flag(domain["upper_closed"], f"{where} domain upper_closed")),
-        checked_text(data["doc"], f"{where} doc"),
+        _checked_doc(data["doc"], f"{where} doc"),
         role,
     )
 
@@ -349,7 +362,7 @@ def _state(data: dict, builder: TreeBuilder, symbols: dict) -> State:
     if torch_name is not None:
         checked_name(torch_name, f"{where} torch_name")
     init = builder.build(data["init"], symbols, f"{where} initial value")
-    return State(data["name"], init, torch_name, checked_text(data["doc"], f"{where} doc"))
+    return State(data["name"], init, torch_name, _checked_doc(data["doc"], f"{where} doc"))
 
 
 def _assignment(data: dict, index: int, builder: TreeBuilder, symbols: dict) -> Assignment:

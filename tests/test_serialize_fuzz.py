@@ -2,8 +2,10 @@
 DesignFileError -- never another exception, never a hang.
 
 Inputs are valid files of every zoo design with random mutations (wrong types, unknown nodes and
-names, huge numbers, deep nesting, subtrees moved elsewhere, deleted and added fields), random
-JSON, and random or truncated text. The default run tries 1,000 inputs; ``-m slow`` tries 11,000
+names, huge numbers, deep nesting, subtrees moved elsewhere, deleted and added fields), valid
+files with one expression made expensive for sympy (roots of 309-digit integers, high powers,
+wide and nested Max/Min, numbers at the edges of float64; each load must finish within a
+guard), random JSON, and random or truncated text. The default run tries 1,000 inputs; ``-m slow`` tries 11,000
 and checks that at least 10,000 of them were malformed (rejected).
 """
 
@@ -13,6 +15,7 @@ import collections
 import copy
 import json
 import random
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +23,10 @@ from hypothesis import strategies as st
 
 import ctopt
 from ctopt.errors import DesignError, DesignFileError
+from ctopt.limits import time_limit
 from ctopt.serialize import NODE_TYPES, design_from_dict, design_from_json, design_to_dict
+
+GUARD_S = 10  # every load, accepted or refused, finishes far sooner; a hang fails the test
 
 SEEDS = [design_to_dict(ctopt.zoo.get(name)) for name in ctopt.zoo.names()] + [
     design_to_dict(ctopt.zoo.get("rmsprop", centered=True)),
@@ -63,6 +69,33 @@ def junk(rnd: random.Random, depth: int = 0):
         return node
     return {"op": rnd.choice(["Add", "Mul", "Max", "Pow", "Eq", "And", "Piecewise"]),
             "args": [junk(rnd, depth + 1) for _ in range(rnd.randrange(5))]}
+
+
+def oversized(rnd: random.Random, depth: int = 0) -> dict:
+    """A well-formed subtree that is expensive for sympy: huge exact numbers and their roots,
+    high powers, wide and nested Max/Min, numbers at the edges of float64."""
+    kind = rnd.randrange(7 if depth < 3 else 5)
+    big = rnd.choice([10**rnd.randrange(1, 310) + rnd.randrange(10**6), 2**rnd.randrange(1, 1030),
+                      rnd.randrange(2, 2**130)])
+    if kind == 0:
+        return {"op": "Pow", "args": [{"op": "Integer", "value": str(big)},
+                                      {"op": "Rational", "p": "1", "q": str(rnd.randrange(2, 1000))}]}
+    if kind == 1:
+        return {"op": "Rational", "p": str(big), "q": str(big + rnd.randrange(1, 9))}
+    if kind == 2:
+        return {"op": "Pow", "args": [{"op": "Symbol", "name": rnd.choice(["g", "lr", "theta"])},
+                                      {"op": "Integer", "value": str(rnd.randrange(-2000, 2000))}]}
+    if kind == 3:
+        return {"op": "Float", "value": f"{rnd.randrange(1, 10)}e{rnd.randrange(-400, 400)}",
+                "precision": rnd.choice([2, 53, 113, 1024])}
+    if kind == 4:
+        return {"op": "exp", "args": [{"op": "Integer", "value": str(rnd.randrange(-2000, 2000))}]}
+    width = rnd.choice([2, 3, 8, 9, 40, 64])
+    return {"op": rnd.choice(["Max", "Min"]),
+            "args": [oversized(rnd, depth + 1) if rnd.random() < 0.3 else
+                     {"op": "Add", "args": [{"op": "Symbol", "name": "g"},
+                                            {"op": "Integer", "value": str(i)}]}
+                     for i in range(width)]}
 
 
 def slots(tree, out=None):
@@ -111,7 +144,15 @@ def mutate(data, rnd: random.Random) -> None:
 @st.composite
 def malformed_inputs(draw):
     rnd = draw(st.randoms(use_true_random=False))
-    kind = draw(st.sampled_from(["mutated"] * 6 + ["mutated text", "json", "text", "bytes"]))
+    kind = draw(st.sampled_from(["mutated"] * 6 + ["mutated text", "json", "text", "bytes"]
+                                + ["oversized"] * 2))
+    if kind == "oversized":  # a valid file with one expression replaced by an expensive one
+        data = copy.deepcopy(SEEDS[rnd.randrange(len(SEEDS))])
+        exprs = [(c, key) for c, key in slots(data)
+                 if isinstance(c[key], dict) and "op" in c[key]]
+        container, key = rnd.choice(exprs)
+        container[key] = oversized(rnd)
+        return kind, data
     if kind.startswith("mutated"):
         data = copy.deepcopy(SEEDS[rnd.randrange(len(SEEDS))])
         for _ in range(rnd.randrange(1, 5)):
@@ -136,7 +177,11 @@ def malformed_inputs(draw):
 
 def load_only_design_file_errors(kind, data) -> None:
     try:
-        design = design_from_dict(data) if isinstance(data, dict) else design_from_json(data)
+        start = time.perf_counter()
+        with time_limit(GUARD_S, "the guard of the fuzzer"):
+            design = design_from_dict(data) if isinstance(data, dict) else design_from_json(data)
+        OUTCOMES["slowest (ms)"] = max(OUTCOMES["slowest (ms)"],
+                                       round(1e3 * (time.perf_counter() - start)))
     except DesignFileError as exc:
         cause = exc.__cause__
         via_net = cause is not None and not isinstance(cause, (DesignError, DesignFileError))

@@ -26,14 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
 import sympy as sp
 from sympy.polys.matrices import DomainMatrix
+from sympy.polys.matrices.exceptions import DMNonInvertibleMatrixError
 
 from ..errors import CtoptError, UnsupportedError
-from ..limits import check_size, time_limit
+from ..limits import check_size, time_limit, timed
 from .proof import Proof
 from .stability import StabilityConditions, positive_form, stability_conditions
 
@@ -95,6 +97,36 @@ class LyapunovCertificate:
         reference = solve_discrete_lyapunov(A.T, Q)  # A^T X A - X + Q = 0
         return float(np.max(np.abs(self.P_at(**values) - reference)))
 
+    def verify(self, **values: float) -> bool:
+        """Re-check the certificate at numeric ``values`` from its matrices alone, exactly: every
+        value is the rational it stands for, ``A^T P A - P + Q = 0`` must hold in rational
+        arithmetic and ``P`` must pass an exact LDL^T test (all pivots positive).
+
+        Example:
+            >>> import sympy as sp
+            >>> b = sp.Symbol("beta", real=True)
+            >>> cert = lyapunov(sp.Matrix([[b]]))
+            >>> cert.verify(beta=0.5), cert.verify(beta=1.5)
+            (True, False)
+        """
+        from .recheck import exact_definite
+
+        params = self.A.free_symbols | self.Q.free_symbols | self.P.free_symbols
+        missing = sorted(p.name for p in params if p.name not in values)
+        if missing:
+            raise CtoptError(f"values needed for {missing}")
+        subs = {p: sp.Rational(*float(values[p.name]).as_integer_ratio()) for p in params}
+        try:
+            A, Q, P = (M.subs(subs) for M in (self.A, self.Q, self.P))
+        except ZeroDivisionError:
+            return False
+        if any(not e.is_Rational for M in (A, Q, P) for e in M):
+            return False  # P is not finite there (outside the region's closure)
+        if not (A.T * P * A - P + Q).is_zero_matrix:
+            return False
+        return exact_definite([[Fraction(int(e.p), int(e.q)) for e in row]
+                               for row in P.tolist()])
+
     def __str__(self) -> str:
         status = "proven symbolically" if self.proven else "P > 0 only checked numerically"
         return (f"Lyapunov certificate V(x) = x^T P x ({status})\n  P = {self.P.tolist()}\n"
@@ -106,6 +138,7 @@ class LyapunovCertificate:
                 + r"\ \text{on}\ " + sp.latex(self.conditions) + r"\end{array}$")
 
 
+@timed("Lyapunov certificate")
 def lyapunov(system, Q=None, *, ranges: Mapping[str, tuple[float, float]] | None = None,
              samples: int = 4000, seed: int = 0) -> LyapunovCertificate:
     """Solve ``A^T P A - P = -Q`` (``Q`` defaults to the identity) and prove ``P > 0`` on the
@@ -177,7 +210,13 @@ def _solve_stein(A: sp.Matrix, Q: sp.Matrix) -> sp.Matrix:
     M, b = sp.linear_eq_to_matrix(equations, unknowns)
     # fraction-field arithmetic (DomainMatrix) is orders of magnitude faster than Matrix.LUsolve
     dM = DomainMatrix.from_Matrix(M).to_field()
-    sol = dM.lu_solve(DomainMatrix.from_Matrix(b).convert_to(dM.domain)).to_Matrix()
+    try:
+        sol = dM.lu_solve(DomainMatrix.from_Matrix(b).convert_to(dM.domain)).to_Matrix()
+    except DMNonInvertibleMatrixError:
+        raise CtoptError(
+            "the Stein equation A^T P A - P = -Q has no unique solution: two eigenvalues of A "
+            "multiply to 1 (e.g. an eigenvalue 1, a learning rate of 0), so A is not Schur "
+            "stable and no quadratic Lyapunov certificate exists") from None
     values = dict(zip(unknowns, sol, strict=True))
     return P.subs(values)
 
@@ -314,6 +353,13 @@ def _numeric_evidence(cert: LyapunovCertificate, unproven: list[int], ranges, sa
                         numeric=True)
     elif unproven:
         cert.proof.step("no random point of the sampled box lies in the region; P > 0 unchecked",
+                        numeric=True)
+    if unproven and count:
+        used = min(count, 20)
+        passed = sum(cert.verify(**{k: float(v[j]) for k, v in points.items()})
+                     for j in range(used))
+        cert.proof.step(f"re-checked exactly (rational arithmetic: A^T P A - P + Q = 0 and an "
+                        f"LDL^T test of P) at {used} of those points: holds at {passed}",
                         numeric=True)
     if count:
         used = min(count, 20)

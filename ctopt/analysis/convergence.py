@@ -31,7 +31,8 @@ import numpy as np
 import sympy as sp
 
 from ..design import Design
-from ..errors import CtoptError
+from ..errors import CtoptError, HyperparameterError
+from ..limits import timed
 from .proof import Proof
 from .stability import characteristic_polynomial
 
@@ -142,6 +143,7 @@ def _grid(m: float, L: float, size: int = GRID) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ worst case
+@timed("worst-case rate")
 def worst_case_rate(system, m: float, L: float, *, curvature="h", **values: float) -> RateResult:
     """The worst-case spectral radius over curvatures ``h in [m, L]``.
 
@@ -161,8 +163,7 @@ def worst_case_rate(system, m: float, L: float, *, curvature="h", **values: floa
         >>> round(r.rate, 15)
         0.818181818181818
     """
-    if not 0 <= m <= L:
-        raise CtoptError(f"need 0 <= m <= L, got m={m}, L={L}")
+    check_curvatures(m, L)
     poly, var, h, defaults, _ = _loop(system, curvature, values)
     exact = {**defaults, **{k: sp.sympify(v) for k, v in values.items()}}
     env = {k: float(v) for k, v in exact.items()}
@@ -246,7 +247,28 @@ def _closed_form(poly, var, h, m, L, env, params):
     return expr.subs({p: sp.nsimplify(v) for p, v in fixed.items()}) if fixed else expr
 
 
+def check_curvatures(m: object, L: object) -> None:
+    """``[m, L]`` must be a range of finite curvatures with ``0 <= m <= L``; otherwise
+    :class:`HyperparameterError` names the bad end (a nan or inf range would give a nan rate).
+
+    Example:
+        >>> check_curvatures(0.1, 1.0)
+        >>> check_curvatures(0.1, float("inf"))
+        Traceback (most recent call last):
+        ...
+        ctopt.errors.HyperparameterError: L = inf must be a finite number
+    """
+    for name, value in (("m", m), ("L", L)):
+        real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, bool)
+        if not real or not np.isfinite(value):
+            raise HyperparameterError(f"{name} = {value!r} must be a finite number")
+    if not 0 <= m <= L:
+        raise HyperparameterError(f"need 0 <= m <= L, got m={m}, L={L}")
+
+
 # ------------------------------------------------------------------ tuning
+@timed("tuning")
 def tune(system, m: float, L: float, *, params=None, bounds: Mapping | None = None,
          curvature="h", **fixed: float) -> TuneResult:
     """The values of ``params`` minimising :func:`worst_case_rate` over ``[m, L]``.
@@ -277,6 +299,7 @@ def tune(system, m: float, L: float, *, params=None, bounds: Mapping | None = No
         raise CtoptError(f"values needed for {missing} (or list them in params=)")
     if not 1 <= len(names) <= 2:
         raise CtoptError(f"tune searches one or two parameters, got {names}")
+    check_curvatures(m, L)
     box = [_bounds(n, L, bounds or {}) for n in names]
     order = [p for p in free if p.name not in names] + [next(p for p in free if p.name == n)
                                                         for n in names]

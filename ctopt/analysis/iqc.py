@@ -29,8 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UnsupportedError
+from ..errors import HyperparameterError, UnsupportedError
+from ..limits import timed
 from .proof import Proof
+from .recheck import exact_definite, float_check, rational_matrix, to_fraction
 
 __all__ = ["IQCCertificate", "iqc_rate", "lurie_system", "plot_iqc_rates"]
 
@@ -48,6 +50,10 @@ class IQCCertificate:
     multipliers: dict[str, float]
     iqcs: tuple[str, ...]
     proof: Proof
+    #: what the solver-independent re-check found at ``rate`` (float64 and exact rational)
+    check: str = ""
+    #: solver answers the re-check rejected during the bisection
+    rejected: int = 0
 
     def __str__(self) -> str:
         if not self.certified:
@@ -106,35 +112,54 @@ def lurie_system(system, **values: float) -> tuple[np.ndarray, np.ndarray, np.nd
     return out[0], out[1].reshape(-1, 1), out[2].reshape(1, -1)
 
 
-def _lmi_feasible(cp, A, B, C, m, L, rho, iqcs, solver):
+def _lmi_data(A, B, C, m, L, rho, iqcs, num=float):
+    """The LMI's constant parts, with every number converted by ``num`` (``float`` for the
+    solver and the float64 check, :func:`~ctopt.analysis.recheck.to_fraction` for the exact
+    check): ``(AB, E, blocks)`` with the LMI ``AB^T P AB - rho^2 E^T P E + sum_i lambda_i
+    CD_i^T M_i CD_i``."""
+    def mat(rows):
+        return np.array([[num(x) for x in row] for row in np.asarray(rows, dtype=object)],
+                        dtype=object if num is not float else float)
+
+    A, B, C = mat(A), mat(B), mat(C)
+    m, L, rho = num(m), num(L), num(rho)
+    zero, one = num(0), num(1)
     n = A.shape[0]
-    blocks = []  # (Ahat, Bhat, [(Chat, Dhat, M)])
+    blocks = []  # (CD, M)
     if "off_by_one" in iqcs:
         # augment with the filter state zeta_{k+1} = -L y_k + u_k
-        Ah = np.block([[A, np.zeros((n, 1))], [-L * C, np.zeros((1, 1))]])
-        Bh = np.vstack([B, [[1.0]]])
-        Cy = np.hstack([C, [[0.0]]])
+        Ah = np.block([[A, mat([[zero]] * n)], [-L * C, mat([[zero]])]])
+        Bh = np.vstack([B, mat([[one]])])
+        Cy = np.hstack([C, mat([[zero]])])
     else:
         Ah, Bh, Cy = A, B, C
     N = Ah.shape[0]
+    zeros = mat([[zero] * N])
     if "sector" in iqcs:
-        Ch = np.vstack([Cy, np.zeros((1, N))])
-        Dh = np.array([[0.0], [1.0]])
-        blocks.append((Ch, Dh, np.array([[-2 * m * L, m + L], [m + L, -2.0]])))
+        CD = np.hstack([np.vstack([Cy, zeros]), mat([[zero], [one]])])
+        blocks.append((CD, mat([[-2 * m * L, m + L], [m + L, -2 * one]])))
     if "off_by_one" in iqcs:
-        zeta = np.zeros((1, N))
-        zeta[0, -1] = rho**2
-        Ch = np.vstack([L * Cy + zeta, -m * Cy])
-        Dh = np.array([[-1.0], [1.0]])
-        blocks.append((Ch, Dh, np.array([[0.0, 1.0], [1.0, 0.0]])))
+        zeta = mat([[zero] * (N - 1) + [rho**2]])
+        CD = np.hstack([np.vstack([L * Cy + zeta, -m * Cy]), mat([[-one], [one]])])
+        blocks.append((CD, mat([[zero, one], [one, zero]])))
+    AB = np.hstack([Ah, Bh])
+    E = np.hstack([mat(np.eye(N, dtype=int)), mat([[zero]] * N)])
+    return AB, E, blocks
+
+
+def _lmi(P, lams, rho, AB, E, blocks):
+    out = AB.T @ P @ AB - rho**2 * (E.T @ P @ E)
+    for lam, (CD, M) in zip(lams, blocks, strict=True):
+        out = out + lam * (CD.T @ M @ CD)
+    return out
+
+
+def _lmi_feasible(cp, A, B, C, m, L, rho, iqcs, solver):
+    AB, E, blocks = _lmi_data(A, B, C, m, L, rho, iqcs)
+    N = E.shape[0]
     P = cp.Variable((N, N), symmetric=True)
     lams = [cp.Variable(nonneg=True) for _ in blocks]
-    AB = np.hstack([Ah, Bh])
-    E = np.hstack([np.eye(N), np.zeros((N, 1))])
-    lmi = AB.T @ P @ AB - rho**2 * (E.T @ P @ E)
-    for lam, (Ch, Dh, M) in zip(lams, blocks, strict=True):
-        CD = np.hstack([Ch, Dh])
-        lmi = lmi + lam * (CD.T @ M @ CD)
+    lmi = _lmi(P, lams, rho, AB, E, blocks)
     sym = (lmi + lmi.T) / 2
     cons = [P >> np.eye(N), sym << -1e-9 * np.eye(N + 1)]
     prob = cp.Problem(cp.Minimize(0), cons)
@@ -144,10 +169,50 @@ def _lmi_feasible(cp, A, B, C, m, L, rho, iqcs, solver):
             prob.solve(solver=solver)
     except cp.error.SolverError:
         return False, None, None
-    ok = prob.status in ("optimal",)
+    ok = prob.status in ("optimal",) and P.value is not None
     return ok, (P.value if ok else None), ([float(x.value) for x in lams] if ok else None)
 
 
+def recheck(A, B, C, m, L, rho, iqcs, P, lams) -> tuple[bool, str]:
+    """Re-check a solver's ``P`` and multipliers from the matrices alone: ``P > 0`` and the LMI
+    ``< 0``, first in float64 with a margin, then exactly in rationals (the returned floats,
+    the problem data and ``rho`` are all exact rationals). Returns ``(passed, what was
+    found)``; the exact check decides.
+
+    Example:
+        >>> A, B, C = [[1.0]], [[-0.1]], [[1.0]]  # gradient descent, alpha = 0.1, m = 1, L = 10
+        >>> recheck(A, B, C, 1, 10, 0.95, ("sector",), [[1.0]], [0.01])[0]
+        True
+        >>> recheck(A, B, C, 1, 10, 0.85, ("sector",), [[1.0]], [0.01])[0]  # below the rate 0.9
+        False
+    """
+    P = np.asarray(P, dtype=float)
+    lams = [max(float(x), 0.0) for x in lams]  # multipliers must be >= 0: clipped, then checked
+    if not (np.all(np.isfinite(P)) and np.all(np.isfinite(lams))):
+        return False, "the solver returned non-finite values"
+    AB, E, blocks = _lmi_data(A, B, C, m, L, rho, iqcs)
+    N = E.shape[0]
+    if P.shape != (N, N) or len(lams) != len(blocks):
+        return False, f"the solver returned P of shape {P.shape} and {len(lams)} multiplier(s)"
+    P = (P + P.T) / 2
+    M = _lmi(P, lams, rho, AB, E, blocks)
+    scale = (np.linalg.norm(AB) ** 2 * np.linalg.norm(P) * (1 + rho**2)
+             + sum(lam * np.linalg.norm(CD) ** 2 * np.linalg.norm(Mi)
+                   for lam, (CD, Mi) in zip(lams, blocks, strict=True)))
+    fp, fl = float_check(P), float_check(M, negative=True, scale=scale)
+    found = (f"float64: P smallest eigenvalue {fp.extreme:.3g}, LMI largest eigenvalue "
+             f"{fl.extreme:.3g} (margin {fl.margin:.2g})")
+    if not (fp.ok and fl.ok):
+        return False, found + ": FAILS"
+    ABq, Eq, blocks_q = _lmi_data(A, B, C, m, L, rho, iqcs, num=to_fraction)
+    Pq = np.array(rational_matrix(P), dtype=object)
+    Mq = _lmi(Pq, [to_fraction(x) for x in lams], to_fraction(rho), ABq, Eq, blocks_q)
+    exact = exact_definite(Pq) and exact_definite(Mq, negative=True)
+    return exact, found + ("; exact rational LDL^T: P > 0 and LMI < 0" if exact
+                           else "; exact rational LDL^T: FAILS")
+
+
+@timed("IQC rate certificate")
 def iqc_rate(system, m: float, L: float, *, iqc=("sector",), tol: float = 1e-6,
              solver: str = "CLARABEL", **values: float) -> IQCCertificate:
     """The smallest ``rho`` for which the IQC LMI is feasible, by bisection on ``[0, 1]``.
@@ -166,28 +231,62 @@ def iqc_rate(system, m: float, L: float, *, iqc=("sector",), tol: float = 1e-6,
     unknown = [i for i in iqcs if i not in IQCS]
     if unknown:
         raise UnsupportedError(f"unknown IQC(s) {unknown}; available: {IQCS}")
+    for name, value in (("m", m), ("L", L), ("tol", tol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise HyperparameterError(f"{name} = {value!r} must be a finite number")
+    if not 0 < m <= L:
+        raise HyperparameterError(f"m = {m!r}, L = {L!r}: need 0 < m <= L")
+    if not 0 < tol < 1:
+        raise HyperparameterError(f"tol = {tol!r} is outside the allowed range (0, 1)")
     A, B, C = lurie_system(system, **values)
     proof = Proof(f"rate certificate for every {m:g}-strongly convex, {L:g}-smooth f "
                   f"({', '.join(iqcs)} IQC, Lessard-Recht-Packard Theorem 4)")
+    method = _SOLVER_METHODS.get(str(solver).upper(), "conic solver")
+    refused = []  # rho where the solver claimed feasibility but the re-check failed
+
+    def feasible(rho):
+        ok, P, lam = _lmi_feasible(cp, A, B, C, m, L, rho, iqcs, solver)
+        if not ok:
+            return None
+        passed, found = recheck(A, B, C, m, L, rho, iqcs, P, lam)
+        if not passed:
+            refused.append((rho, found))
+            return None
+        return P, lam, found
+
     lo, hi = 0.0, 1.0
-    ok, P, lam = _lmi_feasible(cp, A, B, C, m, L, hi, iqcs, solver)
-    if not ok:
-        proof.step(f"LMI infeasible at rho = 1 ({solver}): no rate certified", numeric=True)
+    result = feasible(hi)
+    if result is None:
+        why = (f"{solver} reported a solution that fails the re-check ({refused[-1][1]})"
+               if refused else f"{solver} found the LMI infeasible")
+        proof.step(f"at rho = 1: {why}; no rate certified", numeric=True)
         return IQCCertificate(1.0, False, None, {}, iqcs, proof)
-    best = (hi, P, lam)
+    best = (hi, *result)
     while hi - lo > tol:
         mid = (lo + hi) / 2
-        ok, P, lam = _lmi_feasible(cp, A, B, C, m, L, mid, iqcs, solver)
-        if ok:
-            hi, best = mid, (mid, P, lam)
+        result = feasible(mid)
+        if result is not None:
+            hi, best = mid, (mid, *result)
         else:
             lo = mid
-    rate, P, lam = best
-    proof.step(f"bisection on rho with tolerance {tol:g}: feasible at {rate:.8g}, infeasible at "
-               f"{lo:.8g} (interior-point solver {solver}; floating point)", numeric=True)
-    proof.step("so ||xi_k - xi*|| <= sqrt(cond(P)) rho^k ||xi_0 - xi*|| for every such f",
-               numeric=True)
-    return IQCCertificate(rate, True, P, dict(zip(iqcs, lam, strict=True)), iqcs, proof)
+    rate, P, lam, found = best
+    proof.step(f"bisection on rho with tolerance {tol:g}: certified at {rate:.8g}; not at "
+               f"{lo:.8g} (solver {solver}, {method}, floating point)", numeric=True)
+    if refused:
+        proof.step(f"{len(refused)} solver answer(s) rejected by the re-check, e.g. at rho = "
+                   f"{refused[0][0]:.8g}: {refused[0][1]}", numeric=True)
+    proof.step(f"re-checked from the returned P and multipliers, independently of the solver, "
+               f"at rho = {rate:.8g}: {found}")
+    proof.step("so ||xi_k - xi*|| <= sqrt(cond(P)) rho^k ||xi_0 - xi*|| for every such f")
+    return IQCCertificate(rate, True, P, dict(zip(iqcs, lam, strict=True)), iqcs, proof,
+                          found, len(refused))
+
+
+#: How each solver works: an interior-point method solves to high accuracy; a first-order
+#: method (SCS: operator splitting) stops at a loose tolerance, so its answers need the re-check.
+_SOLVER_METHODS = {"CLARABEL": "interior-point", "MOSEK": "interior-point",
+                   "CVXOPT": "interior-point", "ECOS": "interior-point",
+                   "SCS": "first-order (operator splitting)"}
 
 
 def plot_iqc_rates(kappas=(2, 5, 10, 20, 50, 100), *, iqc=("sector", "off_by_one"), tol=1e-4):

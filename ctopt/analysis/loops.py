@@ -42,7 +42,7 @@ import sympy as sp
 from ..design import Design, g, k, theta
 from ..errors import DesignError, UnsupportedError
 from ..filters import z
-from ..limits import check_size
+from ..limits import check_size, timed
 from ._box import Box, TimeVarying, _fix, _numeric_values, asymptotic, build_box
 from .transfer import TransferFunction
 
@@ -251,6 +251,7 @@ def _closure(flat: dict[str, sp.Expr], names: list[str]) -> list[str]:
     return [n for n in names if n in keep]
 
 
+@timed("closed loop")
 def closed_loop(design: Design, curvature: str = "h", preconditioner: str = "frozen",
                 at: Mapping[str, float | sp.Expr] | None = None, **fixed: float) -> ClosedLoop:
     """The design in feedback with ``f(theta) = h*theta**2/2`` per coordinate (see the module

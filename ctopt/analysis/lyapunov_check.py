@@ -30,6 +30,7 @@ import sympy as sp
 
 from ..design import Design, g, k, theta
 from ..errors import CtoptError
+from ..limits import timed
 from .certificates import _positive_by_factors
 from .proof import Proof
 from .stability import _split_abs, positive_form
@@ -107,6 +108,7 @@ def _steady(expr: sp.Expr) -> sp.Expr:
                         lambda e: sp.Integer(0))
 
 
+@timed("Lyapunov-candidate check")
 def check_lyapunov(design: Design, V: sp.Expr, problem: str = "quadratic", *, m: float = 1.0,
                    L: float = 10.0, conditions: Iterable[sp.Basic] = (), ranges=None,
                    samples: int = 20000, seed: int = 0, **values: float) -> LyapunovCheck:
@@ -127,6 +129,9 @@ def check_lyapunov(design: Design, V: sp.Expr, problem: str = "quadratic", *, m:
     """
     if problem != "quadratic":
         raise CtoptError(f"unknown problem class {problem!r}; available: 'quadratic'")
+    from .convergence import check_curvatures
+
+    check_curvatures(m, L)
     V = sp.sympify(V)
     names = {s.name for s in design.states} | {"theta", "h"} | set(design.hyperparameters)
     unknown = sorted(s.name for s in V.free_symbols if s.name not in names)

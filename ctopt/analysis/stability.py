@@ -33,7 +33,7 @@ import sympy as sp
 
 from ..errors import CtoptError
 from ..filters import z
-from ..limits import check_size, time_limit
+from ..limits import check_size, time_limit, timed
 from .proof import Proof
 
 __all__ = [
@@ -122,6 +122,7 @@ class StabilityConditions:
 
 
 # ------------------------------------------------------------------ public entry point
+@timed("stability conditions")
 def stability_conditions(system, var: sp.Symbol | None = None, assumptions=None
                          ) -> StabilityConditions:
     """Jury / Schur–Cohn conditions for every root of ``system``'s characteristic polynomial to

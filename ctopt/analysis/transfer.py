@@ -37,7 +37,7 @@ import sympy as sp
 from ..design import Design, g, k
 from ..errors import DesignError, HyperparameterError, UnsupportedError
 from ..filters import Filter, inverse_z, z
-from ..limits import check_size
+from ..limits import check_size, timed
 
 __all__ = [
     "StateSpace", "TransferFunction", "state_space", "transfer_function", "transfer_functions",
@@ -292,6 +292,7 @@ def _output_name(design: Design, output: str | None) -> str:
     return output
 
 
+@timed("transfer function")
 def transfer_function(design: Design, output: str | None = None,
                       input: str | sp.Expr | None = None, **fixed: float) -> TransferFunction:
     """The transfer function from the signal ``input`` to the state ``output`` (or ``"theta"``).
@@ -370,6 +371,7 @@ def _corrections(design: Design, output: str) -> list[TimeVarying]:
     return out
 
 
+@timed("transfer functions")
 def transfer_functions(design: Design) -> dict[str, TransferFunction]:
     """Every state's transfer function from the signal the box feeds into it (states with no
     single linear input are left out), plus ``theta``'s from ``g`` when the update is linear.
@@ -438,6 +440,7 @@ class StateSpace:
                 rf"\ D = {sp.latex(self.D)}$")
 
 
+@timed("state space")
 def state_space(design: Design, input: str | sp.Expr | None = None,
                 outputs: list[str] | None = None, **fixed: float) -> StateSpace:
     """Symbolic state space of the design's linear part from one input signal (default ``g``)

@@ -40,6 +40,7 @@ from sympy.printing.str import StrPrinter
 from ..design import Design, FilterInfo, k
 from ..errors import CtoptError, HyperparameterError
 from ..filters import Filter, z
+from ..limits import timed
 from .proof import Proof
 from .stability import _readable
 
@@ -108,6 +109,7 @@ class FilterValidity:
 
 
 # ------------------------------------------------------------------ entry point
+@timed("filter validity")
 def filter_validity(design_or_filter, **values: float) -> FilterValidity:
     """Check the moment filters of a design (or one :class:`~ctopt.filters.Filter` /
     ``FilterInfo``) at ``values`` (defaults: the design's defaults).

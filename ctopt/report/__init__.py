@@ -20,11 +20,15 @@ from pathlib import Path
 
 from ..design import Design
 from ..errors import CtoptError
+from ..limits import check_count
 from .figures import save_plot
 from .sections import Section, _md, _word, analyze
 from .training import _training_markdown, train_comparison
 
 __all__ = ["Section", "analyze", "save_plot", "train_comparison", "write_report"]
+
+#: Largest ``epochs`` and ``seeds`` of the training comparison that ``write_report`` accepts.
+MAX_EPOCHS, MAX_SEEDS = 10_000, 100
 
 
 def write_report(
@@ -54,12 +58,12 @@ def write_report(
 
     from .. import __version__
 
-    out = Path(out)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
     values = design.check_values(**dict(values or {}))
     tuned = design.with_defaults(**values)
-    epochs = epochs or 10
-    seeds = seeds or 3
+    epochs = 10 if epochs is None else check_count(epochs, "epochs", MAX_EPOCHS)
+    seeds = 3 if seeds is None else check_count(seeds, "seeds", MAX_SEEDS)
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
     md: list[str] = [
         f"# ctopt report: `{design.name}`",
         "",

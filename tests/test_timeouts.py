@@ -1,0 +1,139 @@
+"""Per-call ``timeout=`` on the analysis entry points, and limits that nest inside a user's own.
+
+Every test bounds itself: a broken limit fails with the guard's message instead of hanging.
+"""
+
+from __future__ import annotations
+
+import inspect
+import signal
+import time
+
+import pytest
+import sympy as sp
+
+import ctopt
+from ctopt.errors import HyperparameterError, UnsupportedError
+from ctopt.limits import AnalysisTimeout, time_limit
+
+ENTRY_POINTS = ("transfer_function", "transfer_functions", "state_space", "closed_loop",
+                "stability_conditions", "lyapunov", "filter_validity", "worst_case_rate", "tune",
+                "iqc_rate", "check_lyapunov")
+
+
+class UserAlarm(Exception):
+    """What a user's own SIGALRM handler raises."""
+
+
+@pytest.fixture
+def user_alarm():
+    """A user's own alarm: ``arm(seconds)`` sets it; it raises :class:`UserAlarm`."""
+    def handler(signum, frame):
+        raise UserAlarm
+
+    before = signal.signal(signal.SIGALRM, handler)
+    yield lambda seconds: signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, before)
+
+
+def spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def slow_matrix() -> sp.Matrix:
+    """A 3x3 symbolic Lyapunov problem that takes seconds, far more than the limits below."""
+    return sp.Matrix(3, 3, lambda i, j: sp.Symbol(f"a{i}{j}", real=True))
+
+
+def _entry(name):
+    module = ctopt.analysis if hasattr(ctopt.analysis, name) else None
+    if name == "transfer_functions":
+        from ctopt.analysis.transfer import transfer_functions
+        return transfer_functions
+    return getattr(module, name)
+
+
+@pytest.mark.parametrize("name", ENTRY_POINTS)
+def test_every_entry_point_takes_a_timeout_and_checks_it(name):
+    func = _entry(name)
+    param = inspect.signature(func).parameters["timeout"]
+    assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is None
+    for bad in (0, -1.0, float("nan"), float("inf"), 1e400, "5", True, 10**6):
+        with pytest.raises(HyperparameterError, match=r"timeout"):
+            func(None, timeout=bad)
+
+
+def test_an_entry_point_honours_its_timeout():
+    start = time.monotonic()
+    with time_limit(30, "the guard of this test"), \
+            pytest.raises(AnalysisTimeout, match=r"Lyapunov certificate did not finish within 0.2 s"):
+        ctopt.lyapunov(slow_matrix(), timeout=0.2)
+    assert time.monotonic() - start < 5
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_results_within_the_timeout_are_unchanged():
+    design = ctopt.zoo.get("heavy_ball")
+    loop = ctopt.closed_loop(design, timeout=30)
+    assert ctopt.stability_conditions(loop, timeout=30).expr == ctopt.stability_conditions(loop).expr
+    assert issubclass(AnalysisTimeout, UnsupportedError)
+
+
+def test_a_users_earlier_alarm_fires_inside_an_analysis(user_alarm):
+    """The user's limit (0.3 s) comes before the analysis' own (60 s): the user's handler runs."""
+    user_alarm(0.3)
+    start = time.monotonic()
+    with pytest.raises(UserAlarm):
+        ctopt.lyapunov(slow_matrix(), timeout=60)
+    assert time.monotonic() - start < 5
+
+
+def test_a_users_alarm_survives_a_shorter_inner_limit(user_alarm):
+    """An inner limit that ends (by finishing or by expiring) re-arms the user's alarm with its
+    remaining time and handler."""
+    user_alarm(1.0)
+    with time_limit(0.1, "inner"):
+        spin(0.02)
+    left, _ = signal.getitimer(signal.ITIMER_REAL)
+    assert 0.85 < left < 1.0
+    with pytest.raises(AnalysisTimeout, match="inner"), time_limit(0.1, "inner"):
+        spin(5)
+    left, _ = signal.getitimer(signal.ITIMER_REAL)
+    assert 0.7 < left < 0.9
+    start = time.monotonic()
+    with pytest.raises(UserAlarm):
+        spin(5)
+    assert time.monotonic() - start < 1.2
+
+
+def test_a_users_alarm_that_expires_during_an_inner_limit_fires_there(user_alarm):
+    user_alarm(0.2)
+    start = time.monotonic()
+    with pytest.raises(UserAlarm), time_limit(10, "inner"):
+        spin(5)
+    assert time.monotonic() - start < 1
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # fired once, not re-armed
+
+
+def test_nested_time_limits_take_the_earlier_deadline():
+    with pytest.raises(AnalysisTimeout, match="outer did not finish within 0.2 s"), \
+            time_limit(0.2, "outer"), time_limit(10, "inner"):
+        spin(5)
+    with pytest.raises(AnalysisTimeout, match="inner did not finish within 0.1 s"), \
+            time_limit(10, "outer"), time_limit(0.1, "inner"):
+        spin(5)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_an_ignored_user_alarm_lets_the_inner_limit_go_on():
+    before = signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(AnalysisTimeout, match="inner"), time_limit(0.3, "inner"):
+            spin(3)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
