@@ -69,7 +69,7 @@ def state_facts(design: Design, checks, skipped: Mapping[str, str], env: Mapping
             c.block.offset.free_symbols <= set(subs) else False
         u_ok = _nonnegative(c.input, design)
         if status == "holds" and u_ok and init_ok and offset_ok:
-            proven = how == "proven" and _nonnegative(sp.Add(*c.block.offset), design) \
+            proven = how.startswith("proven") and _nonnegative(sp.Add(*c.block.offset), design) \
                 and all(_nonnegative(sp.sympify(inits[m]), design) for m in c.block.names)
             facts[name] = (True, "proven" if proven else "at these values")
         elif status in ("violated", "not required (does not hold)") and u_ok:
@@ -94,9 +94,10 @@ def state_facts(design: Design, checks, skipped: Mapping[str, str], env: Mapping
                     and _nonnegative(sp.sympify(inits[s]), design)):
                 assume.discard(s)
                 changed = True
+    exact = all(how.startswith("proven") for ok, how in facts.values() if ok)
     for s in assume:
-        facts[s] = (True, "proven by induction (nonnegative start, update nonnegative when the "
-                    "states it reads are)")
+        facts[s] = (True, ("proven" if exact else "at these values") + " by induction "
+                    "(nonnegative start, update nonnegative when the states it reads are)")
     return facts
 
 
@@ -135,10 +136,47 @@ def judge_guards(design: Design, checks, skipped, env: Mapping[str, float]
     nonneg = {_state_symbol(n): sp.Symbol(n, nonnegative=True)
               for n, (ok, _) in facts.items() if ok}
     used_how = {n: how for n, (ok, how) in facts.items() if ok}
-    out = []
-    for gd in guards(design):
-        out.append(_judge(design, gd, facts, nonneg, used_how, env))
-    return out
+    out, verified = [], {}
+    listed = guards(design)
+    order = [x for x in listed if x.kind != "divisor"] + [x for x in listed if x.kind == "divisor"]
+    for gd in order:
+        if gd.kind == "divisor":
+            gd = Guard(gd.kind, _known_parts(gd.arg, verified, design), gd.where), gd.arg
+        else:
+            gd = gd, gd.arg
+        verdict = _judge(design, gd[0], facts, nonneg, used_how, env)
+        verdict.arg = gd[1]
+        inherited = [how for arg, how in verified.items() if gd[1].has(arg)]
+        if verdict.status == "holds" and any(not h.startswith("proven") for h in inherited):
+            verdict.how = "at these values (the square roots it contains are nonnegative at " \
+                "these values; the rest under the domains)"
+        out.append(verdict)
+        if verdict.status == "holds" and gd[0].kind in ("square root", "fractional power"):
+            verified[gd[1]] = verdict.how
+    return sorted(out, key=lambda v: [(x.kind, x.arg) for x in listed].index((v.kind, v.arg)))
+
+
+def _known_parts(expr: sp.Expr, verified: set, design: Design) -> sp.Expr:
+    """``expr`` with roots of verified arguments, and per-step scalars proven positive,
+    replaced by nonnegative / positive symbols."""
+    dynamic = {g, theta} | {s.symbol for s in design.states} | \
+        {r.symbol for r in design.reductions}
+
+    def walk(e):
+        if not isinstance(e, sp.Expr):
+            return e
+        if e.is_Pow and not e.exp.is_integer and e.base in verified:
+            return sp.Dummy("root", nonnegative=True)
+        if e.is_Pow and e.exp.is_number and e.exp < 0 and not e.exp.is_integer \
+                and e.base in verified:
+            return 1 / sp.Dummy("root", positive=True)
+        if not (e.free_symbols & dynamic) and e.has(k) and positive_scalar(e, design):
+            return sp.Dummy("scalar", positive=True)
+        if e.is_Atom:
+            return e
+        return e.func(*[walk(a) for a in e.args])
+
+    return walk(expr)
 
 
 def _judge(design: Design, gd: Guard, facts, nonneg, used_how, env) -> GuardVerdict:
@@ -154,8 +192,8 @@ def _judge(design: Design, gd: Guard, facts, nonneg, used_how, env) -> GuardVerd
         if not ok:
             return GuardVerdict(gd.kind, gd.arg, gd.where, "undecided",
                                 f"the per-step factor {f} is not positive at every step")
-        scalar_how = f"at these values (per-step factor {f} positive: steps 1..{SCALAR_STEPS} " \
-            "one by one, then every power below 1e-12 of its limit)"
+        scalar_how = (f"at these values (per-step factor {f} positive: the first steps one by "
+                      "one, then a geometric bound on its decaying terms)")
     if _nonnegative(rest, design, nonneg):
         states = sorted(s.name for s in rest.free_symbols if s.name in used_how)
         hows = {used_how[s] for s in states}
@@ -191,25 +229,73 @@ def _scalar_split(arg: sp.Expr, design: Design) -> tuple[list[sp.Expr], sp.Expr]
 
 
 def _scalar_positive_at(f: sp.Expr, design: Design, env) -> bool | None:
-    subs = {h.symbol: sp.Float(env[h.name]) for h in design.hyper if h.name in env}
-    e = f.xreplace(subs)
+    """Whether a per-step scalar is positive for every ``k >= 1`` at the values: numerator and
+    denominator are sums ``a_0 + sum_i a_i k^m_i prod b^(e(k))`` with ``|b| < 1``; beyond the step
+    ``K`` where the bound ``sum_i |a_i| k^m_i prod |b|^(e(k))`` is below ``|a_0|`` and decreasing,
+    the sign is that of ``a_0``; steps ``1..K`` are checked one by one (a certificate)."""
+    subs = {h.symbol: sp.nsimplify(env[h.name]) for h in design.hyper if h.name in env}
+    e = sp.piecewise_fold(f.xreplace(subs))
+    if isinstance(e, sp.Piecewise):
+        e = next((v for v, c in e.args if c == sp.true), None)
+        if e is None:
+            return None
     if not e.has(k):
         try:
-            return bool(complex(e).real > 0 and abs(complex(e).imag) == 0)
+            return bool(sp.sympify(e).is_positive)
         except (TypeError, ValueError):
             return None
-    bases = [p.base for p in e.atoms(sp.Pow) if p.exp.has(k)]
-    if any(not b.is_number or abs(complex(b)) >= 1 for b in bases):
-        return None
+    num, den = sp.fraction(sp.together(e))
+    horizon = 1
+    signs = []
+    for part in (num, den):
+        found = _tail(sp.expand(part))
+        if found is None:
+            return None
+        sign, steps = found
+        signs.append(sign)
+        horizon = max(horizon, steps)
+    if signs[0] * signs[1] < 0 or horizon > SCALAR_STEPS:
+        return None if horizon > SCALAR_STEPS else False
     fn = sp.lambdify(k, e, modules="numpy")
-    steps = np.arange(1, SCALAR_STEPS + 1, dtype=float)
+    ks = np.arange(1, horizon + 1, dtype=float)
     with np.errstate(all="ignore"):
-        vals = np.broadcast_to(np.asarray(fn(steps), dtype=float), steps.shape)
-    if not np.all(np.isfinite(vals)) or not np.all(vals > 0):
-        return False
-    rho = max((abs(complex(b)) for b in bases), default=0.0)
-    # beyond SCALAR_STEPS every power is below 1e-12: the factor is within rounding of its limit
-    if rho > 0 and SCALAR_STEPS * math.log(rho) > math.log(1e-12):
-        return None
-    return True
+        vals = np.broadcast_to(np.asarray(fn(ks), dtype=float), ks.shape)
+    return bool(np.all(np.isfinite(vals)) and np.all(vals > 0))
 
+
+def _tail(expr: sp.Expr) -> tuple[int, int] | None:
+    """``(sign of the constant term, K)`` for ``expr = a_0 + sum_i a_i k^m_i prod b^(e(k))``
+    (see :func:`_scalar_positive_at`), or None when it is not of that form."""
+    a0, terms = sp.Integer(0), []
+    for t in sp.Add.make_args(expr):
+        if not t.has(k):
+            a0 += t
+            continue
+        coeff, m, rate = sp.Integer(1), 0, 0.0
+        for f in sp.Mul.make_args(t):
+            base, ex = f.as_base_exp()
+            if not f.has(k):
+                coeff *= f
+            elif base == k and ex.is_Integer and ex > 0:
+                m += int(ex)
+            elif base.is_number and ex.is_polynomial(k) and sp.degree(ex, k) == 1:
+                slope = sp.Poly(ex, k).all_coeffs()[0]
+                b = abs(complex(base))
+                if not 0 < b < 1 or not slope > 0:
+                    return None
+                rate += float(slope) * math.log(b)  # |f| = C * exp(rate * k)
+                coeff *= abs(base) ** (ex - slope * k)
+            else:
+                return None
+        if rate >= 0:
+            return None
+        terms.append((abs(float(coeff)), m, rate))
+    if a0 == 0:
+        return None
+    # each term is decreasing once k > m / |rate|; the sum then stays below |a0| past K
+    start = max([1] + [math.ceil(m / -rate) + 1 for _, m, rate in terms])
+    for K in range(start, SCALAR_STEPS + 2):
+        bound = sum(c * K ** m * math.exp(rate * K) for c, m, rate in terms)
+        if bound < abs(float(a0)):
+            return (1 if a0 > 0 else -1), K
+    return (1 if a0 > 0 else -1), SCALAR_STEPS + 1

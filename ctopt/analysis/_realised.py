@@ -274,15 +274,36 @@ def _nonnegative(expr: sp.Expr, design: Design, facts: dict | None = None) -> bo
 
 def positive_scalar(expr: sp.Expr, design: Design) -> bool:
     """Whether a per-step scalar (hyperparameters and ``k`` only) is positive for every
-    admissible value and every ``k >= 1``: ``1 - beta**k`` with ``beta`` in ``[0, 1)``."""
+    admissible value and every ``k >= 1``: ``1 - beta**k`` with ``beta`` in ``[0, 1)``.
+
+    A power ``beta**(a*k + c)`` (``a >= 1``) of such a ``beta`` is written
+    ``beta**(a + c) * w`` with ``0 < w <= 1`` (as ``w = 1/(1 + s)``, ``s >= 0``), which holds for
+    every ``k >= 1``; the rest is sympy's sign rules after cancelling.
+
+    Example:
+        >>> import ctopt
+        >>> b2 = sp.Symbol("beta2", real=True)
+        >>> positive_scalar(1 - b2**k, ctopt.zoo.get("adam"))
+        True
+    """
     e = sp.sympify(expr)
     if e.xreplace(assumed_symbols(design)).is_positive:
         return True
     below = _below_one(design)
-    trial = e.xreplace(below).xreplace(assumed_symbols(design))
+    powers = {}
+    for p in e.atoms(sp.Pow):
+        if p.base in below and p.exp.has(k):
+            a, c = sp.Poly(p.exp, k).all_coeffs() if p.exp.is_polynomial(k) and \
+                sp.degree(p.exp, k) == 1 else (None, None)
+            if a is None or not (a.is_integer and a >= 1) or not (a + c).is_nonnegative:
+                return False
+            powers[p] = p.base ** (a + c) / (1 + sp.Dummy("s", nonnegative=True))
+    trial = e.xreplace(powers).xreplace(below).xreplace(assumed_symbols(design))
+    if trial.has(k):
+        return False
     try:
-        return bool(sp.factor_terms(sp.together(sp.powsimp(trial))).is_positive)
-    except (TypeError, ValueError):  # pragma: no cover
+        return bool(sp.cancel(sp.together(trial)).is_positive)
+    except (TypeError, ValueError):  # pragma: no cover - sympy internals
         return False
 
 

@@ -119,9 +119,11 @@ def filter_validity(design_or_filter, **values: float) -> FilterValidity:
         >>> r.filters[0].how["nonnegative impulse response"]
         'proven'
         >>> filter_validity(ctopt.zoo.get("adam"), beta2=0.99).filters[1].how["stable"]
+        'proven (implied by the domains)'
+        >>> filter_validity(ctopt.zoo.get("adamssm")).filters[1].how["nonnegative impulse response"]
         'at these values (closed-form condition evaluated)'
     """
-    design = None
+    design, domains = None, {}
     if isinstance(design_or_filter, Design):
         design = design_or_filter
         table = design.hyperparameters
@@ -131,6 +133,7 @@ def filter_validity(design_or_filter, **values: float) -> FilterValidity:
                                       f"{design.name!r}; valid names: {list(table)}")
         env = {**design.defaults, **{n: float(v) for n, v in values.items()}}
         checks, skipped = _design_checks(design)
+        domains = {h.symbol: h.domain for h in design.hyper}
         title = f"the realised map of {design.name!r} is valid"
     elif isinstance(design_or_filter, (Filter, FilterInfo)):
         env = {n: float(v) for n, v in values.items()}
@@ -148,7 +151,7 @@ def filter_validity(design_or_filter, **values: float) -> FilterValidity:
     undecided: list[str] = []
     required = []
     for c in checks:
-        _evaluate(c, env, failed, undecided)
+        _evaluate(c, env, failed, undecided, domains)
         proof.extend(c.proof, prefix=c.name)
         required += [c.conditions[r] for r in c.required if c.conditions[r] is not NUMERIC]
     for name, why in skipped.items():
@@ -209,7 +212,7 @@ def _fresh(check: FilterCheck) -> FilterCheck:
 
 # ------------------------------------------------------------------ evaluation
 def _evaluate(check: FilterCheck, env: Mapping[str, float], failed: list[str],
-              undecided: list[str]) -> None:
+              undecided: list[str], domains: Mapping | None = None) -> None:
     for name, cond in check.conditions.items():
         if cond is NUMERIC:
             ok, how = _numeric(check, name, env)
@@ -218,6 +221,8 @@ def _evaluate(check: FilterCheck, env: Mapping[str, float], failed: list[str],
             ok, how = bool(cond), "proven" + ("" if cond else " (fails for every value)")
         else:
             ok, how = _truth(cond, env), "at these values (closed-form condition evaluated)"
+            if ok and domains and _implied(cond, domains):
+                how = "proven (implied by the domains)"
         check.how[name] = how if ok is not None else f"undecided ({how})"
         if check.kind == "accumulator" and name == "stable":
             status = "marginal"
@@ -239,6 +244,19 @@ def _evaluate(check: FilterCheck, env: Mapping[str, float], failed: list[str],
             text = " and ".join(_show(a) for a in broken)
             where = f"for {shown}" if shown else "whatever the hyperparameters"
             failed.append(f"{check.name}: {name}: {text} violated {where}")
+
+
+@lru_cache(maxsize=512)
+def _implied_cached(cond: sp.Basic, domains: tuple) -> bool:
+    from .readable import implied
+
+    return implied(cond, dict(domains))
+
+
+def _implied(cond, domains: Mapping) -> bool:
+    used = tuple(sorted(((s, d) for s, d in domains.items() if s in cond.free_symbols),
+                        key=lambda x: x[0].name))
+    return _implied_cached(cond, used)
 
 
 def _numeric_block(check: FilterCheck, env: Mapping[str, float]):
