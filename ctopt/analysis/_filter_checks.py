@@ -219,7 +219,7 @@ def _closed_form_terms(H, design, proof: Proof) -> sp.Basic | None:
         h = inverse_z(H, j)
     except CtoptError:
         return None
-    terms = sp.Add.make_args(sp.expand(h, power_base=False, power_exp=False))
+    terms = sp.Add.make_args(h)
     for t in terms:
         if t.has(sp.KroneckerDelta):
             coeff = t.replace(lambda e: isinstance(e, sp.KroneckerDelta), lambda *a: sp.S.One)
