@@ -54,51 +54,75 @@ def _state_symbol(name: str) -> sp.Symbol:
 
 def state_facts(design: Design, checks, skipped: Mapping[str, str], env: Mapping[str, float]
                 ) -> dict[str, tuple[bool | None, str]]:
-    """``state -> (nonnegative?, how)`` for every state (None: not known)."""
+    """``state -> (nonnegative?, how)`` for every state (None: not known). Recursions are
+    decided from their impulse response once the states in their input are known; nonlinear
+    updates by induction; both are repeated until nothing changes."""
     facts: dict[str, tuple[bool | None, str]] = {}
     inits = {s.name: s.init for s in design.states}
     subs = {h.symbol: env[h.name] for h in design.hyper if h.name in env}
-    for c in checks:
-        if c.block is None:
-            continue
-        name = c.name
-        status = c.status.get("nonnegative impulse response", "")
-        how = c.how.get("nonnegative impulse response", "")
-        init_ok = all(_at(sp.sympify(inits[m]), subs) >= 0 for m in c.block.names)
-        offset_ok = all(_at(o, subs) >= 0 for o in c.block.offset) if \
-            c.block.offset.free_symbols <= set(subs) else False
-        u_ok = _nonnegative(c.input, design)
-        if status == "holds" and u_ok and init_ok and offset_ok:
-            proven = how.startswith("proven") and _nonnegative(sp.Add(*c.block.offset), design) \
-                and all(_nonnegative(sp.sympify(inits[m]), design) for m in c.block.names)
-            facts[name] = (True, "proven" if proven else "at these values")
-        elif status in ("violated", "not required (does not hold)") and u_ok:
-            facts[name] = (False, f"its impulse response from the nonnegative input {c.input} "
-                           f"is negative ({how})")
-        elif not u_ok and _can_be_negative(c.input, design, env) and c.transfer != 0:
-            facts[name] = (False, f"its input {c.input} takes negative values")
-        else:
-            facts[name] = (None, "its sign is not decided")
-    # nonlinear updates: induction over the states not yet known
-    candidates = [s for s in skipped if s in inits]
     lines = _box_lines(design)
-    changed = True
-    assume = set(candidates)
-    while changed:
-        changed = False
-        known = {_state_symbol(n): sp.Symbol(n, nonnegative=True)
-                 for n, (ok, _) in facts.items() if ok} | \
-                {_state_symbol(n): sp.Symbol(n, nonnegative=True) for n in assume}
-        for s in list(assume):
-            if not (_nonnegative(lines[s], design, known)
-                    and _nonnegative(sp.sympify(inits[s]), design)):
-                assume.discard(s)
-                changed = True
-    exact = all(how.startswith("proven") for ok, how in facts.values() if ok)
-    for s in assume:
-        facts[s] = (True, ("proven" if exact else "at these values") + " by induction "
-                    "(nonnegative start, update nonnegative when the states it reads are)")
+    for _ in range(len(design.states) + 1):
+        before = dict(facts)
+        for c in checks:
+            if c.block is not None and facts.get(c.name, (None,))[0] is None:
+                facts[c.name] = _block_fact(c, design, facts, inits, subs, env)
+        # nonlinear updates: induction (greatest fixpoint) over the states not yet known
+        assume = {s for s in skipped if s in inits and facts.get(s, (None,))[0] is None}
+        changed = True
+        while changed:
+            changed = False
+            known = _known(facts) | {_state_symbol(n): sp.Symbol(n, nonnegative=True)
+                                     for n in assume}
+            for st in list(assume):
+                if not (_sign_at(lines[st], design, known, subs)
+                        and _sign_at(sp.sympify(inits[st]), design, {}, subs)):
+                    assume.discard(st)
+                    changed = True
+        exact = all(how.startswith("proven") for ok, how in facts.values() if ok) and all(
+            _nonnegative(lines[st], design, known) for st in assume)
+        for st in assume:
+            facts[st] = (True, ("proven" if exact else "at these values") + " by induction "
+                         "(nonnegative start, update nonnegative when the states it reads are)")
+        if facts == before:
+            break
     return facts
+
+
+def _known(facts) -> dict:
+    return {_state_symbol(n): sp.Symbol(n, nonnegative=True) for n, (ok, _) in facts.items() if ok}
+
+
+def _sign_at(expr: sp.Expr, design: Design, known: dict, subs) -> str | None:
+    """``"proven"`` (domains) or ``"at these values"`` when ``expr >= 0``, else None."""
+    if _nonnegative(expr, design, known):
+        return "proven"
+    numeric = sp.sympify(expr).xreplace({s: sp.Float(v) for s, v in subs.items()})
+    if numeric.xreplace(known).is_nonnegative:
+        return "at these values"
+    return None
+
+
+def _block_fact(c, design, facts, inits, subs, env) -> tuple[bool | None, str]:
+    status = c.status.get("nonnegative impulse response", "")
+    how = c.how.get("nonnegative impulse response", "")
+    init_ok = all(_at(sp.sympify(inits[m]), subs) >= 0 for m in c.block.names)
+    offset_ok = all(_at(o, subs) >= 0 for o in c.block.offset) if \
+        c.block.offset.free_symbols <= set(subs) else False
+    known = _known(facts)
+    u_sign = _sign_at(c.input, design, known, subs)
+    if status in ("holds", "not required") and u_sign and init_ok and offset_ok:
+        used = {s.name for s in c.input.free_symbols} & {n for n, (ok, _) in facts.items() if ok}
+        proven = how.startswith("proven") and u_sign == "proven" \
+            and all(facts[n][1].startswith("proven") for n in used) \
+            and _nonnegative(sp.Add(*c.block.offset), design) \
+            and all(_nonnegative(sp.sympify(inits[m]), design) for m in c.block.names)
+        return True, "proven" if proven else "at these values"
+    if status in ("violated", "not required (does not hold)") and u_sign:
+        return False, (f"its impulse response from the nonnegative input {c.input} is negative "
+                       f"({how})")
+    if not u_sign and _can_be_negative(c.input, design, env) and c.transfer != 0:
+        return False, f"its input {c.input} takes negative values"
+    return None, "its sign is not decided"
 
 
 def _box_lines(design: Design) -> dict[str, sp.Expr]:

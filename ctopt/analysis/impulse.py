@@ -135,6 +135,8 @@ def _dominant_certificate(A, b, c, lam: float, v: np.ndarray) -> ImpulseCertific
     P = np.outer(v, w) / wv
     R = float(c @ P @ b)
     M = A / lam - P
+    if not (np.all(np.isfinite(M)) and np.isfinite(R)) or np.max(np.abs(P)) > 1e8:
+        return None  # (nearly) defective dominant pole: the projector is ill-conditioned
     # T with ||M^T||_2 <= 1/2
     power, T = np.eye(n), 0
     norms_b = []
@@ -142,6 +144,8 @@ def _dominant_certificate(A, b, c, lam: float, v: np.ndarray) -> ImpulseCertific
         norms_b.append(float(np.linalg.norm(power @ b)))
         power = power @ M
         T += 1
+        if not np.all(np.isfinite(power)) or np.max(np.abs(power)) > 1e12:
+            return None
         q = float(np.linalg.norm(power, 2))
         if q <= 0.5 or T > 5000:
             break
@@ -151,7 +155,12 @@ def _dominant_certificate(A, b, c, lam: float, v: np.ndarray) -> ImpulseCertific
     scale = max(abs(R), 1e-300)
     if abs(R) <= 1e-14 * max(K, 1e-300):
         return None  # the dominant mode is not excited: its sign says nothing
-    j = 0 if K == 0 else max(0, math.ceil(math.log(abs(R) / (2 * K)) / math.log(q)))
+    if K == 0:
+        j = 0
+    elif q == 0:
+        j = 1  # M^T = 0: the rest vanishes from step T on
+    else:
+        j = max(0, math.ceil(math.log(abs(R) / (2 * K)) / math.log(q)))
     horizon = j * T + 1
     if horizon > MAX_HORIZON:
         return None
@@ -160,11 +169,15 @@ def _dominant_certificate(A, b, c, lam: float, v: np.ndarray) -> ImpulseCertific
         return ImpulseCertificate(False, "witness", f"h[{t}] < 0 (impulse response computed "
                                   "step by step)", horizon, t)
     if R < 0:
-        return ImpulseCertificate(False, "witness", f"h[t] < 0 for every t >= {j * T}: the "
-                                  f"dominant pole {lam:.6g} has residue {R:.3g} < 0 and the "
-                                  f"rest is bounded by {K:.3g}*{q:.3g}^(t//{T})", horizon,
-                                  j * T)
+        at = max(1, j * T)  # the decomposition holds from t = 1 on
+        value = float(impulse_response(A, b, c, at + 1)[at])
+        if value < 0:
+            return ImpulseCertificate(False, "witness", f"h[{at}] = {value:.3g} < 0 (and h[t] "
+                                      f"< 0 for every t >= {at}: the dominant pole {lam:.6g} "
+                                      f"has residue {R:.3g} < 0 and the rest is bounded by "
+                                      f"{K:.3g}*{q:.3g}^(t//{T}))", horizon, at)
+        return None
     return ImpulseCertificate(True, "certificate", f"h[t] >= 0 for t <= {j * T} step by step; "
-                              f"for t >= {j * T}, h[t] = {lam:.6g}^t ({R:.3g} + e[t]) with "
+                              f"for t >= max(1, {j * T}), h[t] = {lam:.6g}^t ({R:.3g} + e[t]) with "
                               f"|e[t]| <= {K:.3g}*{q:.3g}^(t//{T}) < {scale / 2:.3g} (geometric "
                               "tail bound from the dominant pole)", horizon)

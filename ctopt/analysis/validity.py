@@ -227,7 +227,8 @@ def _evaluate(check: FilterCheck, env: Mapping[str, float], failed: list[str],
         if check.kind == "accumulator" and name == "stable":
             status = "marginal"
         elif name not in check.required:
-            status = "not required" + ("" if ok or ok is None else " (does not hold)")
+            status = "not required" + ("" if ok else " (undecided)" if ok is None
+                                       else " (does not hold)")
         elif ok is None:
             status = "undecided"
             undecided.append(f"{check.name}: {name}: undecided: {how}")
