@@ -157,7 +157,14 @@ def _drop_positive_factors(atom: sp.Basic, domains) -> sp.Basic:
 
 
 def readable(atoms: Iterable[sp.Basic], domains: Mapping[sp.Symbol, Domain]) -> list[sp.Basic]:
-    """The binding atoms of a conjunction under the domains (see the module doc)."""
+    """The binding atoms of a conjunction under the domains (see the module doc).
+
+    Example:
+        >>> from ctopt.domains import UNIT
+        >>> b1, b3 = sp.symbols("beta1 beta3", real=True)
+        >>> readable([(b1 >= b3) | (b3 >= b1), b1 > b3], {b1: UNIT, b3: UNIT})
+        [beta1 > beta3]
+    """
     out: list[sp.Basic] = []
     for atom in atoms:
         if implied(atom, domains):
