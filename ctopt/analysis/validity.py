@@ -244,6 +244,11 @@ def _evaluate(check: FilterCheck, env: Mapping[str, float], failed: list[str],
             shown = ", ".join(f"{n}={env[n]:g}" for n in used if n in env)
             text = " and ".join(_show(a) for a in broken)
             where = f"for {shown}" if shown else "whatever the hyperparameters"
+            if name == "stable" and check.block is not None and len(check.block.names) > 1:
+                A, _ = _numeric_block(check, env)
+                rho = float(np.max(np.abs(np.linalg.eigvals(A))))
+                where += (f" (the recursion over {list(check.block.names)} has spectral radius "
+                          f"{rho:.6g})")
             failed.append(f"{check.name}: {name}: {text} violated {where}")
 
 
