@@ -15,7 +15,7 @@ import ctopt
 from ctopt.analysis.impulse import impulse_response
 from ctopt.analysis.readable import readable
 from ctopt.analysis.validity import filter_validity
-from ctopt.cli import EXIT_FAILED, EXIT_OK, EXIT_UNDECIDED, main
+from ctopt.cli import EXIT_FAILED, EXIT_OK, EXIT_UNDECIDED, EXIT_USAGE, main
 from ctopt.design import POSITIVE, REAL, UNIT, DesignBuilder, g, theta
 from ctopt.errors import DesignError
 from ctopt.filters import normalized, z
@@ -189,6 +189,9 @@ def test_undecided_has_its_own_exit_code(tmp_path, capsys):
     code = main(["check", str(path), "--curvature", "1", "--frozen", "r1=1", "--frozen",
                  "r2=1", "--no-proof"])
     assert code in (EXIT_OK, EXIT_FAILED)
+    capsys.readouterr()
+    assert main(["check", str(path), "--frozen", "zz=1", "--no-proof"]) == EXIT_USAGE
+    assert "not frozen factors" in capsys.readouterr().err
 
 
 def test_check_help_documents_the_exit_codes():

@@ -209,6 +209,10 @@ def _closed_loop_sections(design, values, curvature, include, frozen=None
     s.text += [str(loop), str(cond)]
     s.latex.append(cond._repr_latex_())
     h = next((p for p in cond.parameters if p.name == name), sp.Symbol(name, real=True))
+    unknown = sorted(set(frozen or {}) - {str(r) for r in loop.frozen})
+    if unknown:
+        raise CtoptError(f"--frozen names {unknown} are not frozen factors of this closed loop; "
+                         f"its frozen factors: {sorted(map(str, loop.frozen)) or 'none'}")
     fixed = {p: values[p.name] for p in cond.parameters if p.name in values}
     fixed |= {p: v for p in cond.parameters for n, v in (frozen or {}).items() if p.name == n}
     at_values = cond.expr.subs(fixed)
