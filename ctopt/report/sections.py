@@ -218,12 +218,14 @@ def _closed_loop_sections(design, values, curvature, include, frozen=None
     at_values = cond.expr.subs(fixed)
     what, point = name, dict(fixed)
     rs = [r for r in loop.frozen if r in at_values.free_symbols]
-    if len(rs) == 1 and _ratio_only(loop, h, rs[0]):
-        # the loop depends on h and r only through h/r: r = 1 and h = the effective curvature
+    power = next((p for p in (-1, 1) if len(rs) == 1 and _ratio_only(loop, h, rs[0], p)), None)
+    if power is not None:
+        # the loop depends on h and r only through h/r (or h*r): r = 1, h = the effective value
         r = rs[0]
         at_values = at_values.subs(r, 1)
         point[r] = 1.0
-        what = f"the effective curvature {name}/{r} ({r} = {loop.frozen[r]}, frozen)"
+        what = (f"the effective curvature {name}{'/' if power < 0 else '*'}{r} ({r} = "
+                f"{loop.frozen[r]}, frozen)")
     free = at_values.free_symbols - {h}
     if free:
         missing = sorted(map(str, free))
@@ -255,14 +257,15 @@ def _closed_loop_sections(design, values, curvature, include, frozen=None
     return out
 
 
-def _ratio_only(loop, h, r) -> bool:
+def _ratio_only(loop, h, r, power: int = -1) -> bool:
     """Whether the loop's characteristic polynomial depends on ``h`` and ``r`` only through
-    ``h/r`` (scaling both by ``t`` scales the polynomial, not its roots)."""
+    ``h*r**power`` (``h/r`` for -1: scaling ``h`` by ``t`` and ``r`` by ``t**-power`` scales the
+    polynomial, not its roots)."""
     import sympy as sp
 
     t = sp.Dummy("t", positive=True)
     p = sp.expand(loop.charpoly())
-    q = sp.expand(p.xreplace({h: t * h, r: t * r}))
+    q = sp.expand(p.xreplace({h: t * h, r: t ** (-power) * r}))
     ratio = sp.cancel(q / p)
     return not ratio.has(sp.Symbol("z"), h, r)
 
