@@ -168,7 +168,12 @@ def judge_guards(design: Design, checks, skipped, env: Mapping[str, float]
             gd = Guard(gd.kind, _known_parts(gd.arg, verified, design), gd.where), gd.arg
         else:
             gd = gd, gd.arg
-        verdict = _judge(design, gd[0], facts, nonneg, used_how, env)
+        try:
+            verdict = _judge(design, gd[0], facts, nonneg, used_how, env)
+        except (TypeError, ValueError, ArithmeticError, NotImplementedError, AttributeError,
+                RecursionError, sp.PolynomialError) as exc:
+            verdict = GuardVerdict(gd[0].kind, gd[1], gd[0].where, "undecided",
+                                   f"not analysed ({type(exc).__name__}: {exc})")
         verdict.arg = gd[1]
         inherited = [how for arg, how in verified.items() if gd[1].has(arg)]
         if verdict.status == "holds" and any(not h.startswith("proven") for h in inherited):

@@ -27,8 +27,8 @@ Example:
     >>> r = filter_validity(ctopt.zoo.get("adamssm"))
     >>> r.ok
     True
-    >>> filter_validity(ctopt.zoo.get("adamssm"), pole=1.2).failed[0]
-    'v: stable: |pole| < 1 violated for pole=1.2'
+    >>> print(filter_validity(ctopt.zoo.get("adamssm"), pole=1.2).failed[0])
+    v: stable: |pole| < 1 violated for pole=1.2 (the recursion over ['v', 'v_1'] has spectral radius 1.2)
     >>> print(filter_validity(ctopt.zoo.get("adamssm"), zero=0.9999).failed[0][:57])
     v: nonnegative impulse response: zero <= Max(beta2, pole)
 """
@@ -56,6 +56,9 @@ __all__ = ["DC_TOLERANCE", "FilterCheck", "FilterValidity", "GuardVerdict", "ada
            "filter_validity", "plot_adamssm_region"]
 
 CHECKS = ("stable", "unit DC gain", "nonnegative impulse response")
+#: Failures of the symbolic machinery on an unusual design: reported as undecided, not raised.
+ANALYSIS_ERRORS = (CtoptError, TypeError, ValueError, ArithmeticError, NotImplementedError,
+                   AttributeError, RecursionError, sp.PolynomialError)
 
 
 @dataclass
@@ -156,7 +159,11 @@ def filter_validity(design_or_filter, **values: float) -> FilterValidity:
         required += [c.conditions[r] for r in c.required if c.conditions[r] is not NUMERIC]
     for name, why in skipped.items():
         proof.step(f"{name}: not a linear recursion ({why}); checked through the guards only")
-    verdicts = judge_guards(design, checks, skipped, env) if design is not None else []
+    try:
+        verdicts = judge_guards(design, checks, skipped, env) if design is not None else []
+    except ANALYSIS_ERRORS as exc:
+        verdicts = []
+        undecided.append(f"guarded quantities not analysed ({type(exc).__name__}: {exc})")
     for gd in verdicts:
         proof.step(f"{gd.where}: {gd.kind} of {gd.arg}: {gd.status} ({gd.how})")
         if gd.status == "violated":
@@ -172,10 +179,19 @@ def filter_validity(design_or_filter, **values: float) -> FilterValidity:
 # ------------------------------------------------------------------ the recursions
 @lru_cache(maxsize=128)
 def _checks_of(design: Design) -> tuple[tuple[FilterCheck, ...], tuple]:
-    blocks, skipped = linear_blocks(design)
+    try:
+        blocks, skipped = linear_blocks(design)
+    except ANALYSIS_ERRORS as exc:  # never a crash, never a wrong answer: say so
+        return (), tuple((s.name, f"not analysed ({type(exc).__name__}: {exc})")
+                         for s in design.states)
     declared = {f.output: f for f in design.filters}
-    checks = tuple(block_check(b, design, declared.get(b.names[0])) for b in blocks)
-    return checks, tuple(skipped.items())
+    checks = []
+    for b in blocks:
+        try:
+            checks.append(block_check(b, design, declared.get(b.names[0])))
+        except ANALYSIS_ERRORS as exc:
+            skipped.update({n: f"not analysed ({type(exc).__name__}: {exc})" for n in b.names})
+    return tuple(checks), tuple(skipped.items())
 
 
 def _design_checks(design: Design) -> tuple[list[FilterCheck], dict[str, str]]:
