@@ -240,3 +240,24 @@ def test_impulse_response_helper_matches_a_recursion():
         y.append(cur)
         prev2, prev = prev, cur
     assert np.allclose(impulse_response(A, b, c, 20), y, rtol=0, atol=1e-15)
+
+
+def test_a_divisor_driven_negative_by_its_constant_input_is_refused():
+    b = DesignBuilder("drifting_divisor")
+    lr = b.hyper("lr", 0.01, POSITIVE, role="lr")
+    c = b.hyper("c", -0.3, REAL)
+    s = b.state("s", init=1)
+    b.assign(s, s + c)
+    b.update(theta - lr * g / s)
+    result = filter_validity(b.build())
+    assert not result.ok
+    assert "s = -0.2 < 0 at step 4" in result.failed[0]
+    # the float64 oracle agrees: with g = 0, s runs 1, 0.7, 0.4, 0.1, -0.2
+    from ctopt.oracle import init_state, step
+
+    state, seen = init_state(b.build(), 1), []
+    for k in range(1, 5):
+        _, state = step(b.build(), np.zeros(1), np.zeros(1), state, k)
+        seen.append(float(state["s"][0]))
+    assert seen[3] < 0 < seen[2]
+    assert filter_validity(b.build(), c=0.3).ok

@@ -117,12 +117,37 @@ def _block_fact(c, design, facts, inits, subs, env) -> tuple[bool | None, str]:
             and _nonnegative(sp.Add(*c.block.offset), design) \
             and all(_nonnegative(sp.sympify(inits[m]), design) for m in c.block.names)
         return True, "proven" if proven else "at these values"
+    if not (init_ok and offset_ok):
+        witness = _zero_input_witness(c, inits, subs)
+        if witness is not None:
+            return False, witness
     if status in ("violated", "not required (does not hold)") and u_sign:
         return False, (f"its impulse response from the nonnegative input {c.input} is negative "
                        f"({how})")
     if not u_sign and _can_be_negative(c.input, design, env) and c.transfer != 0:
         return False, f"its input {c.input} takes negative values"
     return None, "its sign is not decided"
+
+
+def _zero_input_witness(c, inits, subs, steps: int = 100_000) -> str | None:
+    """With every input at zero (an admissible gradient), the recursion runs on its initial
+    values and constant input alone: the first step where its output is negative, if any."""
+    block = c.block
+    try:
+        A = np.array(block.A.xreplace({s: sp.Float(v) for s, v in subs.items()}), dtype=float)
+        off = np.array(block.offset.xreplace({s: sp.Float(v) for s, v in subs.items()}),
+                       dtype=float).reshape(-1)
+        x = np.array([_at(sp.sympify(inits[m]), subs) for m in block.names], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    for t in range(1, steps + 1):
+        x = A @ x + off
+        if x[0] < 0:
+            return (f"with zero gradient from the start, {c.name} = {x[0]:.3g} < 0 at step {t} "
+                    "(its initial value and constant input alone, computed step by step)")
+        if not np.all(np.isfinite(x)):
+            return None
+    return None
 
 
 def _box_lines(design: Design) -> dict[str, sp.Expr]:
@@ -234,8 +259,7 @@ def _judge(design: Design, gd: Guard, facts, nonneg, used_how, env) -> GuardVerd
             if scalar_how != "proven":
                 how += "; " + scalar_how
         return GuardVerdict(gd.kind, gd.arg, gd.where, "holds", how)
-    if rest.is_Symbol and rest.name in facts and facts[rest.name][0] is False and \
-            gd.kind != "divisor":
+    if rest.is_Symbol and rest.name in facts and facts[rest.name][0] is False:
         return GuardVerdict(gd.kind, gd.arg, gd.where, "violated",
                             f"{rest.name} can be negative: {facts[rest.name][1]}")
     return GuardVerdict(gd.kind, gd.arg, gd.where, "undecided",
