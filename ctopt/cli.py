@@ -7,7 +7,8 @@ Every command that takes a design accepts the design's hyperparameters as option
 
 Exit codes: 0 success; 1 a checked condition does not hold (``check``); 2 bad input (unknown
 design, value outside its domain, bad option); 3 a feature or optional extra is not available;
-4 an internal error (a bug in ctopt: one line on stderr, the traceback with CTOPT_TRACEBACK=1).
+4 no checked condition fails but at least one is undecided (``check``); 5 an internal error
+(a bug in ctopt: one line on stderr, the traceback with CTOPT_TRACEBACK=1).
 
 Example:
     >>> from ctopt.cli import main
@@ -35,10 +36,11 @@ from .errors import CtoptError, UnsupportedError
 from .report import MAX_EPOCHS, MAX_SEEDS
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNAVAILABLE",
-           "EXIT_INTERNAL"]
+           "EXIT_UNDECIDED", "EXIT_INTERNAL"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
-EXIT_INTERNAL = 4
+EXIT_UNDECIDED = 4
+EXIT_INTERNAL = 5
 
 PLOT_KINDS = ("bode", "pole-zero", "root-locus", "region")  # = ctopt.report.figures.KINDS
 
@@ -105,11 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "default NAME-KIND.png")
 
     p = design_command("check", "Check which stability and validity conditions hold, with proofs.")
-    p.epilog = "Exit code 0 when every decided condition holds, 1 when one fails."
+    p.epilog = ("Exit code 0 when every condition holds, 1 when one fails (or a computed "
+                "spectral radius is >= 1), 4 when none fails but one is undecided.")
     p.add_argument("--curvature", type=_positive_float, default=None, metavar="H",
                    help="curvature h of the quadratic test loss h*theta**2/2 (for an adaptive "
                         "design, h/r with r its frozen preconditioner); default: report the "
                         "range of h where the closed loop is stable")
+    p.add_argument("--frozen", action="append", default=[], metavar="NAME=VALUE",
+                   type=_frozen_value, help="value of a frozen preconditioner factor of the "
+                   "closed loop (e.g. r=0.01); repeatable")
     p.add_argument("--no-proof", action="store_true", help="print the verdicts only")
 
     p = design_command("export", "Write a standalone torch optimizer (needs torch, not ctopt).")
@@ -217,6 +223,13 @@ def _folder(text: str) -> str:
 _positive_int = _whole_number(10**9)  # kept for callers of the former name
 
 
+def _frozen_value(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (e.g. r=0.01)")
+    return name, _positive_float(value)
+
+
 def _hyper_type(h: Hyperparameter) -> Callable[[str], float]:
     def convert(text: str) -> float:
         value = _number(text, f"{h.name} in {h.domain}")
@@ -306,7 +319,7 @@ def _cmd_check(args, design, values) -> int:
     from . import report
 
     sections = report.analyze(design, values, include=("stability", "lyapunov"),
-                              curvature=args.curvature)
+                              curvature=args.curvature, frozen=dict(args.frozen))
     verdicts = [v for s in sections for v in s.verdicts]
     for section in sections:
         print(section.as_text(proofs=not args.no_proof))
@@ -320,7 +333,7 @@ def _cmd_check(args, design, values) -> int:
         print(f"{summary}; FAILED: {', '.join(failed)}")
         return EXIT_FAILED
     print(summary + ".")
-    return EXIT_OK
+    return EXIT_UNDECIDED if unknown else EXIT_OK
 
 
 def _cmd_plot(args, design, values) -> int:

@@ -28,7 +28,7 @@ import sympy as sp
 from .design import Assignment, k
 from .errors import DesignError
 
-__all__ = ["Filter", "realize", "z", "inverse_z"]
+__all__ = ["Filter", "realize", "z", "inverse_z", "normalized"]
 
 #: The z-transform variable.
 z = sp.Symbol("z")
@@ -155,6 +155,24 @@ def _roots(poly: sp.Poly) -> list[sp.Expr]:
     if len(found) != poly.degree():
         raise DesignError(f"could not find the roots of {poly.as_expr()} in closed form")
     return found
+
+
+def normalized(transfer: sp.Expr) -> sp.Expr:
+    """``H(z)/H(1)``: the same filter with unit DC gain exactly, e.g. for float coefficients
+    from ``scipy.signal`` whose DC gain is ``0.9999999`` rather than 1.
+
+    Example:
+        >>> h = normalized(0.3000001 * z**2 / (z**2 - 0.9 * z + 0.2))
+        >>> abs(float(h.subs(z, 1)) - 1) < 1e-15
+        True
+    """
+    transfer = sp.sympify(transfer)
+    _rational_in_z(transfer)
+    dc = sp.cancel(transfer.subs(z, 1))
+    if dc == 0 or dc.has(sp.zoo, sp.oo, sp.nan):
+        raise DesignError(f"transfer function {transfer} has DC gain {dc}: it cannot be "
+                          "normalised to 1")
+    return sp.cancel(transfer / dc)
 
 
 def realize(name: str, transfer: sp.Expr, input: sp.Expr) -> Filter:

@@ -7,9 +7,11 @@ the loop is stable. :func:`lyapunov` solves the (linear) Stein equation for the 
 symmetric ``P`` as rational functions of the parameters (up to 3 states), then applies
 Sylvester's criterion: each leading principal minor is factored, and every factor is matched,
 up to a positive constant, with a condition of the Jury region (``alpha*h > 0``,
-``1 - beta > 0``, ...) or recognised as positive (an even power, a positive symbol). A minor whose
-factors cannot all be matched is checked on random points of the region instead, and that step
-is labelled *numeric*. Every certificate is cross-checked against
+``1 - beta > 0``, ...) or recognised as positive (an even power, a positive symbol). Where a
+minor's factors cannot all be matched, ``P > 0`` is proven by Lyapunov's theorem with the Jury
+conditions as premise (they are necessary and sufficient for Schur stability, and a Schur-stable
+``A`` gives the unique ``P = sum_k (A^T)^k Q A^k > 0``); the minors are then also evaluated at
+random points of the region, a step labelled *numeric* (evidence, not the proof). Every certificate is cross-checked against
 :func:`scipy.linalg.solve_discrete_lyapunov`.
 
 Example:
@@ -61,6 +63,7 @@ class LyapunovCertificate:
     proven: bool
     numeric_min_minor: float | None = None
     cross_check_error: float | None = None
+    method: str = ""
     _fn: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -128,7 +131,8 @@ class LyapunovCertificate:
                                for row in P.tolist()])
 
     def __str__(self) -> str:
-        status = "proven symbolically" if self.proven else "P > 0 only checked numerically"
+        status = (f"proven: {self.method}" if self.proven else
+                  "P > 0 only checked numerically")
         return (f"Lyapunov certificate V(x) = x^T P x ({status})\n  P = {self.P.tolist()}\n"
                 f"  valid where: {self.conditions}")
 
@@ -178,22 +182,34 @@ def lyapunov(system, Q=None, *, ranges: Mapping[str, tuple[float, float]] | None
         # the loop's own characteristic polynomial when it has one (shares the cached result)
         stab = stability_conditions(system if hasattr(system, "charpoly") else A)
         proof.step("stability region of A (Jury)", stab.expr)
-        proof.step("classical argument: where A is Schur stable, P = sum_k (A^T)^k Q A^k "
-                   "converges and is positive definite; the minors below make this explicit")
         proof.step("Sylvester: P > 0 iff every leading principal minor is positive")
         minors = _minors(P)
-        known = _known_positive(stab)
+        try:
+            known = _known_positive(stab)
+        except CtoptError:  # a condition with several absolute values: no factor matching
+            known = []
         unproven = []
         for i, minor in enumerate(minors, 1):
             reason = _positive_by_factors(minor, known)
             if reason is None:
                 unproven.append(i)
-                proof.step(f"minor {i}: sign not decided from the region's conditions", minor)
+                proof.step(f"minor {i}: sign not matched with the region's conditions", minor)
             else:
                 proof.step(f"minor {i} > 0: {reason}", minor)
-    cert = LyapunovCertificate(A, Q, P, minors, stab, proof, not unproven)
+        by_theorem = bool(unproven) and not stab.numeric and stab.expr is not sp.false
+        if by_theorem:
+            proof.step("Lyapunov's theorem (discrete time), with the Jury conditions as premise: "
+                       "they are necessary and sufficient for A to be Schur stable, and for a "
+                       "Schur-stable A the Stein equation with Q > 0 has the unique solution "
+                       "P = sum_k (A^T)^k Q A^k >= Q > 0; the P above is that solution (it "
+                       "satisfies the equation identically), so P > 0 on the whole region")
+    proven = not unproven or by_theorem
+    cert = LyapunovCertificate(A, Q, P, minors, stab, proof, proven)
+    cert.method = ("Sylvester's criterion, minors matched with the Jury conditions" if not unproven
+                   else "Lyapunov's theorem with the Jury conditions as premise" if by_theorem
+                   else "undecided")
     _numeric_evidence(cert, unproven, ranges or {}, samples, seed)
-    if not unproven:
+    if proven:
         proof.step("conclusion: P > 0 on the whole region (symbolic); V decreases by x^T Q x")
     return cert
 

@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -65,6 +65,7 @@ class StabilityConditions:
     numeric: bool = False
     assumptions: tuple[sp.Basic, ...] = ()
     _fn_cache: dict = field(default_factory=dict, repr=False)
+    domains: dict = field(default_factory=dict, repr=False)
 
     @property
     def expr(self) -> sp.Basic:
@@ -106,10 +107,37 @@ class StabilityConditions:
         """Whether ``other`` states the same conditions (see :func:`same_region`)."""
         return same_region(self.expr, other, tuple(self.assumptions) + tuple(assumptions))
 
+    @cached_property
+    def readable(self) -> tuple[sp.Basic, ...]:
+        """The binding conditions under the hyperparameters' domains (``domains``): positive
+        factors dropped, implied conditions and tautologies removed (see
+        :mod:`ctopt.analysis.readable`). Without domains, the atoms themselves.
+
+        Example:
+            >>> import ctopt
+            >>> loop = ctopt.closed_loop(ctopt.zoo.get("heavy_ball"), dampening=0, weight_decay=0)
+            >>> ctopt.stability_conditions(loop).readable
+            (h*lr > 0, h*lr < 2*(momentum + 1))
+        """
+        if not self.domains or self.numeric:
+            return self.atoms
+        from .readable import readable
+
+        try:
+            with time_limit(10, "readable conditions"):
+                return tuple(readable(self.atoms, self.domains))
+        except CtoptError:
+            return self.atoms
+
     def __str__(self) -> str:
         kind = "numeric (floating-point roots)" if self.numeric else "Jury / Schur-Cohn"
         lines = [f"Stability of {self.polynomial} = 0 ({kind}): all roots |{self.var}| < 1 iff"]
-        lines += [f"  {a}" for a in self.atoms]
+        shown = self.readable
+        lines += [f"  {a}" for a in shown]
+        if shown != self.atoms:
+            names = ", ".join(sorted(s.name for s in self.domains))
+            lines.append(f"  (binding conditions under the domains of {names}; "
+                         f"{len(self.atoms)} Jury conditions in .atoms)")
         return "\n".join(lines)
 
     def _repr_latex_(self) -> str:
@@ -148,7 +176,12 @@ def stability_conditions(system, var: sp.Symbol | None = None, assumptions=None
     if n < 1:
         raise CtoptError(f"stability_conditions needs a polynomial of degree >= 1 in {var}, "
                          f"got {poly.as_expr()}")
-    return _cached(poly.as_expr(), var, assumed)
+    result = _cached(poly.as_expr(), var, assumed)
+    design = getattr(system, "design", None)
+    if design is not None and hasattr(design, "hyper"):
+        domains = {h.symbol: h.domain for h in design.hyper}
+        result = replace(result, domains=domains)
+    return result
 
 
 @lru_cache(maxsize=512)

@@ -97,14 +97,15 @@ def analyze(
     *,
     include: Iterable[str] = _ANALYSES,
     curvature: float | None = None,
+    frozen: Mapping[str, float] | None = None,
 ) -> list[Section]:
     """The analyses of ``design`` at hyperparameter ``values`` (defaults otherwise), as report
     sections: ``"transfer"`` (transfer functions of its moments), ``"validity"`` (moment-filter
     validity), ``"stability"`` (closed loop on ``h*theta**2/2``: Jury conditions; with
-    ``curvature`` the verdict at that ``h``, else the range of ``h`` where it holds) and
-    ``"lyapunov"`` (a certificate for that closed loop) and ``"sharpness"`` (the critical
-    preconditioned sharpness, the adaptive edge of stability). ``"stability"`` implies
-    ``"validity"``.
+    ``curvature`` the verdict at that ``h``, else the range of ``h`` where it holds; ``frozen``
+    gives values to frozen preconditioner factors such as ``r``), ``"lyapunov"`` (a certificate
+    for that closed loop) and ``"sharpness"`` (the critical preconditioned sharpness, the adaptive
+    edge of stability). ``"stability"`` implies ``"validity"``.
 
     Example:
         >>> import ctopt
@@ -123,7 +124,7 @@ def analyze(
     if include & {"validity", "stability"}:
         sections.append(_validity_section(design, given))
     if include & {"stability", "lyapunov"}:
-        sections += _closed_loop_sections(design, values, curvature, include)
+        sections += _closed_loop_sections(design, values, curvature, include, frozen)
     if "sharpness" in include:
         sections.append(_sharpness_section(design, values))
     return sections
@@ -193,8 +194,13 @@ def _validity_section(design: Design, values: Mapping[str, float]) -> Section:
                 continue
             verdict = {"holds": True, "marginal": True, "violated": False}.get(status)
             note = " (marginal: an accumulator)" if status == "marginal" else ""
-            s.verdicts.append((f"{f.name} ({f.kind}): {check}: {f.conditions[check]}{note}",
-                               verdict))
+            how = f.how.get(check, "")
+            cond = f.conditions[check]
+            shown = "" if str(cond) == "numeric_certificate" else f": {cond}"
+            s.verdicts.append((f"{f.name} ({f.kind}): {check}{shown}{note} [{how}]", verdict))
+    for gd in fv.guards:
+        verdict = {"holds": True, "violated": False}.get(gd.status)
+        s.verdicts.append((f"{gd.where}: {gd.kind} of {gd.arg} nonnegative ({gd.how})", verdict))
     for name, why in fv.skipped.items():
         s.notes.append(f"{name}: not a linear filter ({why})")
     if not fv.filters:
@@ -203,17 +209,21 @@ def _validity_section(design: Design, values: Mapping[str, float]) -> Section:
     return s
 
 
-def _closed_loop_sections(design, values, curvature, include) -> list[Section]:
+def _closed_loop_sections(design, values, curvature, include, frozen=None
+                           ) -> list[Section]:
     import sympy as sp
 
     import ctopt
 
-    s = Section("Closed-loop stability (quadratic loss, curvature h)")
+    taken = set(design.hyperparameters) | set(design.state_names) | \
+        {r.name for r in design.reductions}
+    name = next(n for n in ("h", "h_", "curvature") if n not in taken)
+    s = Section(f"Closed-loop stability (quadratic loss, curvature {name})")
     out = [s]
     # a hyperparameter at 0 switches a feature off (weight decay, dampening, clipping): fix it
     off = {n: 0.0 for n, v in values.items() if v == 0}
     try:
-        loop = ctopt.closed_loop(design, curvature="h", **off)
+        loop = ctopt.closed_loop(design, curvature=name, **off)
     except CtoptError as exc:
         s.notes.append(f"no linear closed loop: {exc}")
         return out
@@ -222,43 +232,94 @@ def _closed_loop_sections(design, values, curvature, include) -> list[Section]:
         s.notes.append(f"derived with {', '.join(f'{n} = 0' for n in off)} (switched off)")
     s.text += [str(loop), str(cond)]
     s.latex.append(cond._repr_latex_())
-    h = next((p for p in cond.parameters if p.name == "h"), sp.Symbol("h", real=True))
-    at_values = cond.expr.subs({p: values[p.name] for p in cond.parameters if p.name in values})
-    what = "h"
-    frozen = [r for r in loop.frozen if r in at_values.free_symbols]
-    if len(frozen) == 1:  # frozen preconditioner r: the loop depends on h/r only
-        r = frozen[0]
-        c = sp.Symbol("c", positive=True)
-        at_values = _divide_out(at_values.subs(h, c * r), r)
-        h = c
-        what = f"the effective curvature h/{r} ({r} = {loop.frozen[r]}, frozen)"
+    h = next((p for p in cond.parameters if p.name == name), sp.Symbol(name, real=True))
+    unknown = sorted(set(frozen or {}) - {str(r) for r in loop.frozen})
+    if unknown:
+        raise CtoptError(f"--frozen names {unknown} are not frozen factors of this closed loop; "
+                         f"its frozen factors: {sorted(map(str, loop.frozen)) or 'none'}")
+    fixed = {p: values[p.name] for p in cond.parameters if p.name in values}
+    fixed |= {p: v for p in cond.parameters for n, v in (frozen or {}).items() if p.name == n}
+    at_values = cond.expr.subs(fixed)
+    what, point = name, dict(fixed)
+    rs = [r for r in loop.frozen if r in at_values.free_symbols]
+    power = next((p for p in (-1, 1) if len(rs) == 1 and _ratio_only(loop, h, rs[0], p)), None)
+    if power is not None:
+        # the loop depends on h and r only through h/r (or h*r): r = 1, h = the effective value
+        r = rs[0]
+        at_values = at_values.subs(r, 1)
+        point[r] = 1.0
+        what = (f"the effective curvature {name}{'/' if power < 0 else '*'}{r} ({r} = "
+                f"{loop.frozen[r]}, frozen)")
     free = at_values.free_symbols - {h}
     if free:
-        s.verdicts.append((f"closed loop stable (depends on {sorted(map(str, free))} too)", None))
+        missing = sorted(map(str, free))
+        hint = (f"; give the frozen quantities, e.g. --frozen {missing[0]}=1"
+                if set(missing) & {str(r) for r in loop.frozen} else "")
+        s.verdicts.append((f"closed loop stable (undecided: depends on {missing} too{hint})",
+                           None))
     elif curvature is not None:
         ok = bool(at_values.subs(h, curvature))
-        s.verdicts.append((f"closed loop stable at {what} = {curvature:g}", ok))
+        rho = _spectral_radius(loop, point | {h: curvature})
+        text = f"closed loop stable at {what} = {curvature:g} (Jury conditions evaluated"
+        if rho is not None:
+            text += f"; numeric spectral radius {rho:.6g}"
+            if (rho < 1) != ok:
+                text += ", DISAGREES: not stable"
+                ok = False
+        s.verdicts.append((text + ")", ok))
     else:
-        region = at_values.as_set() if at_values not in (sp.true, sp.false) else (
-            sp.Reals if at_values else sp.EmptySet)
-        region = region.intersect(sp.Interval.open(0, sp.oo))
-        s.verdicts.append((f"closed loop stable for {what} in {_show_set(region)}",
-                           region != sp.EmptySet))
+        region = _region(at_values, h)
+        if region is None:
+            s.verdicts.append((f"closed loop stable for {what} in some range (undecided: the "
+                               "region of the Jury conditions did not reduce to intervals)", None))
+        else:
+            s.verdicts.append((f"closed loop stable for {what} in {_show_set(region)}",
+                               region != sp.EmptySet))
     s.proofs.append(("closed-loop stability (Jury)", str(cond.proof)))
     if "lyapunov" in include:
         out.append(_lyapunov_section(loop, values))
     return out
 
 
-def _divide_out(boolean, r):
-    """Each inequality ``a < b`` of ``boolean`` rewritten as ``(a - b)/r < 0`` (``r > 0``)."""
+def _ratio_only(loop, h, r, power: int = -1) -> bool:
+    """Whether the loop's characteristic polynomial depends on ``h`` and ``r`` only through
+    ``h*r**power`` (``h/r`` for -1: scaling ``h`` by ``t`` and ``r`` by ``t**-power`` scales the
+    polynomial, not its roots)."""
     import sympy as sp
 
-    if isinstance(boolean, (sp.And, sp.Or)):
-        return boolean.func(*[_divide_out(a, r) for a in boolean.args])
-    if isinstance(boolean, sp.core.relational.Relational):
-        return boolean.func(sp.simplify((boolean.lhs - boolean.rhs) / r), 0)
-    return boolean
+    t = sp.Dummy("t", positive=True)
+    p = sp.expand(loop.charpoly())
+    q = sp.expand(p.xreplace({h: t * h, r: t ** (-power) * r}))
+    ratio = sp.cancel(q / p)
+    return not ratio.has(sp.Symbol("z"), h, r)
+
+
+def _spectral_radius(loop, point) -> float | None:
+    """``max |eig(A)|`` at ``point`` (every symbol of ``A`` given), else None."""
+    import numpy as np
+
+    A = loop.A.xreplace({s: v for s, v in point.items()})
+    if A.free_symbols:
+        return None
+    return float(np.max(np.abs(np.linalg.eigvals(np.array(A, dtype=float)))))
+
+
+def _region(at_values, h):
+    """The set of positive ``h`` where ``at_values`` holds, or None when sympy cannot reduce it
+    (within a time limit)."""
+    import sympy as sp
+
+    from ..limits import time_limit
+
+    if at_values in (sp.true, sp.false):
+        region = sp.Reals if at_values else sp.EmptySet
+    else:
+        try:
+            with time_limit(20, "stability region"):
+                region = at_values.as_set()
+        except (CtoptError, NotImplementedError, TypeError, ValueError):
+            return None
+    return region.intersect(sp.Interval.open(0, sp.oo))
 
 
 def _show_set(interval) -> str:
@@ -281,9 +342,9 @@ def _lyapunov_section(loop, values) -> Section:
         s.notes.append(f"no certificate: {exc}")
         return s
     s.text.append(str(cert))
-    s.verdicts.append(("V(x) = x^T P x certifies the closed loop (P > 0 proven symbolically)"
+    s.verdicts.append((f"V(x) = x^T P x certifies the closed loop (P > 0 proven: {cert.method})"
                        if cert.proven else
-                       "V(x) = x^T P x certifies the closed loop (P > 0 sampled only)",
+                       "V(x) = x^T P x certifies the closed loop (undecided: P > 0 sampled only)",
                        True if cert.proven else None))
     if hasattr(cert, "_repr_latex_"):
         s.latex.append(cert._repr_latex_())
