@@ -285,8 +285,10 @@ def _parse_values(command: str, design: Design, extra: list[str]) -> dict[str, f
 def _check_converted(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
     """argparse skips the type of ``--option=--`` and stores ``[]``: refuse it by name."""
     for action in parser._actions:  # noqa: SLF001
-        if action.type is not None and action.nargs is None \
-                and isinstance(getattr(ns, action.dest, None), list):
+        value = getattr(ns, action.dest, None)
+        if isinstance(action, argparse._AppendAction):  # noqa: SLF001
+            value = next((v for v in value or () if isinstance(v, list)), None)
+        if action.type is not None and action.nargs is None and isinstance(value, list):
             parser.error(f"argument {'/'.join(action.option_strings)}: expected one value, "
                          "got '--'")
 
