@@ -41,7 +41,7 @@ MAX_NUMBER_BITS = 1100
 MAX_EXPONENT = 1000
 MAX_FLOAT_PRECISION = 1024
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _INTEGER = re.compile(rf"^-?[0-9]{{1,{MAX_INTEGER_DIGITS}}}$")
 _DECIMAL = re.compile(r"^(-?)([0-9]{1,400})(?:\.([0-9]{0,400}))?(?:e([+-]?[0-9]{1,5}))?$")
 
@@ -304,7 +304,7 @@ def checked_text(value: object, where: str, *, optional: bool = False, limit: in
 
 
 def checked_name(value: object, where: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise file_error(f"{where}: {short(value)} is not a valid name (a letter, then letters, digits "
                     "or '_'; at most 64 characters)")
     return value

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import keyword
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -56,8 +57,17 @@ k = sp.Symbol("k", integer=True, positive=True)
 
 SIGNALS: Mapping[str, sp.Symbol] = MappingProxyType({"g": g, "theta": theta, "k": k})
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _RESERVED = frozenset({"g", "theta", "k", "z", "lambda", "pi", "E", "I", "S", "N", "O", "Q"})
+#: Hyperparameter names an exported optimizer cannot take: its constructor's own options and
+#: the param-group keys torch's ``Optimizer`` reads (a hyperparameter is both a keyword argument
+#: and a param-group key).
+RESERVED_HYPERPARAMETERS = frozenset({
+    "params", "param_names", "betas", "maximize", "backend", "nonfinite", "reduction_group",
+    "differentiable", "foreach", "fused", "capturable",
+})
+#: The state-dict key the exported optimizer keeps the step counter under.
+STEP_KEY = "step"
 
 #: Functions an expression may use; the code generator and the file format know each of them.
 ALLOWED_FUNCTIONS = (sp.Max, sp.Min, sp.Abs, sp.sign, sp.exp, sp.log, sp.Piecewise)
@@ -302,13 +312,57 @@ def _latex_text(text: str) -> str:
 
 # ------------------------------------------------------------------ validation
 def _check_name(name: str, what: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise DesignError(
             f"{what} name {name!r} is not a valid identifier (letters, digits, '_'; "
             "starting with a letter; at most 64 characters)"
         )
     if name in _RESERVED:
         raise DesignError(f"{what} name {name!r} is reserved")
+
+
+def _check_hyper_name(name: str) -> None:
+    """A hyperparameter is a keyword argument of the exported optimizer and a param-group key."""
+    if keyword.iskeyword(name):
+        raise DesignError(f"hyperparameter name {name!r} is a Python keyword, so it cannot be a "
+                          "keyword argument of the exported optimizer")
+    if name in RESERVED_HYPERPARAMETERS:
+        raise DesignError(
+            f"hyperparameter name {name!r} is reserved: the exported optimizer's options and "
+            f"torch's param-group keys {sorted(RESERVED_HYPERPARAMETERS)} cannot be hyperparameters")
+
+
+def _check_state_keys(states: tuple[State, ...]) -> None:
+    """Torch state-dict names: valid names, not ``step``, one state each."""
+    owner: dict[str, str] = {}
+    for s in states:
+        if s.torch_name is not None:
+            _check_name(s.torch_name, f"state {s.name!r} torch")
+        if s.key == STEP_KEY:
+            raise DesignError(
+                f"state {s.name!r} would be stored under the state-dict name {STEP_KEY!r}, which "
+                "holds the step counter; give it another torch_name")
+        if s.key in owner:
+            raise DesignError(
+                f"states {owner[s.key]!r} and {s.name!r} share the state-dict name {s.key!r}; "
+                "each state needs its own")
+        owner[s.key] = s.name
+
+
+def _check_constants(expr: sp.Basic, where: str) -> None:
+    """Constants must be finite real numbers (the generated code and the oracle use floats)."""
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.NumberSymbol) or node is sp.I:
+            raise DesignError(f"{where} uses the constant {node}: write it as a number, "
+                              f"e.g. sp.Float({float(node.evalf()) if node.is_real else 0.0!r})")
+        if isinstance(node, sp.Number):
+            try:
+                finite = node.is_finite is not False and math.isfinite(float(node))
+            except (TypeError, OverflowError):
+                finite = False
+            if not finite:
+                raise DesignError(f"{where} uses the constant {node}, which is not a finite "
+                                  "float64 number")
 
 
 def _check_functions(expr: sp.Basic, where: str) -> None:
@@ -335,6 +389,8 @@ def _validate(d: Design) -> None:
     ):
         for name in names:
             _check_name(name, what)
+            if what == "hyperparameter":
+                _check_hyper_name(name)
             if name in seen:
                 raise DesignError(f"the name {name!r} ({what}) is declared twice")
             seen.add(name)
@@ -362,7 +418,13 @@ def _validate(d: Design) -> None:
             raise DesignError(
                 f"reduction {r.name!r} may depend only on g, theta and hyperparameters, not {sorted(bad)}"
             )
+    _check_state_keys(d.states)
+    for r in d.reductions:
+        _check_functions(r.of, f"reduction {r.name!r}")
+        _check_constants(r.of, f"reduction {r.name!r}")
     for s in d.states:
+        _check_functions(sp.sympify(s.init), f"the initial value of state {s.name!r}")
+        _check_constants(sp.sympify(s.init), f"the initial value of state {s.name!r}")
         bad = {x.name for x in sp.sympify(s.init).free_symbols} - {h.name for h in d.hyper}
         if bad:
             raise DesignError(
@@ -375,6 +437,7 @@ def _validate(d: Design) -> None:
         target = a.target.name
         where = f"the assignment to {target!r}"
         _check_functions(a.expr, where)
+        _check_constants(a.expr, where)
         unknown = sorted({x.name for x in a.expr.free_symbols} - known)
         if unknown:
             raise DesignError(

@@ -440,12 +440,13 @@ def inplace_lines(program, per_tensor: bool = False) -> list[str]:
             theta.add_(g, alpha=c2)
             theta_new = theta
     """
-    from .codegen import state_symbol
+    from .codegen import code_name, state_symbol
 
     design = program.design
     inputs = {"theta"} | {state_symbol(s.name).name for s in design.states}
     scalars = dict(program.scalars)
-    names = set(scalars) | {h.name for h in design.hyper} | {r.name for r in design.reductions}
+    names = set(scalars) | {code_name("hyper", h.name) for h in design.hyper}
+    names |= {code_name("reduction", r.name) for r in design.reductions}
 
     def scalar(f: sp.Expr) -> bool:
         return all(s.name in names or s.name in ("k", "gsign") for s in f.free_symbols)

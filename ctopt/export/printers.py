@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import keyword
+import math
 from collections.abc import Callable
 
 import sympy as sp
@@ -33,25 +34,26 @@ _RELATION_OPS = {
     sp.Equality: "==", sp.Unequality: "!=", sp.StrictLessThan: "<", sp.LessThan: "<=",
     sp.StrictGreaterThan: ">", sp.GreaterThan: ">=",
 }
-_RESERVED = {"torch", "math", "h", "red", "coef", "self", "cls"}
 
 
 def python_name(name: str) -> str:
-    """A design name as a safe Python identifier (keywords and builtins get a ``v_`` prefix).
+    """``name`` itself, checked: a program's names are Python identifiers by construction (see
+    :mod:`ctopt.export.codegen`), so a name that is not one is a bug of the generator.
 
     Example:
-        >>> python_name("lambda"), python_name("lr")
-        ('v_lambda', 'lr')
+        >>> python_name("h_lambda")
+        'h_lambda'
     """
-    if keyword.iskeyword(name) or name in dir(__builtins__) or name in _RESERVED:
-        return f"v_{name}"
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise AssertionError(f"the code generator produced the name {name!r}")
     return name
 
 
 def _number(expr: sp.Basic) -> str:
     if expr is sp.true or expr is sp.false:
         return str(bool(expr))
-    return repr(float(expr))
+    value = float(expr)
+    return repr(value) if math.isfinite(value) else f"float({str(value)!r})"
 
 
 def _split_mul(expr: sp.Mul | list) -> tuple[list[sp.Expr], list[sp.Expr]]:
