@@ -40,6 +40,7 @@ __all__ = [
     "Design",
     "DesignBuilder",
     "Domain",
+    "FilterHandle",
     "Hyperparameter",
     "Reduction",
     "State",
@@ -474,6 +475,78 @@ def _validate(d: Design) -> None:
 
 
 # --------------------------------------------------------------------- builder
+class FilterHandle(sp.Symbol):
+    """What :meth:`DesignBuilder.filter` returns: the filter's output (its first state) as a
+    real sympy symbol, usable in ``let``, ``assign`` and ``update``, that also answers the
+    filter's questions (``step_response``, ``impulse_response``, ``poles``, ``zeros``,
+    ``dc_gain``; ``.filter`` is the :class:`ctopt.filters.Filter`).
+
+    The builder stores plain symbols (:attr:`symbol`), so a design never holds a handle.
+
+    Example:
+        >>> import sympy as sp
+        >>> from ctopt.design import DesignBuilder, UNIT, g, k
+        >>> from ctopt.filters import z
+        >>> b = DesignBuilder("ema")
+        >>> beta = b.hyper("beta", 0.9, UNIT)
+        >>> v = b.filter("v", (1 - beta) * z / (z - beta), input=g)
+        >>> v / v.step_response(k)
+        v/(1 - beta**k)
+        >>> b.let("v_hat", v / v.step_response(k)).name, v.symbol == sp.Symbol("v", real=True)
+        ('v_hat', True)
+        >>> v.dc_gain(), v.poles()
+        (1, [beta])
+    """
+
+    def __new__(cls, flt):
+        obj = sp.Symbol.__xnew__(cls, flt.name, real=True)  # uncached: each handle its own
+        obj.filter = flt
+        return obj
+
+    def __getnewargs_ex__(self):
+        return (self.filter,), {}
+
+    @property
+    def symbol(self) -> sp.Symbol:
+        """The plain symbol of the filter's output."""
+        return sp.Symbol(self.name, real=True)
+
+    def step_response(self, step: sp.Expr = k) -> sp.Expr:
+        """The filter's response to a unit step from zero state (its bias correction)."""
+        return self.filter.step_response(step)
+
+    def impulse_response(self, step: sp.Expr = k) -> sp.Expr:
+        """The filter's response to a unit impulse at ``k = 1``."""
+        return self.filter.impulse_response(step)
+
+    def poles(self) -> list[sp.Expr]:
+        """The filter's poles with multiplicity."""
+        return self.filter.poles()
+
+    def zeros(self) -> list[sp.Expr]:
+        """The filter's finite zeros with multiplicity."""
+        return self.filter.zeros()
+
+    def dc_gain(self) -> sp.Expr:
+        """``H(1)``."""
+        return self.filter.dc_gain()
+
+    @property
+    def transfer(self) -> sp.Expr:
+        return self.filter.transfer
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return self.filter.state_names
+
+
+def _plain(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with filter handles replaced by plain symbols."""
+    expr = sp.sympify(expr)
+    handles = {s: s.symbol for s in expr.atoms(FilterHandle)}
+    return expr.xreplace(handles) if handles else expr
+
+
 class DesignBuilder:
     """Write an algorithm box line by line, then :meth:`build` a validated :class:`Design`.
 
@@ -508,42 +581,44 @@ class DesignBuilder:
         self, name: str, init: float | sp.Expr = 0, torch_name: str | None = None, doc: str = ""
     ) -> sp.Symbol:
         """Declare a state (initial value, optional torch state-dict name); returns its symbol."""
-        s = State(name, sp.sympify(init), torch_name, doc)
+        s = State(name, _plain(init), torch_name, doc)
         self._states.append(s)
         return s.symbol
 
     def reduction(self, name: str, kind: str = "l2_norm", of: sp.Expr = g) -> sp.Symbol:
         """Declare a group reduction (e.g. the group gradient's L2 norm); returns its symbol."""
-        r = Reduction(name, kind, sp.sympify(of))
+        r = Reduction(name, kind, _plain(of))
         self._reductions.append(r)
         return r.symbol
 
     def let(self, name: str, expr: sp.Expr) -> sp.Symbol:
         """A temporary ``name <- expr``; returns its symbol."""
         symbol = sp.Symbol(name, real=True)
-        self._assignments.append(Assignment(symbol, sp.sympify(expr), "let"))
+        self._assignments.append(Assignment(symbol, _plain(expr), "let"))
         return symbol
 
     def assign(self, state: sp.Symbol, expr: sp.Expr) -> None:
         """Update a declared state: ``state <- expr``."""
-        self._assignments.append(Assignment(state, sp.sympify(expr), "state"))
+        self._assignments.append(Assignment(_plain(state), _plain(expr), "state"))
 
     def update(self, expr: sp.Expr) -> None:
         """The parameter update ``theta <- expr``."""
-        self._assignments.append(Assignment(theta, sp.sympify(expr), "update"))
+        self._assignments.append(Assignment(theta, _plain(expr), "update"))
 
     def filter(self, name: str, transfer: sp.Expr, input: sp.Expr, torch_name: str | None = None):
         """A moment defined by its transfer function in ``z`` from ``input``; see
-        :func:`ctopt.filters.realize`. Returns the :class:`ctopt.filters.Filter`."""
+        :func:`ctopt.filters.realize`. Returns a :class:`FilterHandle`: the output as a symbol
+        that also answers the filter's questions (``v / v.step_response(k)``)."""
         from .filters import realize
 
+        input = _plain(input)
         flt = realize(name, transfer, input)
         for i, state_name in enumerate(flt.state_names):
             self.state(state_name, 0, torch_name if i == 0 else None)
         for a in flt.assignments:
             self._assignments.append(a)
-        self._filters.append(FilterInfo(name, flt.transfer, sp.sympify(input), flt.state_names))
-        return flt
+        self._filters.append(FilterInfo(name, flt.transfer, input, flt.state_names))
+        return FilterHandle(flt)
 
     def build(self) -> Design:
         return Design(
