@@ -337,8 +337,11 @@ def _check_state_keys(states: tuple[State, ...]) -> None:
     """Torch state-dict names: valid names, not ``step``, one state each."""
     owner: dict[str, str] = {}
     for s in states:
-        if s.torch_name is not None:
-            _check_name(s.torch_name, f"state {s.name!r} torch")
+        if s.torch_name is not None and not (isinstance(s.torch_name, str)
+                                             and _NAME.fullmatch(s.torch_name)):
+            raise DesignError(f"state {s.name!r} has the torch name {s.torch_name!r}, which is "
+                              "not a valid name (letters, digits, '_'; starting with a letter; "
+                              "at most 64 characters)")
         if s.key == STEP_KEY:
             raise DesignError(
                 f"state {s.name!r} would be stored under the state-dict name {STEP_KEY!r}, which "
@@ -353,10 +356,13 @@ def _check_state_keys(states: tuple[State, ...]) -> None:
 def _check_constants(expr: sp.Basic, where: str) -> None:
     """Constants must be finite real numbers (the generated code and the oracle use floats)."""
     for node in sp.preorder_traversal(expr):
-        if isinstance(node, sp.NumberSymbol) or node is sp.I:
+        if node is sp.I:
+            raise DesignError(f"{where} uses the imaginary unit I: a design computes with "
+                              "real numbers")
+        if isinstance(node, sp.NumberSymbol):
             raise DesignError(f"{where} uses the constant {node}: write it as a number, "
-                              f"e.g. sp.Float({float(node.evalf()) if node.is_real else 0.0!r})")
-        if isinstance(node, sp.Number):
+                              f"e.g. sp.Float({float(node)!r})")
+        if node.is_Atom and node.is_number:  # numbers, oo, zoo, nan
             try:
                 finite = node.is_finite is not False and math.isfinite(float(node))
             except (TypeError, OverflowError):
@@ -366,8 +372,20 @@ def _check_constants(expr: sp.Basic, where: str) -> None:
                                   "float64 number")
 
 
+_LOGIC = (sp.And, sp.Or, sp.Not)
+
+
+def _other_logic(node: sp.Basic) -> bool:
+    """A boolean function other than And/Or/Not (sympy makes ``ITE`` from a comparison of a
+    ``Piecewise``)."""
+    return isinstance(node, sp.logic.boolalg.BooleanFunction) and not isinstance(node, _LOGIC)
+
+
 def _check_functions(expr: sp.Basic, where: str) -> None:
     for node in sp.preorder_traversal(expr):
+        if _other_logic(node):
+            raise DesignError(f"{where} uses the condition {type(node).__name__}: write "
+                              "conditions with comparisons and And/Or/Not")
         if isinstance(node, sp.Function) and not isinstance(node, ALLOWED_FUNCTIONS):
             raise DesignError(
                 f"{where} uses the function {type(node).__name__!r}, which is not supported; "
@@ -439,6 +457,11 @@ def _validate(d: Design) -> None:
         where = f"the assignment to {target!r}"
         _check_functions(a.expr, where)
         _check_constants(a.expr, where)
+        if updates and "theta" in {x.name for x in a.expr.free_symbols}:
+            raise DesignError(
+                f"{where} comes after the parameter update and reads theta, which would be "
+                "ambiguous (the old or the new parameter?): move it above the update, or keep "
+                "the old value in a temporary above it")
         unknown = sorted({x.name for x in a.expr.free_symbols} - known)
         if unknown:
             raise DesignError(
@@ -541,10 +564,14 @@ class FilterHandle(sp.Symbol):
 
 
 def _plain(expr: sp.Expr) -> sp.Expr:
-    """``expr`` with filter handles replaced by plain symbols."""
+    """``expr`` with filter handles replaced by plain symbols, and conditions such as the
+    ``ITE`` sympy makes from a comparison of a ``Piecewise`` written with And/Or/Not."""
     expr = sp.sympify(expr)
     handles = {s: s.symbol for s in expr.atoms(FilterHandle)}
-    return expr.xreplace(handles) if handles else expr
+    expr = expr.xreplace(handles) if handles else expr
+    if any(_other_logic(node) for node in sp.preorder_traversal(expr)):
+        expr = expr.replace(_other_logic, lambda node: node.to_nnf())
+    return expr
 
 
 class DesignBuilder:
