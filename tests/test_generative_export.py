@@ -26,11 +26,13 @@ import tempfile
 import warnings
 
 import pytest
+import sympy as sp
 import torch
 from hypothesis import HealthCheck, given, settings
-from strategies import designs
+from strategies import Drawn, designs
 
 import ctopt
+from ctopt.design import POSITIVE, DesignBuilder, g, k, theta
 from ctopt.errors import CtoptError
 from ctopt.export.source import class_name
 from ctopt.export.verify import load_module, run_exported, run_oracle, trajectory_error
@@ -116,3 +118,44 @@ def test_many_random_designs_compiled_equal_to_the_oracle(drawn):
 @given(designs(max_states=2, max_lets=2))
 def test_random_designs_inductor_equal_to_the_oracle(drawn):
     outcome(drawn, compiled="inductor")
+
+
+# ------------------------------------------------------------ bugs the generator found, kept
+def _built(build) -> Drawn:
+    b = DesignBuilder("found")
+    lr = b.hyper("lr", 0.1, POSITIVE)
+    build(b, lr)
+    return Drawn(b.build(), None, [])
+
+
+def test_found_an_elementwise_choice_between_numbers_kept_float64():
+    """``torch.where(c, 1.0, 0.001)`` is float32: the float64 paths lost 8 digits."""
+    def build(b, lr):
+        q = sp.Piecewise((1, sp.Abs(g * theta) < 1), (sp.Float(1e-3), True))
+        b.update(theta - lr * q / (q + 1))
+
+    assert outcome(_built(build)) == "accepted"
+
+
+def test_found_a_per_step_choice_of_a_number_beside_a_tensor():
+    """``_choose(first_step, state, 0.001)`` gave a Python float to ``torch.abs``."""
+    def build(b, lr):
+        m = b.state("m", sp.Rational(1, 10))
+        choice = sp.Piecewise((m, sp.Eq(k, 1)), (sp.Float(1e-3), True))
+        b.assign(m, 0.9 * m + 0.1 * (g**2 + sp.Float(0.5)) ** (choice / (sp.Abs(choice) + 1)))
+        b.update(theta - lr * m * g)
+
+    assert outcome(_built(build)) == "accepted"
+
+
+def test_found_a_comparison_of_a_piecewise():
+    """sympy writes ``Piecewise(...) >= x`` as ``ITE``, which no printer knew."""
+    def build(b, lr):
+        m = b.state("m")
+        p = sp.Piecewise((sp.sqrt(sp.Abs(m) + sp.Float(1e-3)), g > 0), (g, True))
+        b.assign(m, 0.9 * m + 0.1 * g)
+        b.update(theta - lr * sp.Piecewise((g, sp.Ge(p, theta)), (m, True)))
+
+    drawn = _built(build)
+    assert not any(a.expr.atoms(sp.ITE) for a in drawn.design.assignments)
+    assert outcome(drawn) == "accepted"

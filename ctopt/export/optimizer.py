@@ -93,15 +93,21 @@ def _min(*args):
 
 
 def _choose(cond, a, b):
-    """A scalar choice: a Python branch on floats, ``torch.where`` on a 0-d tensor.
+    """A choice: a Python branch on a bool (a number chosen beside a tensor becomes a tensor
+    like it), ``torch.where`` on a tensor.
 
     Example:
         >>> _choose(True, 1.0, 2.0), _choose(torch.tensor(0.0), torch.ones(1), 2.0).tolist()
         (1.0, [2.0])
+        >>> _choose(False, torch.ones(2, dtype=torch.float64), 2.0)
+        tensor([2., 2.], dtype=torch.float64)
     """
     if isinstance(cond, torch.Tensor):
         return torch.where(cond != 0, a, b)
-    return a if cond else b
+    pick, other = (a, b) if cond else (b, a)
+    if isinstance(other, torch.Tensor) and not isinstance(pick, torch.Tensor):
+        return torch.full_like(other, pick)  # an elementwise choice stays a tensor
+    return pick
 
 
 def _fe_full(value, like):

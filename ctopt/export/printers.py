@@ -118,10 +118,13 @@ class _Printer:
         if isinstance(e, (sp.Max, sp.Min)):
             return self.max_min(e)
         if isinstance(e, sp.Piecewise):
-            out = "float('nan')"
-            for value, cond in reversed(e.args):
-                choice = self.choose.format(c=p(cond), a=p(value), b=out)
-                out = p(value) if cond is sp.true else choice
+            like = self.like(e)
+            out = "float('nan')" if like is None else f"torch.full_like({like}, float('nan'))"
+            for i, (value, cond) in enumerate(reversed(e.args)):
+                if cond is sp.true:
+                    out = p(value) if like is None or i else f"torch.full_like({like}, {p(value)})"
+                else:
+                    out = self.choose.format(c=p(cond), a=p(value), b=out)
             return out
         if type(e) in _RELATION_OPS:
             return f"({p(e.lhs)} {_RELATION_OPS[type(e)]} {p(e.rhs)})"
@@ -132,6 +135,11 @@ class _Printer:
         if type(e) in self.unary:
             return f"{self.unary[type(e)]}({p(e.args[0])})"
         raise NotImplementedError(f"cannot print {type(e).__name__} in {self.what}: {e}")
+
+    def like(self, e: sp.Piecewise) -> str | None:
+        """A tensor a ``Piecewise`` with elementwise conditions and number values takes its
+        dtype from (``torch.where`` of two numbers would be float32); None elsewhere."""
+        return None
 
     def max_min(self, e: sp.Basic) -> str:
         fn = "_max" if isinstance(e, sp.Max) else "_min"
@@ -169,6 +177,12 @@ class _TensorPrinter(_Printer):
         if not self.elementwise:
             return bool(e.free_symbols)
         return any(python_name(s.name) in self.elementwise for s in e.free_symbols)
+
+    def like(self, e: sp.Piecewise) -> str | None:
+        if any(self.is_elem(value) for value, _ in e.args):
+            return None
+        tensors = sorted(s.name for s in e.free_symbols if self.is_elem(s))
+        return python_name(tensors[0]) if tensors else None
 
     def max_min(self, e: sp.Basic) -> str:
         fn, bound = ("torch.maximum", "min") if isinstance(e, sp.Max) else ("torch.minimum", "max")
