@@ -126,6 +126,9 @@ class _Printer:
                 else:
                     out = self.choose.format(c=p(cond), a=p(value), b=out)
             return out
+        if isinstance(e, sp.ITE):  # sympy's form of a comparison of an inlined Piecewise
+            c, a, b = (p(arg) for arg in e.args)
+            return self.choose.format(c=c, a=a, b=b)
         if type(e) in _RELATION_OPS:
             return f"({p(e.lhs)} {_RELATION_OPS[type(e)]} {p(e.rhs)})"
         if isinstance(e, (sp.And, sp.Or)):

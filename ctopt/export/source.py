@@ -17,6 +17,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
+import weakref
 from pathlib import Path
 
 import sympy as sp
@@ -146,8 +147,19 @@ def class_source(design: Design, name: str | None = None) -> str:
         >>> "def _foreach(" in class_source(ctopt.zoo.get("adam"))
         True
     """
-    p = build_program(design)
     cls = _checked_class_name(name or class_name(design))
+    texts = _SOURCES.setdefault(design, {})
+    if cls not in texts:
+        texts[cls] = _class_source(design, cls)
+    return texts[cls]
+
+
+#: design -> class name -> source (a design is immutable; the text is deterministic)
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _class_source(design: Design, cls: str) -> str:
+    p = build_program(design)
     states = [state_symbol(s.name).name for s in design.states]
     coefs = [python_name(c) for c in p.coefficients]
     betas = beta_names(design)
