@@ -399,7 +399,7 @@ def _check_functions(expr: sp.Basic, where: str) -> None:
 
 def _validate(d: Design) -> None:
     _check_name(d.name, "design")
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for what, names in (
         ("hyperparameter", [h.name for h in d.hyper]),
         ("state", [s.name for s in d.states]),
@@ -411,8 +411,9 @@ def _validate(d: Design) -> None:
             if what == "hyperparameter":
                 _check_hyper_name(name)
             if name in seen:
-                raise DesignError(f"the name {name!r} ({what}) is declared twice")
-            seen.add(name)
+                raise DesignError(f"the name {name!r} is declared twice: as a {seen[name]} "
+                                  f"and as a {what}")
+            seen[name] = what
     for h in d.hyper:
         if not math.isfinite(h.default):
             raise DesignError(f"hyperparameter {h.name!r} has a non-finite default {h.default!r}")
@@ -457,7 +458,7 @@ def _validate(d: Design) -> None:
         where = f"the assignment to {target!r}"
         _check_functions(a.expr, where)
         _check_constants(a.expr, where)
-        if updates and "theta" in {x.name for x in a.expr.free_symbols}:
+        if updates and a.kind != "update" and "theta" in {x.name for x in a.expr.free_symbols}:
             raise DesignError(
                 f"{where} comes after the parameter update and reads theta, which would be "
                 "ambiguous (the old or the new parameter?): move it above the update, or keep "
