@@ -411,8 +411,9 @@ def _validate(d: Design) -> None:
             if what == "hyperparameter":
                 _check_hyper_name(name)
             if name in seen:
-                raise DesignError(f"the name {name!r} is declared twice: as a {seen[name]} "
-                                  f"and as a {what}")
+                kinds = f"as a {what}" if seen[name] == what else \
+                    f"as a {seen[name]} and as a {what}"
+                raise DesignError(f"the name {name!r} is declared twice, {kinds}")
             seen[name] = what
     for h in d.hyper:
         if not math.isfinite(h.default):

@@ -80,7 +80,7 @@ def test_many_colliding_names_at_once(tmp_path):
 @pytest.mark.parametrize("state", ["for", "None", "lr_1", "c0", "self", "beta", "h_beta"])
 def test_state_names_never_collide(state, tmp_path):
     if state == "beta":
-        with pytest.raises(DesignError, match="declared twice: as a hyperparameter and as a state"):
+        with pytest.raises(DesignError, match="declared twice, as a hyperparameter and as a state"):
             momentum_with("beta", state_name=state)
         return
     assert_equals_oracle(momentum_with("beta", state_name=state), tmp_path)

@@ -22,6 +22,7 @@ among them (it must be refused with a named CtoptError); about half are accepted
 
 from __future__ import annotations
 
+import collections
 import os
 import tempfile
 import warnings
@@ -88,37 +89,47 @@ def outcome(drawn, compiled: str | None = None) -> str:
     return "accepted"
 
 
-@settings(max_examples=200, **SETTINGS)
-@given(designs())
-def test_random_designs_export_equal_to_the_oracle(drawn):
-    outcome(drawn)
+def run_designs(examples: int, compiled: str | None = None, **sizes) -> collections.Counter:
+    """Check ``examples`` drawn designs; return how many were accepted and how each refusal
+    happened (printed, so ``pytest -s`` shows the counts)."""
+    counts: collections.Counter = collections.Counter()
+
+    @settings(max_examples=examples, **SETTINGS)
+    @given(designs(**sizes))
+    def check(drawn):
+        counts[outcome(drawn, compiled)] += 1
+
+    check()
+    print(f"\n{sum(counts.values())} designs ({compiled or 'eager'}):", dict(counts))
+    return counts
 
 
-@settings(max_examples=12, **SETTINGS)
-@given(designs(max_states=2, max_lets=2))
-def test_random_designs_compiled_equal_to_the_oracle(drawn):
-    outcome(drawn, compiled="aot_eager")
+def _enough_accepted(counts, share: float = 0.3) -> bool:
+    """The property is only worth something when the IR accepts a fair share of the designs."""
+    return counts["accepted"] >= share * sum(counts.values())
+
+
+def test_random_designs_export_equal_to_the_oracle():
+    assert _enough_accepted(run_designs(200))
+
+
+def test_random_designs_compiled_equal_to_the_oracle():
+    assert _enough_accepted(run_designs(12, "aot_eager", max_states=2, max_lets=2), 0.25)
 
 
 @pytest.mark.slow
-@settings(max_examples=10_000, **SETTINGS)
-@given(designs())
-def test_many_random_designs_export_equal_to_the_oracle(drawn):
-    outcome(drawn)
+def test_many_random_designs_export_equal_to_the_oracle():
+    assert _enough_accepted(run_designs(10_000))
 
 
 @pytest.mark.slow
-@settings(max_examples=200, **SETTINGS)
-@given(designs())
-def test_many_random_designs_compiled_equal_to_the_oracle(drawn):
-    outcome(drawn, compiled="aot_eager")
+def test_many_random_designs_compiled_equal_to_the_oracle():
+    assert _enough_accepted(run_designs(200, "aot_eager"))
 
 
 @pytest.mark.slow
-@settings(max_examples=4, **SETTINGS)
-@given(designs(max_states=2, max_lets=2))
-def test_random_designs_inductor_equal_to_the_oracle(drawn):
-    outcome(drawn, compiled="inductor")
+def test_random_designs_inductor_equal_to_the_oracle():
+    assert run_designs(4, "inductor", max_states=2, max_lets=2)["accepted"] >= 1
 
 
 # ------------------------------------------------------------ bugs the generator found, kept
