@@ -8,7 +8,11 @@ for-loop and foreach paths of ``ctopt.to_torch`` (and with ``maximize=True`` on 
 path), and on the foreach path of the standalone module ``ctopt.export_source`` writes (its
 class is the same generated text; the runtime is its own copy); every
 trajectory must be within 1e-12 (relative, per step) of the oracle's, up to the first step with
-a non-finite value, which must come at the same step in the same entries.
+a non-finite value, which must come at the same step in the same entries. Where a design's map
+is ill-conditioned (a division by theta, a chaotic recursion), 30 steps amplify rounding beyond
+1e-12 although the code is right; such a design passes only if every single step equals the
+oracle's step from the same parameter and states to 1e-14 (``step_error``), and is counted
+apart ("accepted (rounding amplified by the map)").
 
 The compiled path costs a ``torch.compile`` per design, so it runs on fewer designs, with
 ``backend="aot_eager"`` (dynamo's graph capture and AOTAutograd, the same graph Inductor
@@ -37,21 +41,37 @@ import ctopt
 from ctopt.design import POSITIVE, DesignBuilder, g, k, theta
 from ctopt.errors import CtoptError
 from ctopt.export.source import class_name
-from ctopt.export.verify import load_module, run_exported, run_oracle, trajectory_error
+from ctopt.export.verify import (
+    load_module,
+    run_exported,
+    run_oracle,
+    step_error,
+    trajectory_error,
+)
 
 STEPS = 30
 TOLERANCE = 1e-12
+STEP_TOLERANCE = 1e-14
 EAGER = ("forloop", "foreach")
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.filter_too_much])
 
 
-def _agree(ours, reference, what: str, drawn) -> None:
-    error = trajectory_error(ours, reference)
-    assert error <= TOLERANCE, (
-        f"{what} differs from the oracle: relative error {error:.3g}\n"
-        f"design:\n{drawn.design}\nrecipe: {drawn.recipe}")
+def _agree(cls, design, drawn, what: str, maximize: bool = False, **options) -> bool:
+    """The path of ``cls`` chosen by ``options`` equals the oracle over STEPS steps. Where the
+    trajectories differ by more than TOLERANCE, every single step must still equal the oracle's
+    step from the same state to STEP_TOLERANCE (the design's map amplified rounding, e.g. by a
+    division by theta); returns True in that case."""
+    ours = run_exported(cls, STEPS, maximize=maximize, **options)
+    error = trajectory_error(ours, run_oracle(design, STEPS, maximize=maximize))
+    if error <= TOLERANCE:
+        return False
+    local = step_error(cls, design, STEPS, maximize=maximize, **options)
+    assert local <= STEP_TOLERANCE, (
+        f"{what} differs from the oracle: relative error {error:.3g} over {STEPS} steps, "
+        f"{local:.3g} in one step\ndesign:\n{design}\nrecipe: {drawn.recipe}")
+    return True
 
 
 def outcome(drawn, compiled: str | None = None) -> str:
@@ -67,26 +87,23 @@ def outcome(drawn, compiled: str | None = None) -> str:
         text = ctopt.export_source(design, check=False)
     except CtoptError as exc:
         return f"refused at export ({type(exc).__name__})"
-    reference = run_oracle(design, STEPS)
-    for backend in EAGER:
-        _agree(run_exported(cls, STEPS, backend=backend), reference, backend, drawn)
-    _agree(run_exported(cls, STEPS, maximize=True, backend="forloop"),
-           run_oracle(design, STEPS, maximize=True), "forloop (maximize)", drawn)
+    amplified = [_agree(cls, design, drawn, backend, backend=backend) for backend in EAGER]
+    amplified.append(_agree(cls, design, drawn, "forloop (maximize)", maximize=True,
+                            backend="forloop"))
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "exported.py")
         with open(path, "w") as f:
             f.write(text)
         standalone = getattr(load_module(path), class_name(design))
-    _agree(run_exported(standalone, STEPS, backend="foreach"), reference, "standalone foreach",
-           drawn)
+    amplified.append(_agree(standalone, design, drawn, "standalone foreach", backend="foreach"))
     if compiled is not None:
         cls._compiled_fused = torch.compile(cls._fused, backend=compiled, dynamic=True,
                                             fullgraph=True)
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)  # no silent fallback to eager code
-            ours = run_exported(cls, STEPS, backend="compiled")
-        _agree(ours, reference, f"compiled ({compiled})", drawn)
-    return "accepted"
+            amplified.append(_agree(cls, design, drawn, f"compiled ({compiled})",
+                                    backend="compiled"))
+    return "accepted (rounding amplified by the map)" if any(amplified) else "accepted"
 
 
 def run_designs(examples: int, compiled: str | None = None, **sizes) -> collections.Counter:
@@ -106,7 +123,8 @@ def run_designs(examples: int, compiled: str | None = None, **sizes) -> collecti
 
 def _enough_accepted(counts, share: float = 0.3) -> bool:
     """The property is only worth something when the IR accepts a fair share of the designs."""
-    return counts["accepted"] >= share * sum(counts.values())
+    accepted = sum(n for kind, n in counts.items() if kind.startswith("accepted"))
+    return accepted >= share * sum(counts.values())
 
 
 def test_random_designs_export_equal_to_the_oracle():
@@ -129,7 +147,7 @@ def test_many_random_designs_compiled_equal_to_the_oracle():
 
 @pytest.mark.slow
 def test_random_designs_inductor_equal_to_the_oracle():
-    assert run_designs(4, "inductor", max_states=2, max_lets=2)["accepted"] >= 1
+    assert _enough_accepted(run_designs(4, "inductor", max_states=2, max_lets=2), 0.25)
 
 
 # ------------------------------------------------------------ bugs the generator found, kept
@@ -185,3 +203,35 @@ def test_found_a_comparison_of_an_inlined_temporary():
     assert any(e.atoms(sp.ITE) for _, e in program.elementwise)
     assert outcome(drawn) == "accepted"
 
+
+
+def test_found_a_map_that_amplifies_rounding():
+    """Dividing by theta makes 30 steps amplify rounding to 1.7e-12 although every step equals
+    the oracle's to 2e-16: accepted, and counted apart."""
+    def build(b, lr):
+        d = b.hyper("d", 1.0, POSITIVE)
+        b.update(theta - lr * (sp.Abs(theta) + 1) * (g - d - 2) / theta)
+
+    assert outcome(_built(build)) == "accepted (rounding amplified by the map)"
+
+
+def test_the_property_fails_for_wrong_code():
+    design = ctopt.zoo.get("heavy_ball")
+    wrong = ctopt.to_torch(design.with_defaults(momentum=0.9 + 1e-9))
+    with pytest.raises(AssertionError, match="differs from the oracle"):
+        _agree(wrong, design, Drawn(design, None, []), "forloop", backend="forloop")
+
+
+def test_found_a_rewrite_that_left_a_scalar_in_elementwise_code():
+    """Reading the gradient as itself (``g + wd*theta`` is ``g`` when ``wd == 0``) substituted
+    with sympy's ``xreplace``, which re-evaluated ``Abs(c/x)`` into ``Abs(c)/x``: ``torch.abs``
+    of a float."""
+    def build(b, lr):
+        c, wd = b.hyper("c", 0.5, POSITIVE), b.hyper("wd", 0.1, POSITIVE)
+        m = b.state("m")
+        b.assign(m, 0.9 * m + 0.1 * g)
+        scalar = sp.Piecewise((sp.Rational(1, 3), sp.Ne(k, 2)), (c, True))
+        b.update(theta - lr * sp.Abs(sp.Piecewise((scalar / sp.log(sp.Abs(m) + 1), g > 0),
+                                                  (g + wd * theta, True))))
+
+    assert outcome(_built(build)) == "accepted"

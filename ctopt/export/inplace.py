@@ -426,6 +426,20 @@ def _gradient_form(expr: sp.Expr, scalar) -> tuple[sp.Expr, list[str]] | None:
     return None
 
 
+def _replaced(expr: sp.Basic, old: sp.Basic, new: sp.Basic) -> sp.Basic:
+    """``expr`` with ``old`` replaced by ``new`` and nothing re-evaluated: ``xreplace`` would let
+    sympy rewrite the hoisted program (``Abs(c/x)`` into ``Abs(c)/x``, a scalar left in
+    elementwise code)."""
+    if expr == old:
+        return new
+    args = tuple(_replaced(a, old, new) for a in expr.args)
+    if args == expr.args:
+        return expr
+    if isinstance(expr, sp.functions.elementary.piecewise.ExprCondPair):
+        return expr.func(*args)  # a (value, condition) pair evaluates nothing
+    return expr.func(*args, evaluate=False)
+
+
 def inplace_lines(program, per_tensor: bool = False) -> list[str]:
     """The elementwise part of ``program`` as in-place code: ``torch._foreach_*`` calls over
     lists (``per_tensor=False``) or in-place methods on one tensor (``per_tensor=True``).
@@ -464,7 +478,7 @@ def inplace_lines(program, per_tensor: bool = False) -> list[str]:
         versions = [(None, expr)]
         form = _gradient_form(expr, scalar)
         if form is not None:
-            versions = [(" and ".join(form[1]), expr.xreplace({form[0]: _G})), (None, expr)]
+            versions = [(" and ".join(form[1]), _replaced(expr, form[0], _G)), (None, expr)]
         for cond, version in versions:
             if len(versions) > 1:
                 printer.put(f"if {cond}:" if cond else "else:")

@@ -27,7 +27,8 @@ import numpy as np
 from ..design import Design
 from ..errors import CtoptError
 
-__all__ = ["ExportCheckError", "check_module", "run_exported", "run_oracle", "trajectory_error"]
+__all__ = ["ExportCheckError", "check_module", "run_exported", "run_oracle", "step_error",
+           "trajectory_error"]
 
 SHAPES = ((3,), (2, 2))
 #: The largest relative error (per step, against the step's largest oracle entry) accepted.
@@ -71,7 +72,32 @@ def run_exported(cls: type, steps: int, maximize: bool = False, **options) -> np
         >>> run_exported(ctopt.to_torch(ctopt.zoo.get("sgd")), 2, backend="foreach").shape
         (3, 7)
     """
+    return _run(cls, steps, maximize, None, options)
+
+
+def step_error(cls: type, design: Design, steps: int, maximize: bool = False,
+               **options) -> float:
+    """The largest relative difference between one step of the exported optimizer and one
+    oracle step (:func:`ctopt.oracle.step`) from the same parameter and states, over ``steps``
+    steps of the test problem: the code's own error, free of the amplification a trajectory
+    comparison adds where the design's map is ill-conditioned. Measured like
+    :func:`trajectory_error` (parameter and states of each step as one row).
+
+    Example:
+        >>> import ctopt
+        >>> d = ctopt.zoo.get("adam")
+        >>> step_error(ctopt.to_torch(d), d, 5, backend="foreach") <= 1e-15
+        True
+    """
+    rows: tuple[list, list] = ([], [])
+    _run(cls, steps, maximize, (design, rows), options)
+    return trajectory_error(np.array(rows[0]), np.array(rows[1]))
+
+
+def _run(cls, steps, maximize, compare, options) -> np.ndarray:
     import torch
+
+    from ..oracle import init_state, step
 
     grad_fn, x0 = _problem()
 
@@ -86,14 +112,30 @@ def run_exported(cls: type, steps: int, maximize: bool = False, **options) -> np
     params = [torch.nn.Parameter(t) for t in split(x0)]
     opt = cls(params, maximize=maximize, **options)
     traj = [x0]
-    for _ in range(steps):
+    def flat() -> tuple[np.ndarray, dict]:
+        x = np.concatenate([p.detach().reshape(-1).numpy().copy() for p in params])
+        if not opt.state:
+            return x, init_state(compare[0], x.size)
+        return x, {name: np.concatenate([opt.state[p][key].reshape(-1).numpy() for p in params])
+                   for name, key in zip(cls.state_names, cls.state_keys, strict=True)}
+
+    for i in range(steps):
         x = np.concatenate([p.detach().reshape(-1).numpy() for p in params])
         with np.errstate(all="ignore"):
-            grads = split(grad_fn(x))
+            grad = grad_fn(x)
+            grads = split(grad)
         for p, gr in zip(params, grads, strict=True):
             p.grad = gr
+        if compare is not None:
+            x, states = flat()
+            with np.errstate(all="ignore"):
+                want = step(compare[0], x, -grad if maximize else grad, states, i + 1)
         opt.step()
         traj.append(np.concatenate([p.detach().reshape(-1).numpy().copy() for p in params]))
+        if compare is not None:
+            got = flat()
+            compare[1][0].append(np.concatenate([got[0], *got[1].values()]))
+            compare[1][1].append(np.concatenate([want[0], *want[1].values()]))
     return np.array(traj)
 
 
