@@ -31,6 +31,7 @@ import os
 import tempfile
 import warnings
 
+import numpy as np
 import pytest
 import sympy as sp
 import torch
@@ -235,3 +236,13 @@ def test_found_a_rewrite_that_left_a_scalar_in_elementwise_code():
                                                   (g + wd * theta, True))))
 
     assert outcome(_built(build)) == "accepted"
+
+
+def test_found_torch_sign_of_nan_is_zero():
+    """``torch.sign(nan)`` is 0: the generated code hid a NaN the oracle propagates."""
+    def build(b, lr):
+        b.update(theta - lr * sp.Max(sp.Float(1.4), sp.sign(sp.log(g))))
+
+    assert outcome(_built(build)) == "accepted"
+    design = _built(build).design
+    assert np.isnan(run_oracle(design, 1)[-1]).any()  # the case is really exercised

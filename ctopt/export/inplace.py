@@ -41,7 +41,8 @@ from .printers import _split_mul, python_name, scalar_code, tensor_code
 
 __all__ = ["InplacePrinter", "inplace_lines"]
 
-_UNARY = {sp.Abs: "abs", sp.sign: "sign", sp.exp: "exp", sp.log: "log"}
+#: in-place unary ops; ``sign`` is printed out of place (torch's sign turns NaN into 0)
+_UNARY = {sp.Abs: "abs", sp.exp: "exp", sp.log: "log"}
 _G = sp.Symbol("g", real=True)
 
 

@@ -84,6 +84,16 @@ def _sign(a):
     return float((a > 0) - (a < 0)) if a == a else math.nan
 
 
+def _nan_sign(x):
+    """``torch.sign`` that keeps NaN (``torch.sign(nan)`` is 0; IEEE and the oracle say NaN).
+
+    Example:
+        >>> _nan_sign(torch.tensor([float("nan"), -2.0, 0.0])).tolist()
+        [nan, -1.0, 0.0]
+    """
+    return torch.where(torch.isnan(x), x, torch.sign(x))
+
+
 def _max(*args):
     return math.nan if any(a != a for a in args) else max(args)
 

@@ -83,7 +83,7 @@ class _Printer:
     choose = "_choose({c}, {a}, {b})"
     logic = {sp.And: " & ", sp.Or: " | "}
     negate = "(~{x})"
-    unary = {sp.Abs: "torch.abs", sp.sign: "torch.sign", sp.exp: "torch.exp", sp.log: "torch.log"}
+    unary = {sp.Abs: "torch.abs", sp.sign: "_nan_sign", sp.exp: "torch.exp", sp.log: "torch.log"}
     what = "tensor code"
 
     def name(self, symbol: sp.Symbol) -> str:
