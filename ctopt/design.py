@@ -536,21 +536,33 @@ class FilterHandle(sp.Symbol):
         """The plain symbol of the filter's output."""
         return sp.Symbol(self.name, real=True)
 
+    def _ask(self, question, *args):
+        """``question(*args)``; sympy's numeric root finder failing (repeated poles given by
+        float coefficients) is a :class:`DesignError` naming the filter."""
+        from mpmath.libmp import NoConvergence
+
+        try:
+            return question(*args)
+        except NoConvergence as exc:
+            raise DesignError(
+                f"filter {self.name!r}: the roots of {self.filter.transfer} could not be found "
+                f"numerically ({exc}); give repeated poles exactly (e.g. as Rational)") from None
+
     def step_response(self, step: sp.Expr = k) -> sp.Expr:
         """The filter's response to a unit step from zero state (its bias correction)."""
-        return self.filter.step_response(step)
+        return self._ask(self.filter.step_response, step)
 
     def impulse_response(self, step: sp.Expr = k) -> sp.Expr:
         """The filter's response to a unit impulse at ``k = 1``."""
-        return self.filter.impulse_response(step)
+        return self._ask(self.filter.impulse_response, step)
 
     def poles(self) -> list[sp.Expr]:
         """The filter's poles with multiplicity."""
-        return self.filter.poles()
+        return self._ask(self.filter.poles)
 
     def zeros(self) -> list[sp.Expr]:
         """The filter's finite zeros with multiplicity."""
-        return self.filter.zeros()
+        return self._ask(self.filter.zeros)
 
     def dc_gain(self) -> sp.Expr:
         """``H(1)``."""

@@ -321,3 +321,13 @@ def test_a_comparison_of_a_piecewise_is_written_with_and_or(tmp_path):
         (g, sp.ITE(g > 1, g > 2, theta > 0)), (0, True)), "update")
     with pytest.raises(DesignError, match="uses the condition ITE"):
         ctopt.design.Design("t", design.hyper, (), (raw,))
+
+
+def test_a_filter_handle_names_a_failed_numeric_root_finder():
+    """A double pole given by float coefficients (as scipy.signal writes it) made sympy's
+    ``nroots`` raise mpmath's NoConvergence from ``step_response``."""
+    b = DesignBuilder("t")
+    transfer = sp.Float(4.0) * z**2 / (sp.Float(25.0) * z**2 - sp.Float(30.0) * z + sp.Float(9.0))
+    v = b.filter("v", transfer, input=g**2)
+    with pytest.raises(DesignError, match="filter 'v': the roots of .* could not be found"):
+        v.step_response(k)
