@@ -246,3 +246,16 @@ def test_found_torch_sign_of_nan_is_zero():
     assert outcome(_built(build)) == "accepted"
     design = _built(build).design
     assert np.isnan(run_oracle(design, 1)[-1]).any()  # the case is really exercised
+
+
+def test_found_an_alias_of_a_state_read_after_it_was_overwritten():
+    """``m <- 0.9*m + 0.1*P/(|P| + 1)`` with ``P`` a per-step choice of ``m`` itself: the
+    for-loop path aliased the old ``m`` (``_t1 = s_m``), scaled ``s_m`` in place, then read
+    the alias (0.07 % off in one step)."""
+    def build(b, lr):
+        m = b.state("m", sp.Rational(1, 10))
+        choice = sp.Piecewise((sp.Float(0.5), lr > 1), (m, True))
+        b.assign(m, 0.9 * m + 0.1 * choice / (sp.Abs(choice) + 1))
+        b.update(theta - lr * m * g)
+
+    assert outcome(_built(build)) == "accepted"

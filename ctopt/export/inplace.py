@@ -74,6 +74,7 @@ class InplacePrinter:
         self.lines: list[str] = []
         self.indent = ""
         self._n = 0
+        self.protected: str | None = None  # a tensor about to be overwritten in place
 
     # ------------------------------------------------------------------ rendering
     def put(self, text: str) -> None:
@@ -205,6 +206,8 @@ class InplacePrinter:
             self.indent = outer + "    "
             if self.is_elem(value):
                 ref, is_fresh = self.emit(value)
+                if ref == self.protected and not is_fresh:  # an alias would see the overwrite
+                    ref, is_fresh = self.clone(ref), True
                 fresh = fresh and is_fresh
             else:
                 ref = self.full(self.scalar(value), like)
@@ -287,7 +290,9 @@ class InplacePrinter:
                 self.put(self.call("lerp", into, f"{y}, {weight}", inplace=True))
                 return self._add_scalars((into, True), scal)
             # operands that read the old value are evaluated before it is overwritten
+            self.protected = into
             early = {i: self._prepare(t) for i, t in enumerate(terms) if self._reads(t, into)}
+            self.protected = None
             acc = self._scale((into, True), self._split(first)[0])
             for i, t in enumerate(terms):
                 acc = self._add_term(acc, t, early.get(i))
