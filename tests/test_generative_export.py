@@ -259,3 +259,15 @@ def test_found_an_alias_of_a_state_read_after_it_was_overwritten():
         b.update(theta - lr * m * g)
 
     assert outcome(_built(build)) == "accepted"
+
+
+def test_found_a_per_step_condition_in_the_compiled_kernel():
+    """A per-step condition combined with an elementwise one (``(m <= lr) | (c > 0)``) reached
+    the compiled kernel as a float64 0-d tensor: ``bitwise_or`` of bool and double."""
+    def build(b, lr):
+        c = b.hyper("c", 0.5, POSITIVE)
+        m = b.state("m")
+        b.assign(m, 0.9 * m + 0.1 * g)
+        b.update(theta - lr * sp.Piecewise((m, (m <= lr) | (c > 1)), (g, True)))
+
+    assert outcome(_built(build), compiled="aot_eager") == "accepted"

@@ -162,6 +162,10 @@ def _class_source(design: Design, cls: str) -> str:
     p = build_program(design)
     states = [state_symbol(s.name).name for s in design.states]
     coefs = [python_name(c) for c in p.coefficients]
+    # per-step conditions reach the compiled kernel as numbers in ``coef``: made bools again
+    logic = (sp.core.relational.Relational, sp.logic.boolalg.BooleanFunction,
+             sp.logic.boolalg.BooleanAtom)
+    conditions = {name for name, expr in p.scalars if isinstance(expr, logic)}
     betas = beta_names(design)
     # the constructor's keywords are the design's names (its API); its body reads only them,
     # the underscore names and __class__ (the design refuses names that clash with the options)
@@ -224,7 +228,8 @@ def _class_source(design: Design, cls: str) -> str:
         "    @staticmethod",
         f"    def _fused({', '.join(['theta', 'g', *states, 'coef'])}):",
         '        """The compiled path\'s kernel: reads coefficients from coef, writes in place."""',
-        *[f"        {c} = coef[{i}]" for i, c in enumerate(coefs)],
+        *[f"        {c} = coef[{i}]" + (" != 0" if c in conditions else "")
+          for i, c in enumerate(coefs)],
         *[_INDENT + line for line in _elementwise_lines(p)],
         f"        theta.copy_({python_name(p.theta_out)})",
         *[f"        {s}.copy_({python_name(o)})" for s, o in zip(states, p.state_out, strict=False)],
