@@ -271,3 +271,15 @@ def test_found_a_per_step_condition_in_the_compiled_kernel():
         b.update(theta - lr * sp.Piecewise((m, (m <= lr) | (c > 1)), (g, True)))
 
     assert outcome(_built(build), compiled="aot_eager") == "accepted"
+
+
+def test_found_sympy_making_pi_from_an_inlined_log_is_refused_by_name():
+    """``log(Piecewise((h, h > -1), (-1, True)))`` with ``h`` inlined: sympy folds ``log(-1)``
+    into ``I*pi``, which no generated code can compute (the oracle gives NaN). Not yet
+    exported: refused with UnsupportedError instead of an unnamed NotImplementedError."""
+    def build(b, lr):
+        h = b.let("h", -1.5 * (sp.Abs(g) + 0.5) ** (theta / (sp.Abs(theta) + 1)) - 1)
+        choice = sp.Piecewise((h, h > -1), (-1, True))
+        b.update(theta + lr * sp.log(choice) / (sp.Abs(sp.log(choice)) + 1))
+
+    assert outcome(_built(build)) == "refused at export (UnsupportedError)"

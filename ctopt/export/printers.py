@@ -28,6 +28,8 @@ from collections.abc import Callable
 
 import sympy as sp
 
+from ..errors import UnsupportedError
+
 __all__ = ["python_name", "scalar_code", "tensor_code"]
 
 _RELATION_OPS = {
@@ -137,7 +139,9 @@ class _Printer:
             return self.negate.format(x=p(e.args[0]))
         if type(e) in self.unary:
             return f"{self.unary[type(e)]}({p(e.args[0])})"
-        raise NotImplementedError(f"cannot print {type(e).__name__} in {self.what}: {e}")
+        raise UnsupportedError(
+            f"cannot print {type(e).__name__} in {self.what}: {e} (sympy rewrote an inlined "
+            "expression into a form the generated code has no operation for)")
 
     def like(self, e: sp.Piecewise) -> str | None:
         """A tensor a ``Piecewise`` with elementwise conditions and number values takes its
