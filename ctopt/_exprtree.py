@@ -55,7 +55,7 @@ MAX_MINMAX_DEPTH = 4
 #: a Float must be a float64: zero, or of magnitude in [4.9e-324, 1.8e308] (subnormals included)
 FLOAT64_MIN, FLOAT64_MAX = math.ulp(0.0), sys.float_info.max
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _INTEGER = re.compile(rf"^-?[0-9]{{1,{MAX_INTEGER_DIGITS}}}$")
 _DECIMAL = re.compile(r"^(-?)([0-9]{1,400})(?:\.([0-9]{0,400}))?(?:e([+-]?[0-9]{1,5}))?$")
 
@@ -383,7 +383,7 @@ def checked_text(value: object, where: str, *, optional: bool = False, limit: in
 
 
 def checked_name(value: object, where: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise file_error(f"{where}: {short(value)} is not a valid name (a letter, then letters, digits "
                     "or '_'; at most 64 characters)")
     return value

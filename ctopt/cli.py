@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-proof", action="store_true", help="print the verdicts only")
 
     p = design_command("export", "Write a standalone torch optimizer (needs torch, not ctopt).")
+    p.epilog = ("The written module is imported and checked against the float64 oracle first; "
+                "exit code 1 (and no file) when it does not import or differs.")
     p.add_argument("-o", "--output", metavar="FILE.py", type=_suffixed((".py",)),
                    help="default NAME_optimizer.py")
 
@@ -353,11 +355,23 @@ def _cmd_export(args, design, values) -> int:
         raise _BadInput(f"--output must name a .py file, got {str(output)!r}")
     export_source = _feature("export_source", "the exporter")
     d = design.with_defaults(**values) if values else design
-    export_source(d, output)
     from .export.source import class_name
+    from .export.verify import ExportCheckError, check_module
 
+    # written beside the target, imported and checked against the oracle, then moved into place
+    draft = output.with_name(f".{output.stem}-{os.getpid()}.py")
+    try:
+        export_source(d, draft)
+        error = check_module(draft, d, class_name(d))
+        os.replace(draft, output)
+    except ExportCheckError as exc:
+        _fail(f"{exc}; nothing was written")
+        return EXIT_FAILED
+    finally:
+        draft.unlink(missing_ok=True)
     print(f"wrote {output}: class {class_name(d)}, a torch.optim.Optimizer that needs torch "
-          f"only (from {output.stem} import {class_name(d)})")
+          f"only (from {output.stem} import {class_name(d)}); it imports and equals the "
+          f"float64 oracle over 5 steps (relative error {error:.1e})")
     return EXIT_OK
 
 

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -39,6 +38,7 @@ __all__ = [
     "Design",
     "DesignBuilder",
     "Domain",
+    "FilterHandle",
     "Hyperparameter",
     "Reduction",
     "State",
@@ -56,8 +56,17 @@ k = sp.Symbol("k", integer=True, positive=True)
 
 SIGNALS: Mapping[str, sp.Symbol] = MappingProxyType({"g": g, "theta": theta, "k": k})
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _RESERVED = frozenset({"g", "theta", "k", "z", "lambda", "pi", "E", "I", "S", "N", "O", "Q"})
+#: Hyperparameter names an exported optimizer cannot take: its constructor's own options and
+#: the param-group keys torch's ``Optimizer`` reads (a hyperparameter is both a keyword argument
+#: and a param-group key).
+RESERVED_HYPERPARAMETERS = frozenset({
+    "params", "param_names", "betas", "maximize", "backend", "nonfinite", "reduction_group",
+    "differentiable", "foreach", "fused", "capturable",
+})
+#: The state-dict key the exported optimizer keeps the step counter under.
+STEP_KEY = "step"
 
 #: Functions an expression may use; the code generator and the file format know each of them.
 ALLOWED_FUNCTIONS = (sp.Max, sp.Min, sp.Abs, sp.sign, sp.exp, sp.log, sp.Piecewise)
@@ -185,7 +194,9 @@ class Design:
     options: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _validate(self)
+        from ._validation import validate
+
+        validate(self)
 
     # ----------------------------------------------------------------- views
     @property
@@ -300,117 +311,104 @@ def _latex_text(text: str) -> str:
     return text.replace("_", r"\_")
 
 
-# ------------------------------------------------------------------ validation
-def _check_name(name: str, what: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise DesignError(
-            f"{what} name {name!r} is not a valid identifier (letters, digits, '_'; "
-            "starting with a letter; at most 64 characters)"
-        )
-    if name in _RESERVED:
-        raise DesignError(f"{what} name {name!r} is reserved")
+_LOGIC = (sp.And, sp.Or, sp.Not)
 
 
-def _check_functions(expr: sp.Basic, where: str) -> None:
-    for node in sp.preorder_traversal(expr):
-        if isinstance(node, sp.Function) and not isinstance(node, ALLOWED_FUNCTIONS):
-            raise DesignError(
-                f"{where} uses the function {type(node).__name__!r}, which is not supported; "
-                f"allowed: {sorted(f.__name__ for f in ALLOWED_FUNCTIONS)} and powers/sqrt"
-            )
-        if isinstance(node, sp.Symbol) and node.name == "z":
-            raise DesignError(
-                f"{where} uses 'z': a transfer function belongs in DesignBuilder.filter"
-            )
-
-
-def _validate(d: Design) -> None:
-    _check_name(d.name, "design")
-    seen: set[str] = set()
-    for what, names in (
-        ("hyperparameter", [h.name for h in d.hyper]),
-        ("state", [s.name for s in d.states]),
-        ("reduction", [r.name for r in d.reductions]),
-        ("temporary", [a.target.name for a in d.assignments if a.kind == "let"]),
-    ):
-        for name in names:
-            _check_name(name, what)
-            if name in seen:
-                raise DesignError(f"the name {name!r} ({what}) is declared twice")
-            seen.add(name)
-    for h in d.hyper:
-        if not math.isfinite(h.default):
-            raise DesignError(f"hyperparameter {h.name!r} has a non-finite default {h.default!r}")
-        if not h.domain.contains(h.default):
-            raise DesignError(
-                f"hyperparameter {h.name!r} has default {h.default!r} outside its domain {h.domain}"
-            )
-        if h.role not in (None, "lr", "ema", "eps"):
-            raise DesignError(f"hyperparameter {h.name!r} has unknown role {h.role!r}")
-    hyper = {h.symbol for h in d.hyper}
-    signals = set(SIGNALS.values())
-    reductions = {r.symbol for r in d.reductions}
-    reduction_names = {r.name for r in d.reductions}
-    states = {s.name: s for s in d.states}
-    for r in d.reductions:
-        if r.kind not in REDUCTION_KINDS:
-            raise DesignError(
-                f"reduction {r.name!r} has unknown kind {r.kind!r}; known: {REDUCTION_KINDS}"
-            )
-        bad = {s.name for s in r.of.free_symbols} - {s.name for s in hyper | {g, theta}}
-        if bad:
-            raise DesignError(
-                f"reduction {r.name!r} may depend only on g, theta and hyperparameters, not {sorted(bad)}"
-            )
-    for s in d.states:
-        bad = {x.name for x in sp.sympify(s.init).free_symbols} - {h.name for h in d.hyper}
-        if bad:
-            raise DesignError(
-                f"initial value of state {s.name!r} uses {sorted(bad)}: only hyperparameters allowed"
-            )
-    known = {x.name for x in hyper | signals | reductions} | set(states)
-    assigned_states: set[str] = set()
-    updates = 0
-    for a in d.assignments:
-        target = a.target.name
-        where = f"the assignment to {target!r}"
-        _check_functions(a.expr, where)
-        unknown = sorted({x.name for x in a.expr.free_symbols} - known)
-        if unknown:
-            raise DesignError(
-                f"{where} uses {unknown}: neither a hyperparameter, a signal, a state nor an "
-                "earlier temporary"
-            )
-        if target in reduction_names:
-            raise DesignError(
-                f"{where}: {target!r} is a group reduction and cannot be assigned or used as a state"
-            )
-        if a.kind == "update":
-            if a.target != theta:
-                raise DesignError(f"{where}: a parameter update must assign theta")
-            updates += 1
-        elif target in SIGNALS:
-            raise DesignError(f"{where}: {target!r} is a signal and cannot be assigned")
-        elif a.kind == "state":
-            if target not in states:
-                raise DesignError(f"{where}: {target!r} is not a declared state")
-            if target in assigned_states:
-                raise DesignError(f"{where}: state {target!r} is assigned twice")
-            assigned_states.add(target)
-        elif a.kind == "let":
-            known.add(target)
-        else:
-            raise DesignError(f"{where}: unknown assignment kind {a.kind!r}")
-    never = [s for s in states if s not in assigned_states]
-    if never:
-        raise DesignError(f"state(s) {never} are never updated")
-    if updates != 1:
-        raise DesignError(
-            f"design {d.name!r} must update theta exactly once (found {updates} updates)"
-        )
+def _other_logic(node: sp.Basic) -> bool:
+    """A boolean function other than And/Or/Not (sympy makes ``ITE`` from a comparison of a
+    ``Piecewise``)."""
+    return isinstance(node, sp.logic.boolalg.BooleanFunction) and not isinstance(node, _LOGIC)
 
 
 # --------------------------------------------------------------------- builder
+class FilterHandle(sp.Symbol):
+    """What :meth:`DesignBuilder.filter` returns: the filter's output (its first state) as a
+    real sympy symbol, usable in ``let``, ``assign`` and ``update``, that also answers the
+    filter's questions (``step_response``, ``impulse_response``, ``poles``, ``zeros``,
+    ``dc_gain``; ``.filter`` is the :class:`ctopt.filters.Filter`).
+
+    The builder stores plain symbols (:attr:`symbol`), so a design never holds a handle.
+
+    Example:
+        >>> import sympy as sp
+        >>> from ctopt.design import DesignBuilder, UNIT, g, k
+        >>> from ctopt.filters import z
+        >>> b = DesignBuilder("ema")
+        >>> beta = b.hyper("beta", 0.9, UNIT)
+        >>> v = b.filter("v", (1 - beta) * z / (z - beta), input=g)
+        >>> v / v.step_response(k)
+        v/(1 - beta**k)
+        >>> b.let("v_hat", v / v.step_response(k)).name, v.symbol == sp.Symbol("v", real=True)
+        ('v_hat', True)
+        >>> v.dc_gain(), v.poles()
+        (1, [beta])
+    """
+
+    def __new__(cls, flt):
+        obj = sp.Symbol.__xnew__(cls, flt.name, real=True)  # uncached: each handle its own
+        obj.filter = flt
+        return obj
+
+    def __getnewargs_ex__(self):
+        return (self.filter,), {}
+
+    @property
+    def symbol(self) -> sp.Symbol:
+        """The plain symbol of the filter's output."""
+        return sp.Symbol(self.name, real=True)
+
+    def _ask(self, question, *args):
+        """``question(*args)``; sympy's numeric root finder failing (repeated poles given by
+        float coefficients) is a :class:`DesignError` naming the filter."""
+        from mpmath.libmp import NoConvergence
+
+        try:
+            return question(*args)
+        except NoConvergence as exc:
+            raise DesignError(
+                f"filter {self.name!r}: the roots of {self.filter.transfer} could not be found "
+                f"numerically ({exc}); give repeated poles exactly (e.g. as Rational)") from None
+
+    def step_response(self, step: sp.Expr = k) -> sp.Expr:
+        """The filter's response to a unit step from zero state (its bias correction)."""
+        return self._ask(self.filter.step_response, step)
+
+    def impulse_response(self, step: sp.Expr = k) -> sp.Expr:
+        """The filter's response to a unit impulse at ``k = 1``."""
+        return self._ask(self.filter.impulse_response, step)
+
+    def poles(self) -> list[sp.Expr]:
+        """The filter's poles with multiplicity."""
+        return self._ask(self.filter.poles)
+
+    def zeros(self) -> list[sp.Expr]:
+        """The filter's finite zeros with multiplicity."""
+        return self._ask(self.filter.zeros)
+
+    def dc_gain(self) -> sp.Expr:
+        """``H(1)``."""
+        return self.filter.dc_gain()
+
+    @property
+    def transfer(self) -> sp.Expr:
+        return self.filter.transfer
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return self.filter.state_names
+
+
+def _plain(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with filter handles replaced by plain symbols, and conditions such as the
+    ``ITE`` sympy makes from a comparison of a ``Piecewise`` written with And/Or/Not."""
+    expr = sp.sympify(expr)
+    handles = {s: s.symbol for s in expr.atoms(FilterHandle)}
+    expr = expr.xreplace(handles) if handles else expr
+    if any(_other_logic(node) for node in sp.preorder_traversal(expr)):
+        expr = expr.replace(_other_logic, lambda node: node.to_nnf())
+    return expr
+
+
 class DesignBuilder:
     """Write an algorithm box line by line, then :meth:`build` a validated :class:`Design`.
 
@@ -445,42 +443,44 @@ class DesignBuilder:
         self, name: str, init: float | sp.Expr = 0, torch_name: str | None = None, doc: str = ""
     ) -> sp.Symbol:
         """Declare a state (initial value, optional torch state-dict name); returns its symbol."""
-        s = State(name, sp.sympify(init), torch_name, doc)
+        s = State(name, _plain(init), torch_name, doc)
         self._states.append(s)
         return s.symbol
 
     def reduction(self, name: str, kind: str = "l2_norm", of: sp.Expr = g) -> sp.Symbol:
         """Declare a group reduction (e.g. the group gradient's L2 norm); returns its symbol."""
-        r = Reduction(name, kind, sp.sympify(of))
+        r = Reduction(name, kind, _plain(of))
         self._reductions.append(r)
         return r.symbol
 
     def let(self, name: str, expr: sp.Expr) -> sp.Symbol:
         """A temporary ``name <- expr``; returns its symbol."""
         symbol = sp.Symbol(name, real=True)
-        self._assignments.append(Assignment(symbol, sp.sympify(expr), "let"))
+        self._assignments.append(Assignment(symbol, _plain(expr), "let"))
         return symbol
 
     def assign(self, state: sp.Symbol, expr: sp.Expr) -> None:
         """Update a declared state: ``state <- expr``."""
-        self._assignments.append(Assignment(state, sp.sympify(expr), "state"))
+        self._assignments.append(Assignment(_plain(state), _plain(expr), "state"))
 
     def update(self, expr: sp.Expr) -> None:
         """The parameter update ``theta <- expr``."""
-        self._assignments.append(Assignment(theta, sp.sympify(expr), "update"))
+        self._assignments.append(Assignment(theta, _plain(expr), "update"))
 
     def filter(self, name: str, transfer: sp.Expr, input: sp.Expr, torch_name: str | None = None):
         """A moment defined by its transfer function in ``z`` from ``input``; see
-        :func:`ctopt.filters.realize`. Returns the :class:`ctopt.filters.Filter`."""
+        :func:`ctopt.filters.realize`. Returns a :class:`FilterHandle`: the output as a symbol
+        that also answers the filter's questions (``v / v.step_response(k)``)."""
         from .filters import realize
 
+        input = _plain(input)
         flt = realize(name, transfer, input)
         for i, state_name in enumerate(flt.state_names):
             self.state(state_name, 0, torch_name if i == 0 else None)
         for a in flt.assignments:
             self._assignments.append(a)
-        self._filters.append(FilterInfo(name, flt.transfer, sp.sympify(input), flt.state_names))
-        return flt
+        self._filters.append(FilterInfo(name, flt.transfer, input, flt.state_names))
+        return FilterHandle(flt)
 
     def build(self) -> Design:
         return Design(

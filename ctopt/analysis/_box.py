@@ -168,7 +168,7 @@ def asymptotic(expr: sp.Expr, design: Design, where: str, records: list[TimeVary
             return e
         if not (e.free_symbols & dynamic):
             limit, note = _scalar_limit(e, design)
-            if not note and e.has(sp.Piecewise):
+            if not note and any(c.has(k) for p in e.atoms(sp.Piecewise) for _, c in p.args):
                 note = "differs from its limit at finitely many k"
             if limit != e:
                 _record(records, TimeVarying(e, limit, where, note))

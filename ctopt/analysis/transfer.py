@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from ..design import Design, g, k
+from ..design import Design, g, k, theta
 from ..errors import DesignError, HyperparameterError, UnsupportedError
 from ..filters import Filter, inverse_z, z
 from ..limits import check_size, timed
@@ -362,10 +362,15 @@ def _corrections(design: Design, output: str) -> list[TimeVarying]:
         return []
     sym = sp.Symbol(output, real=True)
     out: list[TimeVarying] = []
+    per_step: dict[sp.Symbol, sp.Expr] = {}  # temporaries of k and hyperparameters only
+    signals = {g, theta} | {s.symbol for s in design.states}
     for a in design.assignments:
-        if a.kind == "let" and a.expr.has(sym) and a.expr.has(k):
+        expr = a.expr.xreplace(per_step)
+        if a.kind == "let" and not (expr.free_symbols & signals):
+            per_step[a.target] = expr
+        if a.kind == "let" and expr.has(sym) and expr.has(k):
             try:
-                asymptotic(a.expr, design, a.target.name, out)
+                asymptotic(expr, design, a.target.name, out)
             except UnsupportedError:
                 continue
     return out

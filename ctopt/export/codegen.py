@@ -2,7 +2,7 @@
 
 The code generator is one compiler pass over the algorithm box:
 
-1. **SSA.** Every state assignment gets a fresh name (``m`` -> ``m_new``), so a later line that
+1. **SSA.** Every state assignment gets a fresh name (``m`` -> ``n_m``), so a later line that
    reads ``m`` reads the new value, exactly as the IR's "latest value" rule says. Temporaries used
    once are inlined; temporaries used more than once stay named.
 2. **Scalar hoisting.** Every maximal subexpression that depends only on hyperparameters, the step
@@ -11,6 +11,15 @@ The code generator is one compiler pass over the algorithm box:
    elementwise part receives these as coefficients ``c0, c1, ...``.
 3. **Maximize.** The gradient enters as ``gsign*g`` with ``gsign = -1`` when maximizing, so the
    sign folds into the scalar coefficients for free.
+
+**Names.** Every name a design declares reaches the generated code with a prefix naming its
+kind (:data:`PREFIXES`): hyperparameter ``lr`` is ``h_lr``, reduction ``norm`` is ``r_norm``,
+the old and new values of state ``m`` are ``s_m`` and ``n_m``, temporary ``x`` is ``t_x``. A
+design name starts with a letter and is unique in its design, so the prefixed names differ from
+each other and from every name the generator itself uses (``theta``, ``g``, ``k``, ``gsign``,
+``h``, ``red``, ``coef``, coefficients ``c0, c1, ...``, ``theta_new``, runtime helpers and
+temporaries starting with ``_``, ``torch``, ``math`` and Python's builtins and keywords, none
+of which is a letter followed by ``_``). No name needs escaping, whatever the design calls it.
 
 The printers in :mod:`ctopt.export.printers` turn a program into Python/torch source.
 
@@ -32,10 +41,24 @@ import sympy as sp
 
 from ..design import Design, g, k, theta
 
-__all__ = ["Program", "build_program", "GSIGN"]
+__all__ = ["GSIGN", "PREFIXES", "Program", "build_program", "code_name", "state_symbol"]
 
 #: The sign of the gradient (-1 when maximizing); folded into the scalar part.
 GSIGN = sp.Symbol("gsign", real=True, nonzero=True)
+
+#: The prefix of each kind of design name in generated code ("state" is a state's old value,
+#: "new" its value after the step).
+PREFIXES = {"hyper": "h_", "reduction": "r_", "state": "s_", "new": "n_", "let": "t_"}
+
+
+def code_name(kind: str, name: str) -> str:
+    """The name of a design name of ``kind`` (a key of :data:`PREFIXES`) in generated code.
+
+    Example:
+        >>> code_name("hyper", "s_m"), code_name("state", "m"), code_name("new", "m")
+        ('h_s_m', 's_m', 'n_m')
+    """
+    return PREFIXES[kind] + name
 
 
 @dataclass(frozen=True)
@@ -59,15 +82,46 @@ class Program:
 
 
 def state_symbol(name: str) -> sp.Symbol:
-    """The symbol of a state's *old* value in generated code."""
-    return sp.Symbol(f"s_{name}", real=True)
+    """The symbol of a state's *old* value in generated code.
+
+    Example:
+        >>> state_symbol("m")
+        s_m
+    """
+    return sp.Symbol(code_name("state", name), real=True)
+
+
+def hyper_symbol(name: str) -> sp.Symbol:
+    """The symbol of a hyperparameter in generated code."""
+    return sp.Symbol(code_name("hyper", name), real=True)
+
+
+def reduction_symbol(name: str) -> sp.Symbol:
+    """The symbol of a group reduction in generated code."""
+    return sp.Symbol(code_name("reduction", name), nonnegative=True)
+
+
+def code_symbols(design: Design) -> dict[str, sp.Expr]:
+    """Design name -> its symbol in generated code, for names that do not change during a step
+    (signals, hyperparameters, reductions); states and temporaries are bound as they are
+    assigned."""
+    table: dict[str, sp.Expr] = {"g": g, "theta": theta, "k": k}
+    table.update({h.name: hyper_symbol(h.name) for h in design.hyper})
+    table.update({r.name: reduction_symbol(r.name) for r in design.reductions})
+    return table
+
+
+def rename(expr: sp.Basic, table: dict[str, sp.Expr]) -> sp.Expr:
+    """``expr`` with every free symbol replaced, by name, by its entry in ``table``."""
+    expr = sp.sympify(expr)
+    return expr.xreplace({s: table[s.name] for s in expr.free_symbols})
 
 
 class _Builder:
     def __init__(self, design: Design):
         self.design = design
-        self.scalar_names: set[sp.Symbol] = {h.symbol for h in design.hyper}
-        self.scalar_names |= {r.symbol for r in design.reductions} | {k, GSIGN}
+        self.scalar_names: set[sp.Symbol] = {hyper_symbol(h.name) for h in design.hyper}
+        self.scalar_names |= {reduction_symbol(r.name) for r in design.reductions} | {k, GSIGN}
         self.scalars: list[tuple[str, sp.Expr]] = []
         self._hoisted: dict[sp.Expr, sp.Symbol] = {}
         self.hoisted_names: set[sp.Symbol] = set()
@@ -76,10 +130,10 @@ class _Builder:
         self.used_names |= {"theta", "g"} | {state_symbol(s.name).name for s in design.states}
 
     # ------------------------------------------------------------ naming
-    def fresh(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.used_names:
-            name, i = f"{base}_{i}", i + 1
+    def fresh(self, name: str) -> str:
+        """Claim ``name``; the naming scheme (module docstring) makes every claim distinct."""
+        if name in self.used_names:
+            raise AssertionError(f"the code generator named two values {name!r}")
         self.used_names.add(name)
         return name
 
@@ -123,8 +177,9 @@ class _Builder:
         return expr.func(*(self.hoist(a) for a in expr.args), evaluate=False)
 
 
-def _uses(assignments, index: int, symbol: sp.Symbol) -> int:
-    return sum(1 for a in assignments[index + 1:] if symbol in a.expr.free_symbols)
+def _uses(assignments, index: int, name: str) -> int:
+    return sum(1 for a in assignments[index + 1:]
+               if name in {s.name for s in sp.sympify(a.expr).free_symbols})
 
 
 def _norm_argument(of: sp.Expr) -> sp.Expr:
@@ -142,24 +197,25 @@ def build_program(design: Design) -> Program:
         >>> p.elementwise
         (('theta_new', c2*(c0*g + c1*theta) + theta),)
         >>> p.scalars
-        (('c0', gsign), ('c1', weight_decay), ('c2', -lr))
+        (('c0', gsign), ('c1', h_weight_decay), ('c2', -h_lr))
     """
     b = _Builder(design)
-    signed = {g: GSIGN * g}
-    current: dict[sp.Symbol, sp.Expr] = {s.symbol: state_symbol(s.name) for s in design.states}
+    current = code_symbols(design)
+    current["g"] = GSIGN * g
+    current.update({s.name: state_symbol(s.name) for s in design.states})
     assignments = design.assignments
     theta_out, state_out = "", {}
     for i, a in enumerate(assignments):
-        expr = sp.sympify(a.expr).xreplace(signed).xreplace(current)
+        expr = rename(a.expr, current)
         if a.kind == "let":
+            name = code_name("let", a.target.name)
             if b.is_scalar(expr):
-                current[a.target] = b.add_scalar(a.target.name, expr)
-            elif _uses(assignments, i, a.target) <= 1 or expr.is_Symbol:
-                current[a.target] = expr
+                current[a.target.name] = b.add_scalar(name, expr)
+            elif _uses(assignments, i, a.target.name) <= 1 or expr.is_Symbol:
+                current[a.target.name] = expr
             else:
-                name = b.fresh(a.target.name)
-                b.elementwise.append((name, b.hoist(expr)))
-                current[a.target] = sp.Symbol(name, real=True)
+                b.elementwise.append((b.fresh(name), b.hoist(expr)))
+                current[a.target.name] = sp.Symbol(name, real=True)
             continue
         if b.is_scalar(expr):  # a state or theta set to a per-step scalar: broadcast it
             body = sp.Add(b.coefficient(expr), sp.Mul(0, theta, evaluate=False), evaluate=False)
@@ -169,15 +225,16 @@ def build_program(design: Design) -> Program:
             theta_out = b.fresh("theta_new")
             b.elementwise.append((theta_out, body))
         else:
-            name = b.fresh(f"{a.target.name}_new")
+            name = b.fresh(code_name("new", a.target.name))
             b.elementwise.append((name, body))
             state_out[a.target.name] = name
-            current[a.target] = sp.Symbol(name, real=True)
+            current[a.target.name] = sp.Symbol(name, real=True)
     used = set().union(*(e.free_symbols for _, e in b.elementwise))
     coefficients = tuple(n for n, _ in b.scalars if sp.Symbol(n, real=True) in used)
     elementwise = tuple(b.elementwise)
-    reductions = tuple((r.name, _norm_argument(sp.sympify(r.of).xreplace(signed)))
-                       for r in design.reductions)
+    fixed = code_symbols(design)
+    fixed["g"] = GSIGN * g
+    reductions = tuple((r.name, _norm_argument(rename(r.of, fixed))) for r in design.reductions)
     return Program(
         design=design,
         scalars=tuple(b.scalars),

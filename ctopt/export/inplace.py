@@ -41,7 +41,8 @@ from .printers import _split_mul, python_name, scalar_code, tensor_code
 
 __all__ = ["InplacePrinter", "inplace_lines"]
 
-_UNARY = {sp.Abs: "abs", sp.sign: "sign", sp.exp: "exp", sp.log: "log"}
+#: in-place unary ops; ``sign`` is printed out of place (torch's sign turns NaN into 0)
+_UNARY = {sp.Abs: "abs", sp.exp: "exp", sp.log: "log"}
 _G = sp.Symbol("g", real=True)
 
 
@@ -73,6 +74,7 @@ class InplacePrinter:
         self.lines: list[str] = []
         self.indent = ""
         self._n = 0
+        self.protected: str | None = None  # a tensor about to be overwritten in place
 
     # ------------------------------------------------------------------ rendering
     def put(self, text: str) -> None:
@@ -204,6 +206,8 @@ class InplacePrinter:
             self.indent = outer + "    "
             if self.is_elem(value):
                 ref, is_fresh = self.emit(value)
+                if ref == self.protected and not is_fresh:  # an alias would see the overwrite
+                    ref, is_fresh = self.clone(ref), True
                 fresh = fresh and is_fresh
             else:
                 ref = self.full(self.scalar(value), like)
@@ -286,7 +290,9 @@ class InplacePrinter:
                 self.put(self.call("lerp", into, f"{y}, {weight}", inplace=True))
                 return self._add_scalars((into, True), scal)
             # operands that read the old value are evaluated before it is overwritten
+            self.protected = into
             early = {i: self._prepare(t) for i, t in enumerate(terms) if self._reads(t, into)}
+            self.protected = None
             acc = self._scale((into, True), self._split(first)[0])
             for i, t in enumerate(terms):
                 acc = self._add_term(acc, t, early.get(i))
@@ -426,6 +432,20 @@ def _gradient_form(expr: sp.Expr, scalar) -> tuple[sp.Expr, list[str]] | None:
     return None
 
 
+def _replaced(expr: sp.Basic, old: sp.Basic, new: sp.Basic) -> sp.Basic:
+    """``expr`` with ``old`` replaced by ``new`` and nothing re-evaluated: ``xreplace`` would let
+    sympy rewrite the hoisted program (``Abs(c/x)`` into ``Abs(c)/x``, a scalar left in
+    elementwise code)."""
+    if expr == old:
+        return new
+    args = tuple(_replaced(a, old, new) for a in expr.args)
+    if args == expr.args:
+        return expr
+    if isinstance(expr, sp.functions.elementary.piecewise.ExprCondPair):
+        return expr.func(*args)  # a (value, condition) pair evaluates nothing
+    return expr.func(*args, evaluate=False)
+
+
 def inplace_lines(program, per_tensor: bool = False) -> list[str]:
     """The elementwise part of ``program`` as in-place code: ``torch._foreach_*`` calls over
     lists (``per_tensor=False``) or in-place methods on one tensor (``per_tensor=True``).
@@ -440,12 +460,13 @@ def inplace_lines(program, per_tensor: bool = False) -> list[str]:
             theta.add_(g, alpha=c2)
             theta_new = theta
     """
-    from .codegen import state_symbol
+    from .codegen import code_name, state_symbol
 
     design = program.design
     inputs = {"theta"} | {state_symbol(s.name).name for s in design.states}
     scalars = dict(program.scalars)
-    names = set(scalars) | {h.name for h in design.hyper} | {r.name for r in design.reductions}
+    names = set(scalars) | {code_name("hyper", h.name) for h in design.hyper}
+    names |= {code_name("reduction", r.name) for r in design.reductions}
 
     def scalar(f: sp.Expr) -> bool:
         return all(s.name in names or s.name in ("k", "gsign") for s in f.free_symbols)
@@ -463,7 +484,7 @@ def inplace_lines(program, per_tensor: bool = False) -> list[str]:
         versions = [(None, expr)]
         form = _gradient_form(expr, scalar)
         if form is not None:
-            versions = [(" and ".join(form[1]), expr.xreplace({form[0]: _G})), (None, expr)]
+            versions = [(" and ".join(form[1]), _replaced(expr, form[0], _G)), (None, expr)]
         for cond, version in versions:
             if len(versions) > 1:
                 printer.put(f"if {cond}:" if cond else "else:")

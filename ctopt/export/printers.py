@@ -23,9 +23,12 @@ Example:
 from __future__ import annotations
 
 import keyword
+import math
 from collections.abc import Callable
 
 import sympy as sp
+
+from ..errors import UnsupportedError
 
 __all__ = ["python_name", "scalar_code", "tensor_code"]
 
@@ -33,25 +36,26 @@ _RELATION_OPS = {
     sp.Equality: "==", sp.Unequality: "!=", sp.StrictLessThan: "<", sp.LessThan: "<=",
     sp.StrictGreaterThan: ">", sp.GreaterThan: ">=",
 }
-_RESERVED = {"torch", "math", "h", "red", "coef", "self", "cls"}
 
 
 def python_name(name: str) -> str:
-    """A design name as a safe Python identifier (keywords and builtins get a ``v_`` prefix).
+    """``name`` itself, checked: a program's names are Python identifiers by construction (see
+    :mod:`ctopt.export.codegen`), so a name that is not one is a bug of the generator.
 
     Example:
-        >>> python_name("lambda"), python_name("lr")
-        ('v_lambda', 'lr')
+        >>> python_name("h_lambda")
+        'h_lambda'
     """
-    if keyword.iskeyword(name) or name in dir(__builtins__) or name in _RESERVED:
-        return f"v_{name}"
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise AssertionError(f"the code generator produced the name {name!r}")
     return name
 
 
 def _number(expr: sp.Basic) -> str:
     if expr is sp.true or expr is sp.false:
         return str(bool(expr))
-    return repr(float(expr))
+    value = float(expr)
+    return repr(value) if math.isfinite(value) else f"float({str(value)!r})"
 
 
 def _split_mul(expr: sp.Mul | list) -> tuple[list[sp.Expr], list[sp.Expr]]:
@@ -81,7 +85,7 @@ class _Printer:
     choose = "_choose({c}, {a}, {b})"
     logic = {sp.And: " & ", sp.Or: " | "}
     negate = "(~{x})"
-    unary = {sp.Abs: "torch.abs", sp.sign: "torch.sign", sp.exp: "torch.exp", sp.log: "torch.log"}
+    unary = {sp.Abs: "torch.abs", sp.sign: "_nan_sign", sp.exp: "torch.exp", sp.log: "torch.log"}
     what = "tensor code"
 
     def name(self, symbol: sp.Symbol) -> str:
@@ -116,11 +120,17 @@ class _Printer:
         if isinstance(e, (sp.Max, sp.Min)):
             return self.max_min(e)
         if isinstance(e, sp.Piecewise):
-            out = "float('nan')"
-            for value, cond in reversed(e.args):
-                choice = self.choose.format(c=p(cond), a=p(value), b=out)
-                out = p(value) if cond is sp.true else choice
+            like = self.like(e)
+            out = "float('nan')" if like is None else f"torch.full_like({like}, float('nan'))"
+            for i, (value, cond) in enumerate(reversed(e.args)):
+                if cond is sp.true:
+                    out = p(value) if like is None or i else f"torch.full_like({like}, {p(value)})"
+                else:
+                    out = self.choose.format(c=p(cond), a=p(value), b=out)
             return out
+        if isinstance(e, sp.ITE):  # sympy's form of a comparison of an inlined Piecewise
+            c, a, b = (p(arg) for arg in e.args)
+            return self.choose.format(c=c, a=a, b=b)
         if type(e) in _RELATION_OPS:
             return f"({p(e.lhs)} {_RELATION_OPS[type(e)]} {p(e.rhs)})"
         if isinstance(e, (sp.And, sp.Or)):
@@ -129,7 +139,14 @@ class _Printer:
             return self.negate.format(x=p(e.args[0]))
         if type(e) in self.unary:
             return f"{self.unary[type(e)]}({p(e.args[0])})"
-        raise NotImplementedError(f"cannot print {type(e).__name__} in {self.what}: {e}")
+        raise UnsupportedError(
+            f"cannot print {type(e).__name__} in {self.what}: {e} (sympy rewrote an inlined "
+            "expression into a form the generated code has no operation for)")
+
+    def like(self, e: sp.Piecewise) -> str | None:
+        """A tensor a ``Piecewise`` with elementwise conditions and number values takes its
+        dtype from (``torch.where`` of two numbers would be float32); None elsewhere."""
+        return None
 
     def max_min(self, e: sp.Basic) -> str:
         fn = "_max" if isinstance(e, sp.Max) else "_min"
@@ -167,6 +184,12 @@ class _TensorPrinter(_Printer):
         if not self.elementwise:
             return bool(e.free_symbols)
         return any(python_name(s.name) in self.elementwise for s in e.free_symbols)
+
+    def like(self, e: sp.Piecewise) -> str | None:
+        if any(self.is_elem(value) for value, _ in e.args):
+            return None
+        tensors = sorted(s.name for s in e.free_symbols if self.is_elem(s))
+        return python_name(tensors[0]) if tensors else None
 
     def max_min(self, e: sp.Basic) -> str:
         fn, bound = ("torch.maximum", "min") if isinstance(e, sp.Max) else ("torch.minimum", "max")

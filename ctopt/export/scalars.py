@@ -49,6 +49,16 @@ def _sign(a):
     return float((a > 0) - (a < 0)) if a == a else math.nan
 
 
+def _nan_sign(x):
+    """``torch.sign`` that keeps NaN (``torch.sign(nan)`` is 0; IEEE and the oracle say NaN).
+
+    Example:
+        >>> _nan_sign(torch.tensor([float("nan"), -2.0, 0.0])).tolist()
+        [nan, -1.0, 0.0]
+    """
+    return torch.where(torch.isnan(x), x, torch.sign(x))
+
+
 def _max(*args):
     return math.nan if any(a != a for a in args) else max(args)
 
@@ -58,15 +68,21 @@ def _min(*args):
 
 
 def _choose(cond, a, b):
-    """A scalar choice: a Python branch on floats, ``torch.where`` on a 0-d tensor.
+    """A choice: a Python branch on a bool (a number chosen beside a tensor becomes a tensor
+    like it), ``torch.where`` on a tensor.
 
     Example:
         >>> _choose(True, 1.0, 2.0), _choose(torch.tensor(0.0), torch.ones(1), 2.0).tolist()
         (1.0, [2.0])
+        >>> _choose(False, torch.ones(2, dtype=torch.float64), 2.0)
+        tensor([2., 2.], dtype=torch.float64)
     """
     if isinstance(cond, torch.Tensor):
         return torch.where(cond != 0, a, b)
-    return a if cond else b
+    pick, other = (a, b) if cond else (b, a)
+    if isinstance(other, torch.Tensor) and not isinstance(pick, torch.Tensor):
+        return torch.full_like(other, pick)  # an elementwise choice stays a tensor
+    return pick
 
 
 def _fe_full(value, like):

@@ -14,13 +14,17 @@ Example:
 
 from __future__ import annotations
 
+import builtins
+import keyword
 import re
+import weakref
 from pathlib import Path
 
 import sympy as sp
 
 from ..design import Design
-from .codegen import GSIGN, Program, build_program, state_symbol
+from ..errors import DesignError
+from .codegen import Program, build_program, code_name, code_symbols, rename, state_symbol
 from .inplace import inplace_lines
 from .printers import python_name, scalar_code, tensor_code
 
@@ -29,15 +33,47 @@ __all__ = ["class_name", "class_source", "module_source"]
 _INDENT = "        "
 
 
+def module_names() -> frozenset[str]:
+    """Names a generated class must not take: the standalone module's globals (the runtime's
+    classes, functions and imports), Python's builtins and keywords.
+
+    Example:
+        >>> {"GeneratedOptimizer", "Exception", "None"} <= module_names()
+        True
+    """
+    from . import compiled, optimizer
+
+    names = set(vars(compiled)) | set(vars(optimizer)) | set(dir(builtins))
+    names |= set(keyword.kwlist) | {"CtoptError", "HyperparameterError", "UnsupportedError"}
+    return frozenset(names)
+
+
 def class_name(design: Design) -> str:
-    """CamelCase class name of a design (``heavy_ball`` -> ``HeavyBall``).
+    """CamelCase class name of a design (``heavy_ball`` -> ``HeavyBall``); ``Optimizer`` is
+    appended when that would be a name the module already uses (``hyper`` -> ``HyperOptimizer``).
 
     Example:
         >>> import ctopt
         >>> class_name(ctopt.zoo.get("heavy_ball"))
         'HeavyBall'
     """
-    return "".join(part[:1].upper() + part[1:] for part in design.name.split("_")) or "Optimizer"
+    name = "".join(part[:1].upper() + part[1:] for part in design.name.split("_"))
+    return name if name not in module_names() else f"{name}Optimizer"
+
+
+def _checked_class_name(name: str) -> str:
+    if not isinstance(name, str) or not name.isidentifier() or name in module_names():
+        raise DesignError(f"class name {name!r} must be a Python identifier that is not a "
+                          "keyword, a builtin or a name of the runtime module")
+    return name
+
+
+def _doc_text(text: str) -> str:
+    """``text`` safe inside a triple-quoted docstring: backslashes and quotes escaped,
+    unprintable characters written as escapes."""
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 def beta_names(design: Design) -> tuple[str, ...]:
@@ -64,11 +100,14 @@ def _hyper_row(h) -> str:
 
 
 def _bindings(exprs, design: Design, with_reductions: bool) -> tuple[list[str], dict[str, str]]:
+    """Lines binding the hyperparameters ``exprs`` use (``h_lr = h['lr']``) and, with
+    reductions, the printed form of each reduction (``red('norm')``)."""
     used = {s.name for e in exprs for s in sp.sympify(e).free_symbols}
-    lines = [f"{python_name(h.name)} = h[{h.name!r}]" for h in design.hyper if h.name in used]
+    lines = [f"{python_name(code_name('hyper', h.name))} = h[{h.name!r}]" for h in design.hyper
+             if code_name("hyper", h.name) in used]
     names = {}
     if with_reductions:
-        names = {r.name: f"red({r.name!r})" for r in design.reductions}
+        names = {code_name("reduction", r.name): f"red({r.name!r})" for r in design.reductions}
     return lines, names
 
 
@@ -108,30 +147,51 @@ def class_source(design: Design, name: str | None = None) -> str:
         >>> "def _foreach(" in class_source(ctopt.zoo.get("adam"))
         True
     """
+    cls = _checked_class_name(name or class_name(design))
+    texts = _SOURCES.setdefault(design, {})
+    if cls not in texts:
+        texts[cls] = _class_source(design, cls)
+    return texts[cls]
+
+
+#: design -> class name -> source (a design is immutable; the text is deterministic)
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _class_source(design: Design, cls: str) -> str:
     p = build_program(design)
-    cls = name or class_name(design)
-    if not cls.isidentifier():
-        raise ValueError(f"class name {cls!r} is not a Python identifier")
     states = [state_symbol(s.name).name for s in design.states]
     coefs = [python_name(c) for c in p.coefficients]
+    # per-step conditions reach the compiled kernel as numbers in ``coef``: made bools again
+    logic = (sp.core.relational.Relational, sp.logic.boolalg.BooleanFunction,
+             sp.logic.boolalg.BooleanAtom)
+    conditions = {name for name, expr in p.scalars if isinstance(expr, logic)}
     betas = beta_names(design)
+    # the constructor's keywords are the design's names (its API); its body reads only them,
+    # the underscore names and __class__ (the design refuses names that clash with the options)
     hyper_args = ", ".join(f"{python_name(h.name)}={float(h.default)!r}" for h in design.hyper)
     hyper_dict = ", ".join(f"{h.name!r}: {python_name(h.name)}" for h in design.hyper)
-    doc = (design.doc or design.name).strip().splitlines()[0].replace('"""', "'")
+    doc = (design.doc or design.name).strip().splitlines()[0]
     eqs = [f"    {a.target} <- {a.expr}" for a in design.assignments]
-    init_binds, _ = _bindings([s.init for s in design.states], design, False)
-    init_values = "".join(f"{scalar_code(sp.sympify(s.init))}, " for s in design.states)
+    fixed = code_symbols(design)
+    inits = [rename(s.init, fixed) for s in design.states]
+    init_binds, _ = _bindings(inits, design, False)
+    init_values = "".join(f"{scalar_code(init)}, " for init in inits)
+    docstring = [
+        doc,
+        "",
+        f"Generated by ctopt from the design {design.name!r}; for k = 1, 2, ...:",
+        "",
+        *eqs,
+        "",
+        f"Hyperparameters: {', '.join(h.name for h in design.hyper)}"
+        + (f" (or betas=({', '.join(betas)}))" if betas else "") + ".",
+        f"State (torch names): {', '.join(s.key for s in design.states) or 'none'}.",
+    ]
     out = [
         f"class {cls}(GeneratedOptimizer):",
-        f'    """{doc}',
-        "",
-        f"    Generated by ctopt from the design {design.name!r}; for k = 1, 2, ...:",
-        "",
-        *[line.replace("\\", "\\\\") for line in eqs],
-        "",
-        f"    Hyperparameters: {', '.join(h.name for h in design.hyper)}"
-        + (f" (or betas=({', '.join(betas)}))" if betas else "") + ".",
-        f"    State (torch names): {', '.join(s.key for s in design.states) or 'none'}.",
+        *[(f'    """{_doc_text(line)}' if i == 0 else f"    {_doc_text(line)}".rstrip())
+          for i, line in enumerate(docstring)],
         '    """',
         "",
         f"    design_name = {design.name!r}",
@@ -143,11 +203,11 @@ def class_source(design: Design, name: str | None = None) -> str:
         f"    state_keys = {tuple(s.key for s in design.states)!r}",
         f"    reduction_names = {tuple(r.name for r in design.reductions)!r}",
         "",
-        f"    def __init__(self, params, {hyper_args}, *, betas=None, maximize=False,",
+        f"    def __init__(_self, params, {hyper_args}, *, betas=None, maximize=False,",
         '                 backend="auto", nonfinite="propagate", reduction_group=None):',
-        f"        super().__init__(params, {{{hyper_dict}}}, betas=betas, maximize=maximize,",
-        "                         backend=backend, nonfinite=nonfinite,",
-        "                         reduction_group=reduction_group)",
+        f"        __class__.__mro__[1].__init__(_self, params, {{{hyper_dict}}}, betas=betas,",
+        "                                      maximize=maximize, backend=backend,",
+        "                                      nonfinite=nonfinite, reduction_group=reduction_group)",
         "",
         "    @staticmethod",
         "    def _state_init(h):",
@@ -168,7 +228,8 @@ def class_source(design: Design, name: str | None = None) -> str:
         "    @staticmethod",
         f"    def _fused({', '.join(['theta', 'g', *states, 'coef'])}):",
         '        """The compiled path\'s kernel: reads coefficients from coef, writes in place."""',
-        *[f"        {c} = coef[{i}]" for i, c in enumerate(coefs)],
+        *[f"        {c} = coef[{i}]" + (" != 0" if c in conditions else "")
+          for i, c in enumerate(coefs)],
         *[_INDENT + line for line in _elementwise_lines(p)],
         f"        theta.copy_({python_name(p.theta_out)})",
         *[f"        {s}.copy_({python_name(o)})" for s, o in zip(states, p.state_out, strict=False)],
@@ -184,8 +245,6 @@ def class_source(design: Design, name: str | None = None) -> str:
         *[_INDENT + line for line in inplace_lines(p)],
         *_reduction_functions(p),
     ]
-    if GSIGN.name in {h.name for h in design.hyper}:
-        raise ValueError("a hyperparameter may not be called 'gsign'")
     return "\n".join(out) + "\n"
 
 
@@ -232,7 +291,7 @@ def module_source(design: Design, name: str | None = None) -> str:
         >>> "import ctopt" in text, "class Adam(GeneratedOptimizer)" in text
         (False, True)
     """
-    cls = name or class_name(design)
+    cls = _checked_class_name(name or class_name(design))
     header = (
         f'"""{cls}: an optimizer generated by ctopt from the design {design.name!r}.\n\n'
         "Standalone: needs torch only. Usage::\n\n"

@@ -53,6 +53,6 @@ def adamssm() -> Design:
     v = b.filter("v", H, input=grad**2, torch_name="exp_avg_sq")
     m_hat = b.let("m_hat", m / (1 - beta1**k))
     bias = b.let("bias_v", v.step_response(k))  # the filter's step response s[k]
-    v_hat = b.let("v_hat", sp.Symbol("v", real=True) / bias)
+    v_hat = b.let("v_hat", v / bias)
     b.update(theta - lr * m_hat / (sp.sqrt(v_hat) + eps))
     return b.build()
