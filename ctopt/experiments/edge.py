@@ -111,10 +111,13 @@ def _optimizer(name: str, params, hyper: dict):
 
 def edge_run(optimizer: str = "adam", *, lr: float = 0.01, arch: str = "mlp", steps: int = 2000,
              every: int = 50, batch: int | None = None, samples: int | None = 1000,
-             seed: int = 0, iters: int = 20, **hyper: float) -> EdgeRun:
+             seed: int = 0, iters: int = 20, threads: int | None = 1,
+             **hyper: float) -> EdgeRun:
     """Train on digits with ``optimizer`` (``"adam"`` is torch's; others are ctopt designs),
     full batch unless ``batch`` is given, measuring the preconditioned sharpness (on the full
-    training set) every ``every`` steps.
+    training set) every ``every`` steps. ``threads``: torch's intra-op threads during the run
+    (default 1: these networks are small, and more threads only contend on a busy machine;
+    ``None`` keeps torch's setting).
 
     Example:
         >>> run = edge_run("adam", lr=0.01, steps=10, every=5, samples=100)
@@ -134,16 +137,22 @@ def edge_run(optimizer: str = "adam", *, lr: float = 0.01, arch: str = "mlp", st
 
     mon = SharpnessMonitor(opt, full_loss, every=every, iters=iters, progress=False, seed=seed)
     gen = torch.Generator().manual_seed(seed)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     start = time.perf_counter()
-    for _ in range(steps):
-        if batch is None:
-            xb, yb = x, y
-        else:
-            idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
-            xb, yb = x[idx], y[idx]
-        opt.zero_grad()
-        torch.nn.functional.mse_loss(model(xb), yb).backward()
-        mon.step()
+    try:
+        for _ in range(steps):
+            if batch is None:
+                xb, yb = x, y
+            else:
+                idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
+                xb, yb = x[idx], y[idx]
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(xb), yb).backward()
+            mon.step()
+    finally:
+        torch.set_num_threads(before)
     run = EdgeRun(optimizer, arch, {"lr": lr, **hyper}, batch, list(mon.history), mon.critical,
                   mon.threshold.kind, time.perf_counter() - start)
     return run
