@@ -2,7 +2,7 @@
 
 Problems are small deterministic objectives with a gradient (numpy, batched over leading axes):
 an ill-conditioned quadratic, Rosenbrock, l2-regularised logistic regression and a small tanh MLP.
-A design runs on them through the float64 oracle (:func:`simulate`, :func:`simulate_batch` for
+A design runs on them through the float64 oracle (:func:`run`, :func:`run_batch` for
 many hyperparameter settings at once) or through its exported torch optimizer
 (``backend="torch"``). :func:`classify` names a loss curve's regime — converging, oscillating,
 spiking or diverging — by the quantitative criteria in its docstring; :func:`signgd_limit` and
@@ -10,8 +10,8 @@ spiking or diverging — by the quantitative criteria in its docstring; :func:`s
 
 Example:
     >>> import ctopt
-    >>> from ctopt.dynamics import quadratic, simulate
-    >>> t = simulate(ctopt.zoo.get("heavy_ball"), quadratic(), 200, lr=0.01)
+    >>> from ctopt.dynamics import quadratic, run
+    >>> t = run(ctopt.zoo.get("heavy_ball"), quadratic(), 200, lr=0.01)
     >>> t.regime
     'converging'
 """
@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from .design import Design, g, k, theta
+from .design import Design
 from .errors import DesignError, HyperparameterError
-from .oracle import evaluate
+from .oracle import batch_env, evaluate, trajectory
 
 __all__ = [
     "PhaseMap", "Problem", "REGIMES", "Trajectory", "classify", "logistic_regression", "mlp",
-    "phase_map", "quadratic", "rosenbrock", "signgd_flow", "signgd_limit", "simulate",
-    "simulate_batch",
+    "phase_map", "quadratic", "rosenbrock", "run", "run_batch",
+    "signgd_flow", "signgd_limit",
 ]
 
 REGIMES = ("converging", "oscillating", "spiking", "diverging")
@@ -173,7 +173,7 @@ class Trajectory:
         return classify(self.loss)
 
 
-def simulate(design: Design, problem: Problem, steps: int, *, backend: str = "oracle",
+def run(design: Design, problem: Problem, steps: int, *, backend: str = "oracle",
              **values: float) -> Trajectory:
     """Run ``design`` on ``problem`` for ``steps`` full-batch steps.
 
@@ -182,7 +182,7 @@ def simulate(design: Design, problem: Problem, steps: int, *, backend: str = "or
 
     Example:
         >>> import ctopt
-        >>> t = simulate(ctopt.zoo.get("adam"), rosenbrock(), 50, lr=0.01)
+        >>> t = run(ctopt.zoo.get("adam"), rosenbrock(), 50, lr=0.01)
         >>> t.x.shape, bool(t.loss[-1] < t.loss[0])
         ((51, 2), True)
     """
@@ -191,7 +191,7 @@ def simulate(design: Design, problem: Problem, steps: int, *, backend: str = "or
 
         x = oracle_simulate(design, problem.grad, problem.x0, steps, **values)
     elif backend == "torch":
-        x = _simulate_torch(design, problem, steps, values)
+        x = _run_torch(design, problem, steps, values)
     else:
         raise DesignError(f"backend must be 'oracle' or 'torch', got {backend!r}")
     with np.errstate(all="ignore"):
@@ -199,7 +199,7 @@ def simulate(design: Design, problem: Problem, steps: int, *, backend: str = "or
     return Trajectory(design.name, problem.name, dict(values), x, loss)
 
 
-def _simulate_torch(design: Design, problem: Problem, steps: int, values) -> np.ndarray:
+def _run_torch(design: Design, problem: Problem, steps: int, values) -> np.ndarray:
     import torch
 
     from .export import to_torch
@@ -215,69 +215,32 @@ def _simulate_torch(design: Design, problem: Problem, steps: int, values) -> np.
     return out
 
 
-def simulate_batch(design: Design, problem: Problem, steps: int, **values) -> Trajectory:
-    """Run ``design`` under many hyperparameter settings at once, in float64.
+def run_batch(design: Design, problem: Problem, steps: int, **values) -> Trajectory:
+    """Run ``design`` on ``problem`` under many hyperparameter settings at once, in float64.
 
     Each value may be a scalar or a 1-D array; arrays broadcast to ``P`` settings, and setting
-    ``i`` evolves exactly as :func:`simulate` would with the ``i``-th values. Returns a
-    :class:`Trajectory` whose ``x`` has shape ``(P, steps + 1, n)`` and ``loss`` ``(P, steps +
-    1)`` (its ``regime`` is not defined; classify rows).
+    ``i`` evolves exactly as :func:`run` would with the ``i``-th values (both run the oracle's
+    one loop, :func:`ctopt.oracle.trajectory`). Returns a :class:`Trajectory` whose ``x`` has
+    shape ``(P, steps + 1, n)`` and ``loss`` ``(P, steps + 1)`` (its ``regime`` is not defined;
+    classify rows).
 
     Example:
         >>> import ctopt
-        >>> t = simulate_batch(ctopt.zoo.get("sgd"), quadratic(), 10, lr=np.array([0.5, 3.0]))
+        >>> t = run_batch(ctopt.zoo.get("sgd"), quadratic(), 10, lr=np.array([0.5, 3.0]))
         >>> [classify(row) for row in t.loss]
         ['converging', 'diverging']
     """
-    env, size = _batched_env(design, values)
+    env, size = batch_env(design, values)
     x = np.broadcast_to(np.asarray(problem.x0, dtype=np.float64), (size, problem.x0.size)).copy()
+    state = {}
     for s in design.states:
         init = evaluate(sp.sympify(s.init), env) if not sp.sympify(s.init).is_Number else float(s.init)
-        env[s.symbol] = np.broadcast_to(np.asarray(init, dtype=np.float64), x.shape).copy()
-    out = np.empty((size, steps + 1, x.shape[1]))
-    out[:, 0] = x
+        state[s.name] = np.broadcast_to(np.asarray(init, dtype=np.float64), x.shape).copy()
     with np.errstate(all="ignore"):
-        for i in range(1, steps + 1):
-            env.update({g: np.asarray(problem.grad(x), dtype=np.float64), theta: x, k: i})
-            for r in design.reductions:
-                of = np.broadcast_to(evaluate(r.of, env), x.shape)
-                env[r.symbol] = np.sqrt(np.sum(of * of, axis=1, keepdims=True))
-            for a in design.assignments:
-                value = evaluate(a.expr, env)
-                if a.kind != "let":
-                    value = np.broadcast_to(np.asarray(value, dtype=np.float64), x.shape).copy()
-                env[a.target] = value
-                if a.kind == "update":
-                    x = value
-            out[:, i] = x
+        out = trajectory(design, problem.grad, x, steps, env, state).transpose(1, 0, 2)
         loss = problem.loss(out) - problem.minimum
     shown = {n: v for n, v in values.items()}
     return Trajectory(design.name, problem.name, shown, out, loss)
-
-
-def _batched_env(design: Design, values: Mapping[str, object]) -> tuple[dict, int]:
-    table = design.hyperparameters
-    unknown = sorted(set(values) - set(table))
-    if unknown:
-        raise HyperparameterError(f"unknown hyperparameter(s) {unknown} for design {design.name!r}")
-    arrays = {n: np.atleast_1d(np.asarray(v, dtype=np.float64)) for n, v in values.items()}
-    if any(a.ndim != 1 for a in arrays.values()):
-        raise HyperparameterError("batched hyperparameter values must be scalars or 1-D arrays")
-    try:
-        size = int(np.broadcast_shapes(*(a.shape for a in arrays.values()))[0]) if arrays else 1
-    except ValueError:
-        shapes = {n: a.shape for n, a in arrays.items()}
-        raise HyperparameterError(f"batched values have incompatible lengths: {shapes}") from None
-    env: dict = {}
-    for h in design.hyper:
-        if h.name not in arrays:
-            env[h.symbol] = float(h.default)
-            continue
-        for v in arrays[h.name]:
-            h.check(v)
-        col = np.broadcast_to(arrays[h.name], (size,))
-        env[h.symbol] = float(col[0]) if arrays[h.name].size == 1 else col[:, None].copy()
-    return env, size
 
 
 # -------------------------------------------------------------------- classification
@@ -421,7 +384,7 @@ def phase_map(a: Sequence[float], b: Sequence[float], *, eta: float = 1e-2, step
         if np.any(c * eta <= 0) or np.any(c * eta > 1):
             raise HyperparameterError(f"every {name}*eta must lie in (0, 1] so that beta is in [0, 1)")
     bb, aa = np.meshgrid(b, a, indexing="ij")
-    run = simulate_batch(design, problem, steps, lr=eta, beta1=1 - bb.ravel() * eta,
-                         beta2=1 - aa.ravel() * eta, **values)
-    regimes = np.array([classify(row) for row in run.loss]).reshape(bb.shape)
-    return PhaseMap(a, b, eta, regimes, run.loss[:, -1].reshape(bb.shape))
+    runs = run_batch(design, problem, steps, lr=eta, beta1=1 - bb.ravel() * eta,
+                     beta2=1 - aa.ravel() * eta, **values)
+    regimes = np.array([classify(row) for row in runs.loss]).reshape(bb.shape)
+    return PhaseMap(a, b, eta, regimes, runs.loss[:, -1].reshape(bb.shape))

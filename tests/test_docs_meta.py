@@ -369,7 +369,7 @@ def _kwargs_cases():
         "plot.trajectories": lambda: ctopt.plot.trajectories(hb, steps=2, betaa=0.1),
         "worst_case_rate": lambda: ctopt.worst_case_rate(hb, 1, 10, betaa=0.1),
         "tune": lambda: ctopt.tune(sgd, 1, 10, betaa=0.1),
-        "dynamics.simulate": lambda: dynamics.simulate(adam, dynamics.quadratic(), 2, betaa=0.1),
+        "dynamics.run": lambda: dynamics.run(adam, dynamics.quadratic(), 2, betaa=0.1),
         "Design.check_values": lambda: adam.check_values(betaa=0.1),
         "report.analyze": lambda: analyze(adam, {"betaa": 0.1}),
     }

@@ -12,9 +12,9 @@ from ctopt.dynamics import (
     quadratic,
     rosenbrock,
     signgd_flow,
+    run,
+    run_batch,
     signgd_limit,
-    simulate,
-    simulate_batch,
 )
 from ctopt.errors import DesignError, HyperparameterError
 
@@ -37,19 +37,19 @@ def test_gradients_match_finite_differences(problem):
 def test_batched_simulation_equals_the_oracle_per_setting(name):
     d = ctopt.zoo.get(name)
     lrs = np.array([1e-3, 3e-2])
-    batch = simulate_batch(d, rosenbrock(), 30, lr=lrs)
+    batch = run_batch(d, rosenbrock(), 30, lr=lrs)
     for i, lr in enumerate(lrs):
-        one = simulate(d, rosenbrock(), 30, lr=float(lr))
+        one = run(d, rosenbrock(), 30, lr=float(lr))
         np.testing.assert_allclose(batch.x[i], one.x, rtol=1e-12, atol=1e-14)
 
 
 def test_batched_values_are_validated():
     with pytest.raises(HyperparameterError, match="beta1"):
-        simulate_batch(ctopt.zoo.get("adam"), quadratic(), 3, beta1=np.array([0.5, 1.5]))
+        run_batch(ctopt.zoo.get("adam"), quadratic(), 3, beta1=np.array([0.5, 1.5]))
     with pytest.raises(HyperparameterError, match="unknown"):
-        simulate_batch(ctopt.zoo.get("adam"), quadratic(), 3, momentum=0.5)
+        run_batch(ctopt.zoo.get("adam"), quadratic(), 3, momentum=0.5)
     with pytest.raises(HyperparameterError, match="lengths"):
-        simulate_batch(ctopt.zoo.get("adam"), quadratic(), 3, lr=[0.1, 0.2], beta1=[0.5, 0.6, 0.7])
+        run_batch(ctopt.zoo.get("adam"), quadratic(), 3, lr=[0.1, 0.2], beta1=[0.5, 0.6, 0.7])
 
 
 # ---------------------------------------------------------------- classifier, constructed cases
@@ -81,14 +81,14 @@ def test_classifier_thresholds_move_the_boundaries():
 
 def test_classifier_on_simulated_runs():
     p = quadratic(10.0)
-    assert simulate(ctopt.zoo.get("sgd"), p, 300, lr=0.5).regime == "converging"
-    assert simulate(ctopt.zoo.get("sgd"), p, 300, lr=2.5).regime == "diverging"
-    assert simulate(ctopt.zoo.get("signgd"), p, 300, lr=0.05).regime == "oscillating"
+    assert run(ctopt.zoo.get("sgd"), p, 300, lr=0.5).regime == "converging"
+    assert run(ctopt.zoo.get("sgd"), p, 300, lr=2.5).regime == "diverging"
+    assert run(ctopt.zoo.get("signgd"), p, 300, lr=0.05).regime == "oscillating"
 
 
 # ---------------------------------------------------------------- Ma-Wu-E
 def test_signgd_flow_is_exact_for_a_separable_quadratic():
-    x = simulate(ctopt.zoo.get("signgd"), quadratic(100.0, x0=(1.0, 0.5)), 40, lr=0.01).x
+    x = run(ctopt.zoo.get("signgd"), quadratic(100.0, x0=(1.0, 0.5)), 40, lr=0.01).x
     np.testing.assert_allclose(x, signgd_flow([1.0, 0.5], np.arange(41) * 0.01), atol=1e-12)
 
 
@@ -114,6 +114,6 @@ def test_torch_backend_matches_the_oracle():
     if not hasattr(export, "to_torch"):
         pytest.skip("the torch exporter is not available")
     d = ctopt.zoo.get("adam")
-    a = simulate(d, rosenbrock(), 20, lr=0.01, backend="torch")
-    b = simulate(d, rosenbrock(), 20, lr=0.01)
+    a = run(d, rosenbrock(), 20, lr=0.01, backend="torch")
+    b = run(d, rosenbrock(), 20, lr=0.01)
     np.testing.assert_allclose(a.x, b.x, rtol=1e-10, atol=1e-12)

@@ -80,7 +80,7 @@ def regimes():
     fig, axes = plt.subplots(1, 3, figsize=(11, 3), constrained_layout=True)
     p = dynamics.quadratic(100.0)
     for ax, (a_, b_) in zip(axes, ((1.0, 1.0), (0.5, 50.0), (50.0, 0.5)), strict=True):
-        t = dynamics.simulate(ctopt.zoo.get("adam"), p, 3000, lr=1e-2, beta1=1 - b_ * 1e-2,
+        t = dynamics.run(ctopt.zoo.get("adam"), p, 3000, lr=1e-2, beta1=1 - b_ * 1e-2,
                               beta2=1 - a_ * 1e-2)
         ax.semilogy(np.maximum(t.loss, 1e-30))  # clipped for display
         ax.set(title=f"a={a_:g}, b={b_:g}: {t.regime}", xlabel="step", ylabel="loss")
@@ -103,7 +103,7 @@ def adamssm():
     poles = np.array([p for p, _ in STUDY_PAIRS])
     zeros = np.array([q for _, q in STUDY_PAIRS])
     problems = [dynamics.quadratic(100.0), dynamics.rosenbrock(), dynamics.mlp()]
-    runs = {pr.name: dynamics.simulate_batch(ctopt.zoo.get("adamssm"), pr, 3000, lr=1e-2,
+    runs = {pr.name: dynamics.run_batch(ctopt.zoo.get("adamssm"), pr, 3000, lr=1e-2,
                                              pole=poles, zero=zeros) for pr in problems}
     print("| pole | zero | h[0] | mean delay | h >= 0 | " +
           " | ".join(f"{pr.name}: regime, final loss" for pr in problems) + " |")
