@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 import mpmath.libmp as mlib
 import sympy as sp
 
+from . import ops
 from .errors import DesignFileError
 
 __all__ = ["NODE_TYPES", "DesignBudgetError", "expr_from_tree", "expr_to_tree"]
@@ -59,21 +60,16 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _INTEGER = re.compile(rf"^-?[0-9]{{1,{MAX_INTEGER_DIGITS}}}$")
 _DECIMAL = re.compile(r"^(-?)([0-9]{1,400})(?:\.([0-9]{0,400}))?(?:e([+-]?[0-9]{1,5}))?$")
 
-_NARY: dict[str, Callable] = {"Add": sp.Add, "Mul": sp.Mul, "Max": sp.Max, "Min": sp.Min,
-                              "And": sp.And, "Or": sp.Or}
-_UNARY: dict[str, Callable] = {"Abs": sp.Abs, "sign": sp.sign, "exp": sp.exp, "log": sp.log,
-                               "Not": sp.Not}
-_BINARY: dict[str, Callable] = {"Pow": sp.Pow, "Eq": sp.Eq, "Ne": sp.Ne, "Lt": sp.Lt,
-                                "Le": sp.Le, "Gt": sp.Gt, "Ge": sp.Ge}
-_CLASS_TO_OP: dict[type, str] = {
-    sp.Add: "Add", sp.Mul: "Mul", sp.Max: "Max", sp.Min: "Min", sp.And: "And", sp.Or: "Or",
-    sp.Abs: "Abs", sp.sign: "sign", sp.exp: "exp", sp.log: "log", sp.Not: "Not", sp.Pow: "Pow",
-    sp.Equality: "Eq", sp.Unequality: "Ne", sp.StrictLessThan: "Lt", sp.LessThan: "Le",
-    sp.StrictGreaterThan: "Gt", sp.GreaterThan: "Ge",
-}
+# Node tags: arithmetic here, functions, relations and logic from the language table (ctopt.ops).
+_NARY: dict[str, Callable] = {"Add": sp.Add, "Mul": sp.Mul,
+                              **{m.tag: m.sympy for m in ops.MINMAX.values()},
+                              **{op.tag: op.sympy for op in ops.LOGIC.values() if op.tag != "Not"}}
+_UNARY: dict[str, Callable] = {**{f.tag: f.sympy for f in ops.FUNCTIONS}, "Not": sp.Not}
+_BINARY: dict[str, Callable] = {"Pow": sp.Pow, **{r.tag: r.sympy for r in ops.RELATIONS.values()}}
+_CLASS_TO_OP: dict[type, str] = {cls: tag for table in (_NARY, _UNARY, _BINARY)
+                                 for tag, cls in table.items()}
 NODE_TYPES = ("Symbol", "Integer", "Rational", "Float", "True", "False", "Piecewise",
               *_NARY, *_UNARY, *_BINARY)
-
 
 
 class DesignBudgetError(DesignFileError):

@@ -25,8 +25,11 @@ from types import MappingProxyType
 
 import sympy as sp
 
+from . import ops
 from .domains import NONNEGATIVE, OPEN_UNIT, POSITIVE, REAL, UNIT, Domain
-from .errors import DesignError, HyperparameterError
+from .errors import HyperparameterError
+from .filters import Filter, FilterHandle, realize
+from .ops import SIGNALS, g, k, theta
 
 __all__ = [
     "NONNEGATIVE",
@@ -38,6 +41,7 @@ __all__ = [
     "Design",
     "DesignBuilder",
     "Domain",
+    "Filter",
     "FilterHandle",
     "Hyperparameter",
     "Reduction",
@@ -46,15 +50,6 @@ __all__ = [
     "k",
     "theta",
 ]
-
-#: The gradient of the current coordinate.
-g = sp.Symbol("g", real=True)
-#: The parameter before the step.
-theta = sp.Symbol("theta", real=True)
-#: The step number, starting at 1.
-k = sp.Symbol("k", integer=True, positive=True)
-
-SIGNALS: Mapping[str, sp.Symbol] = MappingProxyType({"g": g, "theta": theta, "k": k})
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _RESERVED = frozenset({"g", "theta", "k", "z", "lambda", "pi", "E", "I", "S", "N", "O", "Q"})
@@ -68,11 +63,10 @@ RESERVED_HYPERPARAMETERS = frozenset({
 #: The state-dict key the exported optimizer keeps the step counter under.
 STEP_KEY = "step"
 
-#: Functions an expression may use; the code generator and the file format know each of them.
-ALLOWED_FUNCTIONS = (sp.Max, sp.Min, sp.Abs, sp.sign, sp.exp, sp.log, sp.Piecewise)
-REDUCTION_KINDS = ("l2_norm",)
-
-
+#: Functions an expression may use (from :mod:`ctopt.ops`, which every consumer reads).
+ALLOWED_FUNCTIONS = ops.allowed_functions()
+#: Kinds of group reduction (:data:`ctopt.ops.REDUCTIONS`).
+REDUCTION_KINDS = tuple(ops.REDUCTIONS)
 
 
 @dataclass(frozen=True)
@@ -162,16 +156,6 @@ class Assignment:
         return sp.Eq(self.target, self.expr, evaluate=False)
 
 
-@dataclass(frozen=True)
-class FilterInfo:
-    """A moment declared by its transfer function (see :mod:`ctopt.filters`)."""
-
-    output: str
-    transfer: sp.Expr
-    input: sp.Expr
-    states: tuple[str, ...]
-
-
 @dataclass(frozen=True, eq=False)
 class Design:
     """One coordinate of an optimizer as an ordered algorithm box. Build it with
@@ -189,7 +173,7 @@ class Design:
     states: tuple[State, ...]
     assignments: tuple[Assignment, ...]
     reductions: tuple[Reduction, ...] = ()
-    filters: tuple[FilterInfo, ...] = ()
+    filters: tuple[Filter, ...] = ()
     doc: str = ""
     options: Mapping[str, object] = field(default_factory=dict)
 
@@ -321,83 +305,6 @@ def _other_logic(node: sp.Basic) -> bool:
 
 
 # --------------------------------------------------------------------- builder
-class FilterHandle(sp.Symbol):
-    """What :meth:`DesignBuilder.filter` returns: the filter's output (its first state) as a
-    real sympy symbol, usable in ``let``, ``assign`` and ``update``, that also answers the
-    filter's questions (``step_response``, ``impulse_response``, ``poles``, ``zeros``,
-    ``dc_gain``; ``.filter`` is the :class:`ctopt.filters.Filter`).
-
-    The builder stores plain symbols (:attr:`symbol`), so a design never holds a handle.
-
-    Example:
-        >>> import sympy as sp
-        >>> from ctopt.design import DesignBuilder, UNIT, g, k
-        >>> from ctopt.filters import z
-        >>> b = DesignBuilder("ema")
-        >>> beta = b.hyper("beta", 0.9, UNIT)
-        >>> v = b.filter("v", (1 - beta) * z / (z - beta), input=g)
-        >>> v / v.step_response(k)
-        v/(1 - beta**k)
-        >>> b.let("v_hat", v / v.step_response(k)).name, v.symbol == sp.Symbol("v", real=True)
-        ('v_hat', True)
-        >>> v.dc_gain(), v.poles()
-        (1, [beta])
-    """
-
-    def __new__(cls, flt):
-        obj = sp.Symbol.__xnew__(cls, flt.name, real=True)  # uncached: each handle its own
-        obj.filter = flt
-        return obj
-
-    def __getnewargs_ex__(self):
-        return (self.filter,), {}
-
-    @property
-    def symbol(self) -> sp.Symbol:
-        """The plain symbol of the filter's output."""
-        return sp.Symbol(self.name, real=True)
-
-    def _ask(self, question, *args):
-        """``question(*args)``; sympy's numeric root finder failing (repeated poles given by
-        float coefficients) is a :class:`DesignError` naming the filter."""
-        from mpmath.libmp import NoConvergence
-
-        try:
-            return question(*args)
-        except NoConvergence as exc:
-            raise DesignError(
-                f"filter {self.name!r}: the roots of {self.filter.transfer} could not be found "
-                f"numerically ({exc}); give repeated poles exactly (e.g. as Rational)") from None
-
-    def step_response(self, step: sp.Expr = k) -> sp.Expr:
-        """The filter's response to a unit step from zero state (its bias correction)."""
-        return self._ask(self.filter.step_response, step)
-
-    def impulse_response(self, step: sp.Expr = k) -> sp.Expr:
-        """The filter's response to a unit impulse at ``k = 1``."""
-        return self._ask(self.filter.impulse_response, step)
-
-    def poles(self) -> list[sp.Expr]:
-        """The filter's poles with multiplicity."""
-        return self._ask(self.filter.poles)
-
-    def zeros(self) -> list[sp.Expr]:
-        """The filter's finite zeros with multiplicity."""
-        return self._ask(self.filter.zeros)
-
-    def dc_gain(self) -> sp.Expr:
-        """``H(1)``."""
-        return self.filter.dc_gain()
-
-    @property
-    def transfer(self) -> sp.Expr:
-        return self.filter.transfer
-
-    @property
-    def state_names(self) -> tuple[str, ...]:
-        return self.filter.state_names
-
-
 def _plain(expr: sp.Expr) -> sp.Expr:
     """``expr`` with filter handles replaced by plain symbols, and conditions such as the
     ``ITE`` sympy makes from a comparison of a ``Piecewise`` written with And/Or/Not."""
@@ -429,7 +336,7 @@ class DesignBuilder:
         self._states: list[State] = []
         self._reductions: list[Reduction] = []
         self._assignments: list[Assignment] = []
-        self._filters: list[FilterInfo] = []
+        self._filters: list[Filter] = []
 
     def hyper(
         self, name: str, default: float, domain: Domain, doc: str = "", role: str | None = None
@@ -471,15 +378,12 @@ class DesignBuilder:
         """A moment defined by its transfer function in ``z`` from ``input``; see
         :func:`ctopt.filters.realize`. Returns a :class:`FilterHandle`: the output as a symbol
         that also answers the filter's questions (``v / v.step_response(k)``)."""
-        from .filters import realize
-
         input = _plain(input)
         flt = realize(name, transfer, input)
-        for i, state_name in enumerate(flt.state_names):
+        for i, state_name in enumerate(flt.states):
             self.state(state_name, 0, torch_name if i == 0 else None)
-        for a in flt.assignments:
-            self._assignments.append(a)
-        self._filters.append(FilterInfo(name, flt.transfer, input, flt.state_names))
+        self._assignments.extend(Assignment(*line) for line in flt.assignments)
+        self._filters.append(flt)
         return FilterHandle(flt)
 
     def build(self) -> Design:

@@ -17,18 +17,24 @@ Example:
     >>> f = realize("v", (1 - b) * z / (z - b), sp.Symbol("u"))
     >>> f.step_response()
     1 - beta2**k
+
+A design keeps the :class:`Filter` of every moment it declares (``design.filters``); the builder
+returns a :class:`FilterHandle`, the filter's output as a symbol that answers the filter's
+questions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
 import sympy as sp
 
-from .design import Assignment, k
 from .errors import DesignError
+from .ops import k
 
-__all__ = ["Filter", "realize", "z", "inverse_z", "normalized"]
+__all__ = ["Filter", "FilterHandle", "Line", "realize", "z", "inverse_z", "normalized"]
 
 #: The z-transform variable.
 z = sp.Symbol("z")
@@ -94,15 +100,38 @@ def inverse_z(expr: sp.Expr, j: sp.Expr) -> sp.Expr:
     return out
 
 
+class Line(NamedTuple):
+    """One line of a filter's realisation: ``target <- expr``, ``kind`` ``"let"`` or
+    ``"state"`` (what :class:`ctopt.design.Assignment` holds)."""
+
+    target: sp.Symbol
+    expr: sp.Expr
+    kind: str
+
+
 @dataclass(frozen=True)
 class Filter:
-    """A realised moment filter: its transfer function, states and assignments."""
+    """A moment declared by its transfer function: output (its first state) ``output``,
+    ``transfer`` ``H(z)`` from ``input``, and the names of its realised states (``states``;
+    empty for a filter that is only asked questions). ``assignments`` is its realisation.
 
-    name: str
+    Example:
+        >>> import sympy as sp
+        >>> b = sp.Symbol("beta", real=True)
+        >>> f = Filter("m", (1 - b) * z / (z - b), sp.Symbol("g", real=True), ("m",))
+        >>> f.dc_gain(), f.poles()
+        (1, [beta])
+    """
+
+    output: str
     transfer: sp.Expr
     input: sp.Expr
-    state_names: tuple[str, ...]
-    assignments: tuple[Assignment, ...]
+    states: tuple[str, ...]
+
+    @cached_property
+    def assignments(self) -> tuple[Line, ...]:
+        """The realisation's lines in observable canonical form (see :func:`realize`)."""
+        return _realisation(self.output, self.transfer, self.input)[1]
 
     def poles(self) -> list[sp.Expr]:
         """Poles of ``H(z)`` with multiplicity."""
@@ -185,9 +214,16 @@ def realize(name: str, transfer: sp.Expr, input: sp.Expr) -> Filter:
         >>> import sympy as sp
         >>> b = sp.Symbol("beta1", real=True)
         >>> f = realize("m", (1 - b) * z / (z - b), sp.Symbol("g", real=True))
-        >>> [a.equation() for a in f.assignments]
-        [Eq(m, beta1*m + g*(1 - beta1))]
+        >>> [(a.target, a.expr, a.kind) for a in f.assignments]
+        [(m, beta1*m + g*(1 - beta1), 'state')]
     """
+    transfer = sp.sympify(transfer)
+    names, _ = _realisation(name, transfer, input)
+    return Filter(name, transfer, sp.sympify(input), names)
+
+
+def _realisation(name: str, transfer: sp.Expr, input: sp.Expr
+                 ) -> tuple[tuple[str, ...], tuple[Line, ...]]:
     transfer = sp.sympify(transfer)
     _rational_in_z(transfer)
     # H(z) = z * G(z) with G strictly proper: x_k = A x_{k-1} + B u_k, y_k = x_k[0]
@@ -200,17 +236,93 @@ def realize(name: str, transfer: sp.Expr, input: sp.Expr) -> Filter:
     names = (name,) + tuple(f"{name}_{i}" for i in range(1, n))
     syms = [sp.Symbol(s, real=True) for s in names]
     u = sp.sympify(input)
-    out: list[Assignment] = []
+    out: list[Line] = []
     prev = syms[0]
     if n >= 2:
         prev = sp.Symbol(f"{name}_prev", real=True)
-        out.append(Assignment(prev, syms[0], "let"))
+        out.append(Line(prev, syms[0], "let"))
         if len(u.free_symbols) > 1 or not u.is_Symbol:
             u_sym = sp.Symbol(f"{name}_in", real=True)
-            out.append(Assignment(u_sym, u, "let"))
+            out.append(Line(u_sym, u, "let"))
             u = u_sym
     for i in range(n):
         nxt = syms[i + 1] if i + 1 < n else 0
         rhs = -sp.factor(den[i + 1]) * prev + nxt + sp.factor(num[i]) * u
-        out.append(Assignment(syms[i], rhs, "state"))
-    return Filter(name, transfer, sp.sympify(input), names, tuple(out))
+        out.append(Line(syms[i], rhs, "state"))
+    return names, tuple(out)
+
+
+class FilterHandle(sp.Symbol):
+    """What :meth:`DesignBuilder.filter` returns: the filter's output (its first state) as a
+    real sympy symbol, usable in ``let``, ``assign`` and ``update``, that also answers the
+    filter's questions (``step_response``, ``impulse_response``, ``poles``, ``zeros``,
+    ``dc_gain``; ``.filter`` is the :class:`ctopt.filters.Filter`).
+
+    The builder stores plain symbols (:attr:`symbol`), so a design never holds a handle.
+
+    Example:
+        >>> import sympy as sp
+        >>> from ctopt.design import DesignBuilder, UNIT, g, k
+        >>> b = DesignBuilder("ema")
+        >>> beta = b.hyper("beta", 0.9, UNIT)
+        >>> v = b.filter("v", (1 - beta) * z / (z - beta), input=g)
+        >>> v / v.step_response(k)
+        v/(1 - beta**k)
+        >>> b.let("v_hat", v / v.step_response(k)).name, v.symbol == sp.Symbol("v", real=True)
+        ('v_hat', True)
+        >>> v.dc_gain(), v.poles()
+        (1, [beta])
+    """
+
+    def __new__(cls, flt):
+        obj = sp.Symbol.__xnew__(cls, flt.output, real=True)  # uncached: each handle its own
+        obj.filter = flt
+        return obj
+
+    def __getnewargs_ex__(self):
+        return (self.filter,), {}
+
+    @property
+    def symbol(self) -> sp.Symbol:
+        """The plain symbol of the filter's output."""
+        return sp.Symbol(self.name, real=True)
+
+    def _ask(self, question, *args):
+        """``question(*args)``; sympy's numeric root finder failing (repeated poles given by
+        float coefficients) is a :class:`DesignError` naming the filter."""
+        from mpmath.libmp import NoConvergence
+
+        try:
+            return question(*args)
+        except NoConvergence as exc:
+            raise DesignError(
+                f"filter {self.name!r}: the roots of {self.filter.transfer} could not be found "
+                f"numerically ({exc}); give repeated poles exactly (e.g. as Rational)") from None
+
+    def step_response(self, step: sp.Expr = k) -> sp.Expr:
+        """The filter's response to a unit step from zero state (its bias correction)."""
+        return self._ask(self.filter.step_response, step)
+
+    def impulse_response(self, step: sp.Expr = k) -> sp.Expr:
+        """The filter's response to a unit impulse at ``k = 1``."""
+        return self._ask(self.filter.impulse_response, step)
+
+    def poles(self) -> list[sp.Expr]:
+        """The filter's poles with multiplicity."""
+        return self._ask(self.filter.poles)
+
+    def zeros(self) -> list[sp.Expr]:
+        """The filter's finite zeros with multiplicity."""
+        return self._ask(self.filter.zeros)
+
+    def dc_gain(self) -> sp.Expr:
+        """``H(1)``."""
+        return self.filter.dc_gain()
+
+    @property
+    def transfer(self) -> sp.Expr:
+        return self.filter.transfer
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return self.filter.states

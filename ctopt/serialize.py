@@ -50,14 +50,13 @@ from .design import (
     Assignment,
     Design,
     Domain,
-    FilterInfo,
     Hyperparameter,
     Reduction,
     State,
     theta,
 )
 from .errors import DesignError, DesignFileError
-from .filters import z
+from .filters import Filter, z
 
 __all__ = [
     "FORMAT", "NODE_TYPES", "VERSION", "design_from_dict", "design_from_json", "design_to_dict",
@@ -380,7 +379,7 @@ def _assignment(data: dict, index: int, builder: TreeBuilder, symbols: dict) -> 
     return Assignment(theta if kind == "update" else symbols[target], expr, kind)
 
 
-def _filter(data: object, index: int, builder: TreeBuilder, symbols: dict, states: list) -> FilterInfo:
+def _filter(data: object, index: int, builder: TreeBuilder, symbols: dict, states: list) -> Filter:
     where = f"filter {index}"
     if not isinstance(data, dict):
         raise file_error(f"{where} must be an object, not {kind_of(data)}")
@@ -391,8 +390,8 @@ def _filter(data: object, index: int, builder: TreeBuilder, symbols: dict, state
         raise file_error(f"{where}: 'states' must be distinct declared states, the first being the "
                     f"output {output!r}")
     transfer = builder.build(data["transfer"], {**symbols, "z": z}, f"{where} transfer function")
-    return FilterInfo(output, transfer, builder.build(data["input"], symbols, f"{where} input"),
-                      tuple(names))
+    return Filter(output, transfer, builder.build(data["input"], symbols, f"{where} input"),
+                  tuple(names))
 
 
 def _options(data: object) -> dict:

@@ -11,9 +11,9 @@ from ctopt.dynamics import (
     phase_map,
     quadratic,
     rosenbrock,
-    signgd_flow,
     run,
     run_batch,
+    signgd_flow,
     signgd_limit,
 )
 from ctopt.errors import DesignError, HyperparameterError

@@ -16,13 +16,13 @@ ADAMSSM_H = (1 - b2) * z / (z - b2) * (1 - p) / (1 - q) * (z - q) / (z - p)
 
 def run_filter(flt, inputs):
     """Drive the realised states with the oracle's evaluator; returns the output sequence."""
-    env = {sp.Symbol(n, real=True): 0.0 for n in flt.state_names}
+    env = {sp.Symbol(n, real=True): 0.0 for n in flt.states}
     out = []
     for value in inputs:
         env[u] = value
         for a in flt.assignments:
             env[a.target] = evaluate(a.expr, env)
-        out.append(env[sp.Symbol(flt.name, real=True)])
+        out.append(env[sp.Symbol(flt.output, real=True)])
     return np.array(out, dtype=float)
 
 
@@ -53,12 +53,12 @@ def test_ema_bias_correction_is_the_step_response():
     assert flt.dc_gain() == 1
     assert flt.poles() == [beta]
     assert flt.zeros() == [0]
-    assert len(flt.state_names) == 1
+    assert len(flt.states) == 1
 
 
 def test_adamssm_filter_structure():
     flt = realize("v", ADAMSSM_H, u)
-    assert len(flt.state_names) == 2
+    assert len(flt.states) == 2
     assert sp.simplify(flt.dc_gain() - 1) == 0
     assert sorted(map(str, flt.poles())) == ["beta2", "pole"]
     assert sorted(map(str, flt.zeros())) == ["0", "zero"]
@@ -66,7 +66,7 @@ def test_adamssm_filter_structure():
 
 def test_shifted_convention_and_errors():
     flt = realize("v", (1 - b2) / (z - b2), u)  # one-step delayed input: two states
-    assert len(flt.state_names) == 2
+    assert len(flt.states) == 2
     with pytest.raises(DesignError, match="improper"):
         realize("v", z**2 / (z - b2), u)
     with pytest.raises(DesignError, match="no pole"):

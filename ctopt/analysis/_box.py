@@ -24,13 +24,17 @@ from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
+from .. import ops
 from ..design import Design, g, k, theta
 from ..errors import DesignError, HyperparameterError, UnsupportedError
 
 #: The input symbol that stands for the chosen signal.
 u = sp.Symbol("u", real=True)
 
-_PARSE_NAMES = ("Integer", "Float", "Rational", "Symbol", "sqrt", "Abs", "Max", "Min", "exp", "log")
+#: sympy names in scope when a signal is read from a string: numbers, symbols, sqrt and the
+#: functions of the expression language
+_PARSE_NAMES = ("Integer", "Float", "Rational", "Symbol", "sqrt",
+                *(m.tag for m in ops.MINMAX.values()), *(f.tag for f in ops.FUNCTIONS))
 
 
 # ---------------------------------------------------------------------------- the box, flattened

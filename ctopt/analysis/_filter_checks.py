@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from ..design import Design, FilterInfo, k
+from ..design import Design, k
 from ..errors import CtoptError
-from ..filters import z
+from ..filters import Filter, z
 from ._realised import Block, _nonnegative
 from .proof import Proof
 from .stability import _readable
@@ -57,7 +57,7 @@ class FilterCheck:
     declared: bool = False
 
 
-def block_check(block: Block, design: Design | None, declared: FilterInfo | None) -> FilterCheck:
+def block_check(block: Block, design: Design | None, declared: Filter | None) -> FilterCheck:
     """The conditions of ``block``; ``declared`` is the filter the design declared for it."""
     name = block.names[0]
     title = (f"{name}: declared filter, judged on its realised states {list(block.names)}"

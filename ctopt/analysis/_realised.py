@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from .. import ops
 from ..design import Design, g, k, theta
 from ..errors import CtoptError
 from ._box import Box, _asymptotic_box, build_box
@@ -327,8 +328,9 @@ def guards(design: Design) -> list[Guard]:
         for node in sp.preorder_traversal(expr):
             if not (node.free_symbols & dynamic):
                 continue
-            if isinstance(node, sp.log):
-                _add(out, Guard("log", node.args[0], where))
+            function = ops.function_of(node)
+            if function is not None and function.guard is not None:
+                _add(out, Guard(function.guard, node.args[0], where))
             elif node.is_Pow and node.exp.is_number:
                 if not node.exp.is_integer:
                     _add(out, Guard("square root" if node.exp == sp.Rational(1, 2) or

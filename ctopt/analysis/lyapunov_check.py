@@ -4,7 +4,7 @@ Problem class ``"quadratic"``: every coordinate sees ``f(theta) = h*theta**2/2``
 ``h in [m, L]``, so ``g = h*theta``; the design's full box runs, adaptive second moment
 included. :func:`check_lyapunov` computes the one-step change ``dV = V(x_next) - V(x)``:
 
-1. **symbolically**, on the steady-state map (``k >= 2`` branches, ``beta**k -> 0``): if ``dV`` is
+1. **symbolically**, on the steady-state map (the ``k -> oo`` limit of every line): if ``dV`` is
    a quadratic form in the state, ``-dV >= 0`` is proven from the principal minors of its
    matrix under the stated ``conditions`` (sign factors matched as in :mod:`.lyapunov`);
 2. otherwise, or in addition, **numerically**: a search for ``dV > 0`` with the float64 oracle
@@ -28,9 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from ..design import Design, g, k, theta
+from .. import ops
+from ..design import Design, g, theta
 from ..errors import CtoptError
 from ..limits import timed
+from ._box import asymptotic
 from .certificates import _positive_by_factors
 from .proof import Proof
 from .stability import _split_abs, positive_form
@@ -72,8 +74,10 @@ class LyapunovCheck:
 
 
 def one_step_change(design: Design, V: sp.Expr) -> sp.Expr:
-    """``V(x_next) - V(x)`` on ``f = h*theta**2/2`` for the steady-state box (``k >= 2``,
-    ``beta**k -> 0``), in the design's symbols and ``h``.
+    """``V(x_next) - V(x)`` on ``f = h*theta**2/2`` for the steady-state box: every line at its
+    ``k -> oo`` limit (the one asymptotic pass of :func:`ctopt.analysis._box.asymptotic`: the
+    eventual branch of a ``Piecewise`` on ``k``, ``beta**k -> 0`` where ``|beta| < 1`` is known
+    from its domain), in the design's symbols and ``h``.
 
     Example:
         >>> import ctopt
@@ -85,27 +89,17 @@ def one_step_change(design: Design, V: sp.Expr) -> sp.Expr:
     env[g] = H * theta
     env[theta] = theta
     for r in design.reductions:
-        env[r.symbol] = sp.Abs(r.of.xreplace(env))
+        env[r.symbol] = ops.REDUCTIONS[r.kind].symbolic(r.of.xreplace(env))
     new_theta = theta
+    records: list = []
     for a in design.assignments:
-        value = _steady(a.expr).xreplace(env)
+        value = asymptotic(a.expr, design, a.target.name, records).xreplace(env)
         if a.kind == "update":
             new_theta = value
         else:
             env[a.target] = value
     after = {s.symbol: env[s.symbol] for s in design.states} | {theta: new_theta}
     return V.xreplace(after) - V
-
-
-def _steady(expr: sp.Expr) -> sp.Expr:
-    def pick(e):
-        args = e.args
-        if any(c.has(k) for _, c in args[:-1]) and args[-1][1] == sp.true:
-            return args[-1][0]
-        return e
-    expr = expr.replace(lambda e: isinstance(e, sp.Piecewise), pick)
-    return expr.replace(lambda e: e.is_Pow and e.exp == k and not e.base.has(k),
-                        lambda e: sp.Integer(0))
 
 
 @timed("Lyapunov-candidate check")
@@ -158,7 +152,7 @@ def check_lyapunov(design: Design, V: sp.Expr, problem: str = "quadratic", *, m:
     worst, counter = (reach_worst, reach_point) if reach_point else (box_worst, box_point)
     if proven and counter:
         proof.step("the numeric counterexample lies outside the steady state or the stated "
-                   "conditions (the symbolic proof covers k >= 2 with beta**k -> 0)", numeric=True)
+                   "conditions (the symbolic proof covers the k -> oo limit of the map)", numeric=True)
     return LyapunovCheck(delta, proven, counter, worst, proof, reach_point, reach_worst)
 
 
@@ -204,7 +198,7 @@ def _symbolic(delta, design, conditions, proof) -> bool:
 
 
 def _nonrational(expr: sp.Expr) -> bool:
-    if expr.atoms(sp.Piecewise, sp.Abs, sp.Max, sp.Min, sp.sign, sp.exp, sp.log):
+    if expr.atoms(*ops.allowed_functions()):
         return True
     return any(not p.exp.is_integer for p in expr.atoms(sp.Pow))
 

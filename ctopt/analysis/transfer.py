@@ -176,7 +176,7 @@ class TransferFunction:
         return cls(_positive_constants(sp.factor(num)), den, **fields)
 
     def _filter(self) -> Filter:
-        return Filter(self.output, self.expr, self.input, (), ())
+        return Filter(self.output, self.expr, self.input, ())
 
     def poles(self) -> list[sp.Expr]:
         """Poles with multiplicity."""

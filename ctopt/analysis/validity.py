@@ -43,7 +43,7 @@ import numpy as np
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from ..design import Design, FilterInfo
+from ..design import Design
 from ..errors import CtoptError, HyperparameterError
 from ..filters import Filter, z
 from ..limits import timed
@@ -113,8 +113,8 @@ class FilterValidity:
 # ------------------------------------------------------------------ entry point
 @timed("filter validity")
 def filter_validity(design_or_filter, **values: float) -> FilterValidity:
-    """Check the realised map of a design (or one :class:`~ctopt.filters.Filter` /
-    ``FilterInfo``) at ``values`` (defaults: the design's defaults).
+    """Check the realised map of a design (or one :class:`~ctopt.filters.Filter`, e.g. an
+    entry of ``design.filters``) at ``values`` (defaults: the design's defaults).
 
     Example:
         >>> import ctopt
@@ -140,11 +140,11 @@ def filter_validity(design_or_filter, **values: float) -> FilterValidity:
         checks, skipped = _design_checks(design)
         domains = {h.symbol: h.domain for h in design.hyper}
         title = f"the realised map of {design.name!r} is valid"
-    elif isinstance(design_or_filter, (Filter, FilterInfo)):
+    elif isinstance(design_or_filter, Filter):
         env = {n: float(v) for n, v in values.items()}
         f = design_or_filter
-        name = f.name if isinstance(f, Filter) else f.output
-        info = FilterInfo(name, f.transfer, f.input, ())
+        name = f.output
+        info = Filter(name, f.transfer, f.input, ())
         checks = [_fresh(_filter_check(name, sp.sympify(f.transfer), sp.sympify(f.input), info))]
         skipped = {}
         title = f"filter {name!r} is valid"
@@ -202,7 +202,7 @@ def _design_checks(design: Design) -> tuple[list[FilterCheck], dict[str, str]]:
 
 
 @lru_cache(maxsize=128)
-def _filter_check(name: str, transfer: sp.Expr, u: sp.Expr, info: FilterInfo) -> FilterCheck:
+def _filter_check(name: str, transfer: sp.Expr, u: sp.Expr, info: Filter) -> FilterCheck:
     """A standalone filter, realised in observable canonical form as ``realize`` does."""
     from ..filters import _rational_in_z
 

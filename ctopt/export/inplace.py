@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .printers import _split_mul, python_name, scalar_code, tensor_code
+from .. import ops
+from .printers import python_name, scalar_code, tensor_code
 
 __all__ = ["InplacePrinter", "inplace_lines"]
 
-#: in-place unary ops; ``sign`` is printed out of place (torch's sign turns NaN into 0)
-_UNARY = {sp.Abs: "abs", sp.exp: "exp", sp.log: "log"}
-_G = sp.Symbol("g", real=True)
+_G = ops.g
 
 
 class InplacePrinter:
@@ -166,7 +165,7 @@ class InplacePrinter:
             return self._mul(e, into)
         if e.is_Pow:
             return self._pow(e)
-        if isinstance(e, (sp.Max, sp.Min)):
+        if type(e) in ops.MINMAX:
             elem = [a for a in e.args if self.is_elem(a)]
             scal = [a for a in e.args if not self.is_elem(a)]
             own = [a for a in elem if a.is_Symbol and python_name(a.name) == into]
@@ -176,15 +175,15 @@ class InplacePrinter:
             else:
                 into = None
             acc = self.emit(elem[0], into)
-            name = "maximum" if isinstance(e, sp.Max) else "minimum"
+            op = ops.MINMAX[type(e)]
             for a in elem[1:]:
-                acc = self._apply(name, acc, self.emit(a)[0])
-            clamp = "clamp_min" if isinstance(e, sp.Max) else "clamp_max"
+                acc = self._apply(op.torch, acc, self.emit(a)[0])
             for a in scal:
-                acc = self._apply(clamp, acc, self.scalar(a))
+                acc = self._apply(f"clamp_{op.clamp}", acc, self.scalar(a))
             return acc
-        if type(e) in _UNARY:
-            return self._apply(_UNARY[type(e)], self.emit(e.args[0]))
+        function = ops.function_of(e)
+        if function is not None and function.inplace is not None:
+            return self._apply(function.inplace, self.emit(e.args[0]))
         if isinstance(e, sp.Piecewise) and not any(self.is_elem(c) for _, c in e.args):
             return self._scalar_choice(e)
         # Piecewise with elementwise conditions, relations, logic: per-tensor torch code
@@ -230,7 +229,7 @@ class InplacePrinter:
         """A term as (scalar coefficient, elementwise numerator factors, denominator factors)."""
         if t.is_Mul:
             coef = sp.Mul(*[a for a in t.args if not self.is_elem(a)])
-            num, den = _split_mul([a for a in t.args if self.is_elem(a)])
+            num, den = ops.split_product([a for a in t.args if self.is_elem(a)])
             return coef, num, den
         return sp.S.One, [t], []
 
@@ -395,13 +394,14 @@ class InplacePrinter:
         if not self.is_elem(e.base) or self.is_elem(e.exp):  # scalar ** elementwise
             return self._fresh(self._per_tensor(e))
         base = self.emit(e.base)
-        if e.exp == sp.S.Half:
+        form = ops.power_form(e.exp)
+        if form == "sqrt":
             return self._apply("sqrt", base)
-        if e.exp == -sp.S.Half:
+        if form == "rsqrt":
             return self._apply("reciprocal", self._apply("sqrt", base))
-        if e.exp == -1:
+        if form == "recip":
             return self._apply("reciprocal", base)
-        if e.exp == 2:
+        if form == "square":
             return self._apply("mul", base, base[0])
         return self._apply("pow", base, self.scalar(e.exp))
 

@@ -8,8 +8,9 @@ Two printers, one per kind of code (the in-place printer of the eager paths is
 - :func:`tensor_code` — the elementwise part with torch operators; it runs on tensors with Python
   floats (the for-loop path) or 0-d tensors (the compiled path) as coefficients.
 
-Products are printed like the oracle evaluates them (numerator product, then one division), so
-float64 results agree with it to rounding.
+Both read the expression language of :mod:`ctopt.ops`: each function's source template, and the
+rules float parity rests on (products as the numerator product, then one division; the form of
+each power), so float64 results agree with the oracle to rounding.
 
 Example:
     >>> import sympy as sp
@@ -28,14 +29,10 @@ from collections.abc import Callable
 
 import sympy as sp
 
+from .. import ops
 from ..errors import UnsupportedError
 
 __all__ = ["python_name", "scalar_code", "tensor_code"]
-
-_RELATION_OPS = {
-    sp.Equality: "==", sp.Unequality: "!=", sp.StrictLessThan: "<", sp.LessThan: "<=",
-    sp.StrictGreaterThan: ">", sp.GreaterThan: ">=",
-}
 
 
 def python_name(name: str) -> str:
@@ -58,16 +55,6 @@ def _number(expr: sp.Basic) -> str:
     return repr(value) if math.isfinite(value) else f"float({str(value)!r})"
 
 
-def _split_mul(expr: sp.Mul | list) -> tuple[list[sp.Expr], list[sp.Expr]]:
-    num, den = [], []
-    for a in (expr if isinstance(expr, list) else expr.args):
-        if a.is_Pow and a.exp.is_Number and a.exp < 0:
-            den.append(a.base if a.exp == -1 else sp.Pow(a.base, -a.exp, evaluate=False))
-        else:
-            num.append(a)
-    return num, den
-
-
 def _exponent(e: sp.Expr, code: Callable[[sp.Expr], str]) -> str:
     if e.is_Integer:
         return str(int(e))
@@ -83,9 +70,8 @@ class _Printer:
     square = "torch.square({x})"
     pow = "torch.pow({base}, {exp})"
     choose = "_choose({c}, {a}, {b})"
-    logic = {sp.And: " & ", sp.Or: " | "}
-    negate = "(~{x})"
-    unary = {sp.Abs: "torch.abs", sp.sign: "_nan_sign", sp.exp: "torch.exp", sp.log: "torch.log"}
+    #: which source of :mod:`ctopt.ops` this printer uses ("scalar" or "tensor")
+    target = "tensor"
     what = "tensor code"
 
     def name(self, symbol: sp.Symbol) -> str:
@@ -100,7 +86,7 @@ class _Printer:
         if e.is_Add:
             return "(" + " + ".join(p(a) for a in e.args) + ")"
         if e.is_Mul:
-            num, den = _split_mul(e)
+            num, den = ops.split_product(e)
             top = " * ".join(p(a) for a in num) if num else "1.0"
             top = f"({top})" if len(num) > 1 else top
             if not den:
@@ -108,16 +94,17 @@ class _Printer:
             bottom = " * ".join(p(a) for a in den)
             return self.div.format(top=top, bottom=bottom if len(den) == 1 else f"({bottom})")
         if e.is_Pow:
-            if e.exp == sp.S.Half:
+            form = ops.power_form(e.exp)
+            if form == "sqrt":
                 return self.sqrt.format(x=p(e.base))
-            if e.exp == -sp.S.Half:
+            if form == "rsqrt":
                 return self.recip.format(x=self.sqrt.format(x=p(e.base)))
-            if e.exp == -1:
+            if form == "recip":
                 return self.recip.format(x=p(e.base))
-            if e.exp == 2 and self.square:
+            if form == "square" and self.square:
                 return self.square.format(x=p(e.base))
             return self.pow.format(base=p(e.base), exp=_exponent(e.exp, p))
-        if isinstance(e, (sp.Max, sp.Min)):
+        if type(e) in ops.MINMAX:
             return self.max_min(e)
         if isinstance(e, sp.Piecewise):
             like = self.like(e)
@@ -131,14 +118,16 @@ class _Printer:
         if isinstance(e, sp.ITE):  # sympy's form of a comparison of an inlined Piecewise
             c, a, b = (p(arg) for arg in e.args)
             return self.choose.format(c=c, a=a, b=b)
-        if type(e) in _RELATION_OPS:
-            return f"({p(e.lhs)} {_RELATION_OPS[type(e)]} {p(e.rhs)})"
-        if isinstance(e, (sp.And, sp.Or)):
-            return "(" + self.logic[type(e)].join(p(a) for a in e.args) + ")"
-        if isinstance(e, sp.Not):
-            return self.negate.format(x=p(e.args[0]))
-        if type(e) in self.unary:
-            return f"{self.unary[type(e)]}({p(e.args[0])})"
+        if type(e) in ops.RELATIONS:
+            return f"({p(e.lhs)} {ops.RELATIONS[type(e)].text} {p(e.rhs)})"
+        if type(e) in ops.LOGIC:
+            text = getattr(ops.LOGIC[type(e)], self.target)
+            if isinstance(e, sp.Not):
+                return text.format(x=p(e.args[0]))
+            return "(" + text.join(p(a) for a in e.args) + ")"
+        function = ops.function_of(e)
+        if function is not None:
+            return getattr(function, self.target).format(x=p(e.args[0]))
         raise UnsupportedError(
             f"cannot print {type(e).__name__} in {self.what}: {e} (sympy rewrote an inlined "
             "expression into a form the generated code has no operation for)")
@@ -149,8 +138,7 @@ class _Printer:
         return None
 
     def max_min(self, e: sp.Basic) -> str:
-        fn = "_max" if isinstance(e, sp.Max) else "_min"
-        return f"{fn}(" + ", ".join(self.p(a) for a in e.args) + ")"
+        return f"{ops.MINMAX[type(e)].scalar}(" + ", ".join(self.p(a) for a in e.args) + ")"
 
 
 class _ScalarPrinter(_Printer):
@@ -162,9 +150,7 @@ class _ScalarPrinter(_Printer):
     square = ""
     pow = "_pow({base}, {exp})"
     choose = "({a} if {c} else {b})"
-    logic = {sp.And: " and ", sp.Or: " or "}
-    negate = "(not {x})"
-    unary = {sp.Abs: "abs", sp.sign: "_sign", sp.exp: "_exp", sp.log: "_log"}
+    target = "scalar"
     what = "scalar code"
 
     def __init__(self, names: dict[str, str]):
@@ -192,7 +178,7 @@ class _TensorPrinter(_Printer):
         return python_name(tensors[0]) if tensors else None
 
     def max_min(self, e: sp.Basic) -> str:
-        fn, bound = ("torch.maximum", "min") if isinstance(e, sp.Max) else ("torch.minimum", "max")
+        fn, bound = f"torch.{ops.MINMAX[type(e)].torch}", ops.MINMAX[type(e)].clamp
         elem = [a for a in e.args if self.is_elem(a)]
         out = self.p(elem[0])
         for a in elem[1:]:
