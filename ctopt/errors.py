@@ -1,10 +1,16 @@
 """ctopt's error types. Every error ctopt raises on bad input derives from :class:`CtoptError`.
 
+The base classes :class:`CtoptError`, :class:`HyperparameterError` and :class:`UnsupportedError`
+are defined by the export runtime (:mod:`ctopt.export.errors`), so that an exported optimizer,
+with or without ctopt, raises the same classes.
+
 Example:
     >>> from ctopt.errors import CtoptError, HyperparameterError
     >>> issubclass(HyperparameterError, ValueError) and issubclass(HyperparameterError, CtoptError)
     True
 """
+
+from .export.errors import CtoptError, HyperparameterError, UnsupportedError
 
 __all__ = [
     "CtoptError",
@@ -16,24 +22,12 @@ __all__ = [
 ]
 
 
-class CtoptError(Exception):
-    """Base class of every error ctopt raises on purpose."""
-
-
 class DesignError(CtoptError, ValueError):
     """An invalid design: unknown symbol, unassigned state, bad domain, unsupported function..."""
 
 
-class HyperparameterError(CtoptError, ValueError):
-    """A hyperparameter value outside its domain, or an unknown hyperparameter name."""
-
-
 class DesignFileError(CtoptError, ValueError):
     """A design file that is not a valid, safe ctopt design."""
-
-
-class UnsupportedError(CtoptError, NotImplementedError):
-    """A request ctopt cannot honour (too large, unsupported input, missing extra)."""
 
 
 class NotPreconditionedError(UnsupportedError):

@@ -1,6 +1,13 @@
 """Export a design as a ``torch.optim.Optimizer``: for-loop, foreach and compiled paths, all
 generated from the design by one code generator (see ``docs/export.md``).
 
+Two halves: the **compiler** -- :mod:`~ctopt.export.codegen` (design -> program),
+:mod:`~ctopt.export.printers` and :mod:`~ctopt.export.inplace` (program -> code),
+:mod:`~ctopt.export.source` (code -> module text) -- needs no torch, so :func:`export_source`
+runs without it; the **runtime** (:data:`ctopt.export.source.RUNTIME_MODULES`: errors, scalar
+helpers, hyperparameter values, the compiled runner, checkpoints, the optimizer base class) is
+torch only, imported here on first use and bundled verbatim into standalone exports.
+
 Example:
     >>> import torch, ctopt
     >>> Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
@@ -14,22 +21,44 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import linecache
 import math
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..design import Design
-from ..errors import DesignError, HyperparameterError, UnsupportedError
-from .checkpoint import StateDictError
-from .compiled import flat_parameters
-from .optimizer import BACKENDS, NONFINITE, GeneratedOptimizer, NonFiniteGradientError
-from .source import class_name, class_source, module_source
-from .values import Hyper, ParameterError
+if TYPE_CHECKING:
+    from ..design import Design
 
 __all__ = [
     "BACKENDS", "NONFINITE", "GeneratedOptimizer", "Hyper", "NonFiniteGradientError",
     "ParameterError", "StateDictError", "export_source", "flat_parameters", "to_torch",
 ]
+
+#: name -> the module of this package that defines it, imported on first use: the compiler
+#: (``codegen``, ``printers``, ``inplace``, ``source``) needs no torch, the runtime does
+_LAZY = {
+    "BACKENDS": "optimizer", "NONFINITE": "optimizer", "GeneratedOptimizer": "optimizer",
+    "NonFiniteGradientError": "optimizer", "Hyper": "values", "ParameterError": "values",
+    "StateDictError": "checkpoint", "flat_parameters": "compiled", "class_name": "source",
+    "class_source": "source", "module_source": "source", "HyperparameterError": "errors",
+    "UnsupportedError": "errors",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def _here(name: str):
+    """This package's attribute ``name`` (loaded on first use, or as a test replaced it)."""
+    return getattr(sys.modules[__name__], name)
+
 
 _CACHE: dict = {}
 
@@ -44,9 +73,10 @@ def _implied_options(design: Design, source: str, cls_name: str) -> dict:
     if design.name not in TORCH_OPTIONS:
         return {}
     from .. import zoo
+    from ..errors import DesignError
 
     try:
-        same = class_source(zoo.get(design.name), cls_name) == source
+        same = _here("class_source")(zoo.get(design.name), cls_name) == source
     except (KeyError, ValueError, DesignError):
         same = False
     return dict(TORCH_OPTIONS[design.name]) if same else {}
@@ -55,6 +85,8 @@ def _implied_options(design: Design, source: str, cls_name: str) -> dict:
 def _check_design(design: Design) -> None:
     """Refuse designs whose moment filters are unstable or may produce a negative second moment
     at their default hyperparameters (uses ``ctopt.analysis.validity`` when available)."""
+    from ..errors import DesignError
+
     for h in design.hyper:
         if not (math.isfinite(h.default) and h.domain.contains(h.default)):
             raise DesignError(f"design {design.name!r}: hyperparameter {h.name!r} default "
@@ -78,6 +110,8 @@ def _value_guard(design: Design):
         from ..analysis.validity import filter_validity
     except (ImportError, AttributeError):
         return None
+    from ..errors import HyperparameterError
+
     defaults = design.defaults
 
     def guard(values: dict, where: str = "") -> None:
@@ -111,20 +145,22 @@ def to_torch(design: Design, name: str | None = None, *, check: bool = True) -> 
         >>> Opt.__name__, Opt.state_keys
         ('HeavyBall', ('momentum_buffer',))
     """
+    from ..design import Design
+    from ..errors import DesignError
+    from . import runtime
+
     if not isinstance(design, Design):
         raise DesignError(f"to_torch needs a ctopt Design, got {type(design).__name__}")
     if check:
         _check_design(design)
-    cls_name = name or class_name(design)
-    source = class_source(design, cls_name)
+    cls_name = name or _here("class_name")(design)
+    source = _here("class_source")(design, cls_name)
     key = (source, cls_name, check)
     if key in _CACHE:
         return _CACHE[key]
     filename = f"<ctopt export {design.name} #{len(_CACHE)}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    from . import optimizer as runtime
-
-    namespace = {name: getattr(runtime, name) for name in dir(runtime) if not name.startswith("__")}
+    namespace = {name: getattr(runtime, name) for name in runtime.__all__}
     namespace["__name__"] = "ctopt.export.generated"
     exec(compile(source, filename, "exec"), namespace)  # our own printed code, never user text
     cls = namespace[cls_name]
@@ -140,7 +176,7 @@ def to_torch(design: Design, name: str | None = None, *, check: bool = True) -> 
 def export_source(design: Design, path: str | Path | None = None, name: str | None = None, *,
                   check: bool = True) -> str:
     """Write a standalone, readable module (torch only, no ctopt import) holding the optimizer;
-    returns the source. ``path=None`` only returns it.
+    returns the source. ``path=None`` only returns it. Needs no torch itself.
 
     Example:
         >>> import ctopt
@@ -150,12 +186,8 @@ def export_source(design: Design, path: str | Path | None = None, name: str | No
     """
     if check:
         _check_design(design)
-    text = module_source(design, name)
+    text = _here("module_source")(design, name)
     if path is not None:
         Path(path).write_text(text)
     return text
 
-
-# errors users may want to catch, re-exported for convenience
-HyperparameterError = HyperparameterError
-UnsupportedError = UnsupportedError

@@ -20,8 +20,8 @@ import math
 
 import torch
 
-from ..errors import CtoptError, HyperparameterError  # package-only
-from .values import fits, real_view  # package-only
+from .errors import CtoptError, HyperparameterError
+from .values import fits, real_view
 
 __all__ = ["StateDictError", "FOREIGN_OPTIONS", "STATE_OWNERS", "foreign_option",
            "needs_nonnegative", "validated"]

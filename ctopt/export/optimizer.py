@@ -39,11 +39,10 @@ from typing import NamedTuple
 
 import torch
 
-from ..errors import CtoptError, HyperparameterError, UnsupportedError  # package-only
-from .checkpoint import validated  # package-only
-from .compiled import CompiledRunner  # package-only
-from .scalars import _choose, _div, _exp, _fe_full, _log, _max, _min, _nan_sign, _pow, _sign, _sqrt  # noqa: F401,E501  # package-only
-from .values import Hyper, check_unique, fits, real_view  # package-only
+from .checkpoint import validated
+from .compiled import CompiledRunner
+from .errors import CtoptError, HyperparameterError, UnsupportedError
+from .values import Hyper, check_unique, fits, real_view
 
 BACKENDS = ("auto", "forloop", "foreach", "compiled")
 NONFINITE = ("propagate", "skip", "raise")

@@ -2,8 +2,10 @@
 
 :func:`class_source` prints one design as a subclass of the runtime's ``GeneratedOptimizer``
 (hyperparameter table, state names, and the generated ``_scalars``, ``_elementwise``,
-``_forloop``, ``_foreach``, ``_fused`` and ``_reduce_*`` functions). :func:`module_source` prepends the runtime
-(``compiled.py`` and ``optimizer.py``, torch only), so the result runs without ctopt.
+``_forloop``, ``_foreach``, ``_fused`` and ``_reduce_*`` functions). :func:`module_source` writes
+a standalone module: it bundles verbatim copies of the runtime modules (:data:`RUNTIME_MODULES`,
+torch only), loads them as a package of real modules, and defines the class beside them, so the
+result runs without ctopt. Nothing here imports torch.
 
 Example:
     >>> import ctopt
@@ -14,9 +16,11 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import builtins
+import functools
+import hashlib
 import keyword
-import re
 import weakref
 from pathlib import Path
 
@@ -28,7 +32,12 @@ from .codegen import Program, build_program, code_name, code_symbols, rename, st
 from .inplace import inplace_lines
 from .printers import python_name, scalar_code, tensor_code
 
-__all__ = ["class_name", "class_source", "module_source"]
+__all__ = ["RUNTIME_MODULES", "class_name", "class_source", "module_source", "runtime_modules"]
+
+#: The runtime: the modules of :mod:`ctopt.export` that exported optimizers run on, in ctopt and
+#: (as bundled copies) in standalone exports. Each imports only torch, the standard library and
+#: its siblings (relatively); ``runtime`` names what generated code sees as globals.
+RUNTIME_MODULES = ("errors", "scalars", "values", "compiled", "checkpoint", "optimizer", "runtime")
 
 _INDENT = "        "
 
@@ -41,11 +50,23 @@ def module_names() -> frozenset[str]:
         >>> {"GeneratedOptimizer", "Exception", "None"} <= module_names()
         True
     """
-    from . import compiled, optimizer
-
-    names = set(vars(compiled)) | set(vars(optimizer)) | set(dir(builtins))
-    names |= set(keyword.kwlist) | {"CtoptError", "HyperparameterError", "UnsupportedError"}
+    names = set(_HEADER_NAMES) | set(dir(builtins)) | set(keyword.kwlist)
+    for name in RUNTIME_MODULES:
+        names |= _top_level_names(_runtime_text(name))
     return frozenset(names)
+
+
+def _top_level_names(text: str) -> set[str]:
+    names = set()
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
 
 
 def class_name(design: Design) -> str:
@@ -248,42 +269,86 @@ def _class_source(design: Design, cls: str) -> str:
     return "\n".join(out) + "\n"
 
 
-_RUNTIME = ("compiled.py", "scalars.py", "values.py", "checkpoint.py", "optimizer.py")
-_STANDALONE_ERRORS = '''
-
-class CtoptError(Exception):
-    """Base class of the errors this module raises on purpose."""
+@functools.cache
+def _runtime_text(name: str) -> str:
+    return (Path(__file__).parent / f"{name}.py").read_text()
 
 
-class HyperparameterError(CtoptError, ValueError):
-    """A hyperparameter value outside its domain, or an unknown hyperparameter name."""
-
-
-class UnsupportedError(CtoptError, NotImplementedError):
-    """A request this optimizer cannot honour (sparse or complex input, unknown option)."""
-'''
-
-
-def runtime_source() -> str:
-    """The runtime modules as one torch-only source text (no ctopt import).
+def runtime_modules() -> dict[str, str]:
+    """The runtime modules' source texts, verbatim, in an order that loads each module after the
+    siblings it imports.
 
     Example:
-        >>> "class GeneratedOptimizer" in runtime_source(), "from ..errors" in runtime_source()
-        (True, False)
+        >>> order = list(runtime_modules())
+        >>> order.index("errors") < order.index("values") < order.index("optimizer")
+        True
     """
-    here = Path(__file__).parent
-    parts = []
-    for filename in _RUNTIME:
-        text = (here / filename).read_text()
-        text = "\n".join(line for line in text.splitlines() if not line.endswith("# package-only"))
-        text = re.sub(r"^from __future__ import annotations\n", "", text, flags=re.M)
-        text = re.sub(r'^__all__ = \[.*?\]\n', "", text, flags=re.M | re.S)
-        parts.append(f"# ---- runtime: {filename} ----\n" + text)
-    return "\n\n".join(parts)
+    needs = {}
+    for name in RUNTIME_MODULES:
+        tree = ast.parse(_runtime_text(name))
+        needs[name] = {node.module for node in ast.walk(tree)
+                       if isinstance(node, ast.ImportFrom) and node.level == 1}
+        unknown = needs[name] - set(RUNTIME_MODULES)
+        if unknown:
+            raise AssertionError(f"runtime module {name!r} imports {sorted(unknown)}, which are "
+                                 "not runtime modules")
+    order: list[str] = []
+    while len(order) < len(needs):
+        ready = [n for n in RUNTIME_MODULES if n not in order and needs[n] <= set(order)]
+        if not ready:
+            raise AssertionError(f"the runtime modules import each other in a circle: {needs}")
+        order.append(ready[0])
+    return {name: _runtime_text(name) for name in order}
+
+
+def _runtime_all() -> list[str]:
+    """``__all__`` of the ``runtime`` module: the names generated code and users read."""
+    for node in ast.parse(_runtime_text("runtime")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__"
+                                                for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    raise AssertionError("the runtime module has no __all__")
+
+
+def _literal(text: str) -> str:
+    """``text`` as a Python string literal: a raw triple-quoted block where that is exact."""
+    if "'''" not in text and not text.endswith(("\\", "'")) and "\r" not in text:
+        return "r'''" + text + "'''"
+    return repr(text)
+
+
+_LOADER = '''
+
+def _load_runtime(package: str, sources: dict) -> types.ModuleType:
+    """Load the bundled runtime modules as the package ``package`` (once per process)."""
+    if package not in sys.modules:
+        root = types.ModuleType(package)
+        root.__path__ = []
+        loaded = {package: root}
+        sys.modules[package] = root
+        try:
+            for name, text in sources.items():
+                module = loaded[f"{package}.{name}"] = types.ModuleType(f"{package}.{name}")
+                module.__package__ = package
+                filename = f"<{package}.{name}>"
+                linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+                sys.modules[module.__name__] = module
+                setattr(root, name, module)
+                exec(compile(text, filename, "exec"), module.__dict__)
+        except BaseException:
+            for key in loaded:  # a failed load leaves nothing half-made behind
+                sys.modules.pop(key, None)
+            raise
+    return sys.modules[f"{package}.runtime"]
+'''
+#: the standalone module's own globals (beside the runtime's names)
+_HEADER_NAMES = ("annotations", "linecache", "sys", "types", "_RUNTIME", "_PACKAGE",
+                 "_load_runtime", "_runtime")
 
 
 def module_source(design: Design, name: str | None = None) -> str:
-    """A standalone module: runtime + generated class; imports only torch (and stdlib).
+    """A standalone module: the bundled runtime + the generated class; imports only torch (and
+    the standard library).
 
     Example:
         >>> import ctopt
@@ -292,14 +357,27 @@ def module_source(design: Design, name: str | None = None) -> str:
         (False, True)
     """
     cls = _checked_class_name(name or class_name(design))
+    sources = runtime_modules()
+    digest = hashlib.sha256("\0".join(f"{n}\0{t}" for n, t in sources.items()).encode())
     header = (
         f'"""{cls}: an optimizer generated by ctopt from the design {design.name!r}.\n\n'
         "Standalone: needs torch only. Usage::\n\n"
         f"    opt = {cls}(model.parameters(), lr=...)\n"
-        f'    # backend="auto"|"forloop"|"foreach"|"compiled", nonfinite="propagate"|"skip"|"raise"\n'
+        f'    # backend="auto"|"forloop"|"foreach"|"compiled", nonfinite="propagate"|"skip"|"raise"\n\n'
+        "The runtime it runs on (the modules of ctopt.export listed in _RUNTIME, verbatim) is "
+        "bundled\nbelow and loaded as a package of real modules.\n"
         '"""\n\n'
-        "from __future__ import annotations\n"
+        "from __future__ import annotations\n\n"
+        "import linecache\nimport sys\nimport types\n"
     )
-    return (header + _STANDALONE_ERRORS + "\n\n" + runtime_source() + "\n\n# ---- generated ----\n\n"
-            + class_source(design, cls) + f"\n__all__ = [{cls!r}, 'flat_parameters', "
-            "'GeneratedOptimizer', 'NonFiniteGradientError', 'StateDictError']\n")
+    bundle = ["", "# ---- runtime (verbatim copies) ----", "_RUNTIME = {"]
+    bundle += [f"    {n!r}: {_literal(t)}," for n, t in sources.items()]
+    bundle += ["}", f"_PACKAGE = {'_ctopt_runtime_' + digest.hexdigest()[:16]!r}"]
+    names = _runtime_all()
+    binding = ["", "_runtime = _load_runtime(_PACKAGE, _RUNTIME)"]
+    binding += [f"{n} = _runtime.{n}" for n in names]
+    public = [cls, "flat_parameters", "GeneratedOptimizer", "NonFiniteGradientError",
+              "StateDictError"]
+    return (header + _LOADER + "\n".join(bundle) + "\n" + "\n".join(binding)
+            + "\n\n# ---- generated ----\n\n" + class_source(design, cls)
+            + f"\n__all__ = {public!r}\n")

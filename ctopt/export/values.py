@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..errors import CtoptError, HyperparameterError  # package-only
+from .errors import CtoptError, HyperparameterError
 
 __all__ = ["Hyper", "ParameterError", "check_unique", "fits", "is_number", "real_view"]
 
