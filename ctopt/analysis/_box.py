@@ -156,7 +156,10 @@ def _scalar_limit(expr: sp.Expr, design: Design) -> tuple[sp.Expr, str]:
             trial = value.subs(h.symbol, sp.nsimplify(h.default))
             if not trial.has(k):
                 return sp.simplify(trial), f"{h.name} = {h.default:g} (its default) assumed"
-    value = sp.limit(value, k, sp.oo)
+    try:
+        value = sp.limit(value, k, sp.oo)
+    except (NotImplementedError, ValueError):  # e.g. "depends on the sign of log(beta)"
+        value = sp.nan
     if value.has(k) or not value.is_finite:
         raise UnsupportedError(f"the time-varying factor {expr} has no finite limit as k -> oo")
     return value, ""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from .. import ops
 from ..design import Design, g, k, theta
 from ._realised import Guard, _nonnegative, guards, positive_scalar
 
@@ -167,8 +168,9 @@ def _can_be_negative(u: sp.Expr, design: Design, env) -> bool:
     the gradient's magnitude)."""
     subs = {h.symbol: env[h.name] for h in design.hyper if h.name in env}
     for gv in (-1.0, 1.0, -1e-3, 1e-3):
-        point = {g: gv, theta: 0.0} | {r.symbol: abs(gv) for r in design.reductions}
-        point |= {s.symbol: 0.0 for s in design.states}
+        point = {g: gv, theta: 0.0} | {s.symbol: 0.0 for s in design.states}
+        point |= {r.symbol: ops.REDUCTIONS[r.kind].symbolic(r.of.xreplace(subs).xreplace(point))
+                  for r in design.reductions}
         try:
             val = complex(sp.sympify(u).xreplace(subs).xreplace(point))
         except (TypeError, ValueError):

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
+from .. import ops
 from ..design import Design, g, k, theta
 from ..errors import DesignError, UnsupportedError
 from ..filters import z
@@ -296,7 +297,8 @@ def closed_loop(design: Design, curvature: str = "h", preconditioner: str = "fro
         exprs, atoms = _freeze(exprs, box)
     flat = box.flatten(exprs)
     grad = h * theta + w
-    norms = {r.symbol: sp.sqrt(r.of.xreplace({g: grad}) ** 2) for r in design.reductions}
+    norms = {r.symbol: ops.REDUCTIONS[r.kind].symbolic(r.of.xreplace({g: grad}))
+             for r in design.reductions}
     flat = {n: e.xreplace(norms).xreplace({g: grad}) for n, e in flat.items()}
     names = ["theta", *design.state_names]
     if preconditioner == "frozen":
