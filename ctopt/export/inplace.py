@@ -38,7 +38,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .. import ops
-from .printers import python_name, scalar_code, tensor_code
+from .printers import ForeachRendering, TensorRendering, python_name, scalar_code, tensor_code
 
 __all__ = ["InplacePrinter", "inplace_lines"]
 
@@ -69,7 +69,7 @@ class InplacePrinter:
                  per_tensor: bool = False):
         self.elementwise = set(elementwise)
         self.scalars = dict(scalars or {})
-        self.per_tensor = per_tensor
+        self.render = TensorRendering if per_tensor else ForeachRendering
         self.lines: list[str] = []
         self.indent = ""
         self._n = 0
@@ -85,27 +85,7 @@ class InplacePrinter:
 
     def call(self, op: str, ref: str, extra: str = "", inplace: bool = False) -> str:
         """Source of ``op`` applied to ``ref`` (in place or out of place) in this rendering."""
-        sep = ", " if extra else ""
-        if not self.per_tensor:
-            return f"torch._foreach_{op}{'_' if inplace else ''}({ref}{sep}{extra})"
-        if not inplace:
-            return f"torch.{op}({ref}{sep}{extra})"
-        if op in ("maximum", "minimum"):  # no in-place method
-            return f"torch.{op}({ref}{sep}{extra}, out={ref})"
-        return f"{ref}.{op}_({extra})"
-
-    def full(self, value: str, like: str) -> str:
-        if self.per_tensor:
-            return f"torch.full_like({like}, {value})"
-        return f"_fe_full({value}, {like})"
-
-    def copy(self, target: str, source: str) -> str:
-        if self.per_tensor:
-            return f"{target}.copy_({source})"
-        return f"torch._foreach_copy_({target}, {source})"
-
-    def clone(self, source: str) -> str:
-        return f"{source}.clone()" if self.per_tensor else f"torch._foreach_clone({source})"
+        return self.render.call(op, ref, ", " + extra if extra else "", inplace)
 
     # ------------------------------------------------------------------ helpers
     def is_elem(self, e: sp.Basic) -> bool:
@@ -206,10 +186,10 @@ class InplacePrinter:
             if self.is_elem(value):
                 ref, is_fresh = self.emit(value)
                 if ref == self.protected and not is_fresh:  # an alias would see the overwrite
-                    ref, is_fresh = self.clone(ref), True
+                    ref, is_fresh = self.render.clone(ref), True
                 fresh = fresh and is_fresh
             else:
-                ref = self.full(self.scalar(value), like)
+                ref = self.render.full(self.scalar(value), like)
             self.put(f"{name} = {ref}")
             if cond is sp.true:
                 break
@@ -217,12 +197,8 @@ class InplacePrinter:
         return name, fresh
 
     def _per_tensor(self, e: sp.Expr) -> str:
-        if self.per_tensor:
-            return tensor_code(e, self.elementwise)
         lists = sorted(python_name(s.name) for s in e.free_symbols if self.is_elem(s))
-        loop = ", ".join(lists)
-        return (f"[{tensor_code(e, self.elementwise)} for {loop}{',' if len(lists) == 1 else ''}"
-                f" in zip({loop})]")
+        return self.render.each(tensor_code(e, self.elementwise), lists)
 
     # ------------------------------------------------------------------ sums
     def _split(self, t: sp.Expr) -> tuple[sp.Expr, list[sp.Expr], list[sp.Expr]]:
@@ -490,7 +466,7 @@ def inplace_lines(program, per_tensor: bool = False) -> list[str]:
                 printer.put(f"if {cond}:" if cond else "else:")
                 printer.indent = "    "
             if version.is_Symbol and version.name in inputs:
-                printer.put(f"{target} = {printer.clone(version.name)}")
+                printer.put(f"{target} = {printer.render.clone(version.name)}")
                 printer.elementwise.add(target)
             elif version.is_Symbol:
                 printer.put(f"{target} = {python_name(version.name)}")
@@ -500,5 +476,5 @@ def inplace_lines(program, per_tensor: bool = False) -> list[str]:
             printer.indent = ""
     for out, target in targets.items():
         printer.put(f"if {python_name(out)} is not {target}:")
-        printer.put("    " + printer.copy(target, python_name(out)))
+        printer.put("    " + printer.render.copy(target, python_name(out)))
     return printer.lines

@@ -1,7 +1,8 @@
 """Printers: a :class:`~ctopt.export.codegen.Program` as Python source.
 
-Two printers, one per kind of code (the in-place printer of the eager paths is
-:mod:`ctopt.export.inplace`):
+Two printers, one per kind of code, and the two renderings the in-place printer of the eager
+paths (:mod:`ctopt.export.inplace`) writes operations in (:class:`ForeachRendering`,
+:class:`TensorRendering`):
 
 - :func:`scalar_code` — the per-step scalar part, plain Python floats (float64); ``Piecewise``
   becomes ``a if c else b`` so an untaken branch is never evaluated.
@@ -32,7 +33,7 @@ import sympy as sp
 from .. import ops
 from ..errors import UnsupportedError
 
-__all__ = ["python_name", "scalar_code", "tensor_code"]
+__all__ = ["ForeachRendering", "TensorRendering", "python_name", "scalar_code", "tensor_code"]
 
 
 def python_name(name: str) -> str:
@@ -212,3 +213,59 @@ def tensor_code(expr: sp.Basic, elementwise: set[str] | frozenset[str] = frozens
         'torch.clamp(x, min=c)'
     """
     return _TensorPrinter(elementwise).p(expr)
+
+
+class ForeachRendering:
+    """How the in-place printer (:mod:`ctopt.export.inplace`) writes an operation on the foreach
+    path: ``torch._foreach_*`` calls over lists of tensors (``extra`` starts with ``", "``)."""
+
+    @staticmethod
+    def call(op: str, ref: str, extra: str, inplace: bool) -> str:
+        return f"torch._foreach_{op}{'_' if inplace else ''}({ref}{extra})"
+
+    @staticmethod
+    def full(value: str, like: str) -> str:
+        return f"_fe_full({value}, {like})"
+
+    @staticmethod
+    def copy(target: str, source: str) -> str:
+        return f"torch._foreach_copy_({target}, {source})"
+
+    @staticmethod
+    def clone(source: str) -> str:
+        return f"torch._foreach_clone({source})"
+
+    @staticmethod
+    def each(code: str, lists: list[str]) -> str:
+        """Out-of-place tensor ``code`` over the elements of ``lists``."""
+        loop = ", ".join(lists)
+        return f"[{code} for {loop}{',' if len(lists) == 1 else ''} in zip({loop})]"
+
+
+class TensorRendering:
+    """How the in-place printer writes an operation on the for-loop path: in-place methods on
+    one tensor (which also works on tensor subclasses such as DTensor)."""
+
+    @staticmethod
+    def call(op: str, ref: str, extra: str, inplace: bool) -> str:
+        if not inplace:
+            return f"torch.{op}({ref}{extra})"
+        if op in ("maximum", "minimum"):  # no in-place method
+            return f"torch.{op}({ref}{extra}, out={ref})"
+        return f"{ref}.{op}_({extra[2:]})"
+
+    @staticmethod
+    def full(value: str, like: str) -> str:
+        return f"torch.full_like({like}, {value})"
+
+    @staticmethod
+    def copy(target: str, source: str) -> str:
+        return f"{target}.copy_({source})"
+
+    @staticmethod
+    def clone(source: str) -> str:
+        return f"{source}.clone()"
+
+    @staticmethod
+    def each(code: str, lists: list[str]) -> str:
+        return code
