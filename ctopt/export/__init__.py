@@ -48,6 +48,8 @@ _LAZY = {
 
 
 def __getattr__(name: str):
+    if name.isidentifier() and Path(__file__).with_name(f"{name}.py").is_file():
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule, on first use
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
