@@ -376,8 +376,8 @@ def module_source(design: Design, name: str | None = None) -> str:
     names = _runtime_all()
     binding = ["", "_runtime = _load_runtime(_PACKAGE, _RUNTIME)"]
     binding += [f"{n} = _runtime.{n}" for n in names]
-    public = [cls, "flat_parameters", "GeneratedOptimizer", "NonFiniteGradientError",
-              "StateDictError"]
+    public = [cls, "flat_parameters", "GeneratedOptimizer", "CtoptError", "HyperparameterError",
+              "UnsupportedError", "NonFiniteGradientError", "StateDictError"]
     return (header + _LOADER + "\n".join(bundle) + "\n" + "\n".join(binding)
             + "\n\n# ---- generated ----\n\n" + class_source(design, cls)
             + f"\n__all__ = {public!r}\n")

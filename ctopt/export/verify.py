@@ -172,7 +172,9 @@ def trajectory_error(ours: np.ndarray, oracle: np.ndarray) -> float:
 
 
 def load_module(path: str | Path):
-    """Import the module at ``path`` under a fresh private name (not left in ``sys.modules``)."""
+    """Import the module at ``path`` under a fresh private name (not left in ``sys.modules``; the
+    runtime package a standalone module loads is shared by every standalone module of the same
+    runtime, and stays)."""
     name = f"_ctopt_exported_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
