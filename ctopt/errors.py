@@ -12,6 +12,12 @@ Example:
 
 from .export.errors import CtoptError, HyperparameterError, UnsupportedError
 
+# ctopt's public name of the runtime's classes (tracebacks, reprs and pickles say ctopt.errors);
+# a standalone export's bundled copies keep their own module name
+for _cls in (CtoptError, HyperparameterError, UnsupportedError):
+    _cls.__module__ = __name__
+del _cls
+
 __all__ = [
     "CtoptError",
     "DesignError",
