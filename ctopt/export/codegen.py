@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from .. import ops
 from ..design import Design, g, k, theta
 
 __all__ = ["GSIGN", "PREFIXES", "Program", "build_program", "code_name", "state_symbol"]
@@ -163,7 +164,7 @@ class _Builder:
         """Replace every maximal scalar subexpression by a named coefficient."""
         if self.is_scalar(expr):
             return self.coefficient(expr)
-        if expr.is_Add or expr.is_Mul or isinstance(expr, (sp.Max, sp.Min)):
+        if expr.is_Add or expr.is_Mul or type(expr) in ops.MINMAX:
             scalar = [a for a in expr.args if self.is_scalar(a)]
             rest = [self.hoist(a) for a in expr.args if not self.is_scalar(a)]
             if len(scalar) > 0:
