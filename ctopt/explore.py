@@ -22,7 +22,7 @@ import numpy as np
 import sympy as sp
 
 from .design import Design, Hyperparameter
-from .errors import CtoptError, UnsupportedError
+from .errors import CtoptError, OptionError, UnsupportedError
 
 __all__ = ["Explorer", "explore"]
 
@@ -109,7 +109,7 @@ class Explorer:
         """
         unknown = sorted(set(values) - set(self.sliders))
         if unknown:
-            raise CtoptError(f"unknown slider(s) {unknown}; sliders: {list(self.sliders)}")
+            raise OptionError(f"unknown slider(s) {unknown}; sliders: {list(self.sliders)}")
         for name, value in values.items():
             if name in self.values:
                 self.design.hyperparameters[name].check(value)

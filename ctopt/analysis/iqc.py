@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import HyperparameterError, UnsupportedError
+from ..errors import HyperparameterError, MissingValuesError, UnsupportedError
 from ..limits import timed
 from .proof import Proof
 from .recheck import exact_definite, float_check, rational_matrix, to_fraction
@@ -107,7 +107,7 @@ def lurie_system(system, **values: float) -> tuple[np.ndarray, np.ndarray, np.nd
     for M in (A, B, C):
         M = M.subs(subs)
         if M.free_symbols:
-            raise UnsupportedError(f"values needed for {sorted(s.name for s in M.free_symbols)}")
+            raise MissingValuesError(sorted(s.name for s in M.free_symbols))
         out.append(np.array(M.evalf(), dtype=float))
     return out[0], out[1].reshape(-1, 1), out[2].reshape(1, -1)
 

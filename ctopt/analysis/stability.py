@@ -31,7 +31,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 import sympy as sp
 
-from ..errors import CtoptError
+from ..errors import CtoptError, ExpressionError, MissingValuesError
 from ..filters import z
 from ..limits import check_size, time_limit, timed
 from .proof import Proof
@@ -174,7 +174,7 @@ def stability_conditions(system, var: sp.Symbol | None = None, assumptions=None
     assumed = _assumption_list(assumptions)
     n = poly.degree()
     if n < 1:
-        raise CtoptError(f"stability_conditions needs a polynomial of degree >= 1 in {var}, "
+        raise ExpressionError(f"stability_conditions needs a polynomial of degree >= 1 in {var}, "
                          f"got {poly.as_expr()}")
     result = _cached(poly.as_expr(), var, assumed)
     design = getattr(system, "design", None)
@@ -209,7 +209,7 @@ def characteristic_polynomial(system, var: sp.Symbol | None = None) -> tuple[sp.
         system = sp.Matrix(system.A)
     if isinstance(system, sp.MatrixBase):
         if not system.is_square:
-            raise CtoptError(f"a state matrix must be square, got shape {system.shape}")
+            raise ExpressionError(f"a state matrix must be square, got shape {system.shape}")
         if system.free_symbols:
             check_size("characteristic polynomial of a symbolic matrix", states=system.shape[0])
         var = var or z
@@ -222,14 +222,14 @@ def characteristic_polynomial(system, var: sp.Symbol | None = None) -> tuple[sp.
         if expr.has(z):
             var = z
         else:
-            raise CtoptError(f"{expr} has no variable z; pass var= to name the polynomial variable")
+            raise ExpressionError(f"{expr} has no variable z; pass var= to name the polynomial variable")
     num, den = sp.fraction(sp.cancel(sp.together(expr)))
     if den.has(var):
-        raise CtoptError(f"{expr} is not a polynomial in {var}; pass a denominator")
+        raise ExpressionError(f"{expr} is not a polynomial in {var}; pass a denominator")
     try:
         return sp.Poly(num, var), var
     except sp.PolynomialError as exc:
-        raise CtoptError(f"{expr} is not a polynomial in {var}") from exc
+        raise ExpressionError(f"{expr} is not a polynomial in {var}") from exc
 
 
 # ------------------------------------------------------------------ the Jury test
@@ -391,7 +391,7 @@ def positive_form(rel: sp.Basic) -> tuple[sp.Expr, bool]:
         return sp.Integer(1), True
     if rel is sp.false:
         return sp.Integer(-1), True
-    raise CtoptError(f"{rel} is not an inequality")
+    raise ExpressionError(f"{rel} is not an inequality")
 
 
 def _dedupe(atoms: list[sp.Basic]) -> list[sp.Basic]:
@@ -409,7 +409,7 @@ def _assumption_list(assumptions) -> tuple[sp.Basic, ...]:
     if isinstance(assumptions, sp.Basic):
         return tuple(sp.And.make_args(assumptions))
     if isinstance(assumptions, Mapping):
-        raise CtoptError("assumptions must be sympy relations, e.g. beta > 0")
+        raise ExpressionError("assumptions must be sympy relations, e.g. beta > 0")
     return tuple(a for item in assumptions for a in sp.And.make_args(sp.sympify(item)))
 
 
@@ -460,7 +460,7 @@ def _split_abs(form: sp.Expr) -> list[sp.Expr]:
     if not absolute:
         return [form]
     if len(absolute) != 1:
-        raise CtoptError(f"cannot normalise {form} > 0 with several absolute values")
+        raise ExpressionError(f"cannot normalise {form} > 0 with several absolute values")
     term = absolute[0]
     rest = form - term
     coeff, inner = sp.Integer(1), sp.Integer(1)
@@ -470,9 +470,9 @@ def _split_abs(form: sp.Expr) -> list[sp.Expr]:
         elif f.is_number:
             coeff *= f
         else:
-            raise CtoptError(f"cannot normalise {form} > 0")
+            raise ExpressionError(f"cannot normalise {form} > 0")
     if coeff >= 0:
-        raise CtoptError(f"{form} > 0 bounds |x| from below; not a stability condition")
+        raise ExpressionError(f"{form} > 0 bounds |x| from below; not a stability condition")
     return [rest + coeff * inner, rest - coeff * inner]
 
 
@@ -522,8 +522,7 @@ def _sign(expr: sp.Expr, positives: list[sp.Expr]) -> int | None:
 def _arguments(params: tuple[sp.Symbol, ...], values: Mapping[str, object]) -> list:
     missing = [p.name for p in params if p.name not in values]
     if missing:
-        raise CtoptError(f"values needed for {missing} (the conditions depend on "
-                         f"{[p.name for p in params]})")
+        raise MissingValuesError(missing, f"(the conditions depend on {[p.name for p in params]})")
     return list(np.broadcast_arrays(*[np.asarray(values[p.name], dtype=float) for p in params]))
 
 

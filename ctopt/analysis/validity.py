@@ -44,7 +44,7 @@ import sympy as sp
 from sympy.printing.str import StrPrinter
 
 from ..design import Design, FilterInfo
-from ..errors import CtoptError, HyperparameterError
+from ..errors import CtoptError, HyperparameterError, MissingValuesError, OptionError
 from ..filters import Filter, z
 from ..limits import timed
 from ._filter_checks import DC_TOLERANCE, NUMERIC, FilterCheck, block_check
@@ -149,7 +149,7 @@ def filter_validity(design_or_filter, **values: float) -> FilterValidity:
         skipped = {}
         title = f"filter {name!r} is valid"
     else:
-        raise CtoptError("filter_validity takes a Design or a Filter, "
+        raise OptionError("filter_validity takes a Design or a Filter, "
                          f"not {type(design_or_filter).__name__}")
     proof = Proof(title)
     failed: list[str] = []
@@ -289,7 +289,7 @@ def _numeric_block(check: FilterCheck, env: Mapping[str, float]):
         block.B.free_symbols if block.B is not None else set()) if s.name in env}
     missing = sorted(s.name for s in block.A.free_symbols if s not in subs)
     if missing:
-        raise CtoptError(f"values needed for {missing} to evaluate {check.name}'s recursion")
+        raise MissingValuesError(missing, f"to evaluate {check.name}'s recursion")
     A = np.array(block.A.xreplace(subs), dtype=float)
     B = None if block.B is None else np.array(block.B.xreplace(subs), dtype=float).reshape(-1)
     return A, B
@@ -316,7 +316,7 @@ def _truth(cond: sp.Basic, env: Mapping[str, float]) -> bool:
     subs = {s: env[s.name] for s in cond.free_symbols if s.name in env}
     missing = sorted(s.name for s in cond.free_symbols if s.name not in env)
     if missing:
-        raise CtoptError(f"values needed for {missing} to evaluate {cond}")
+        raise MissingValuesError(missing, f"to evaluate {cond}")
     return bool(cond.subs({s: sp.Float(v) for s, v in subs.items()}))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..design import Design
-from ..errors import CtoptError, UnsupportedError
+from ..errors import OptionError, UnsupportedError
 
 __all__ = ["KINDS", "save_plot"]
 
@@ -44,10 +44,10 @@ def save_plot(design: Design, kind: str, path: str | Path,
 
     kinds = dict(zip(KINDS, (_bode, _pole_zero, _root_locus, _region), strict=True))
     if kind not in kinds:
-        raise CtoptError(f"unknown plot kind {kind!r}; allowed: {', '.join(kinds)}")
+        raise OptionError(f"unknown plot kind {kind!r}; allowed: {', '.join(kinds)}")
     path = Path(path)
     if path.suffix.lower() not in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
-        raise CtoptError(f"cannot tell the image format of {str(path)!r}; use .png, .svg or .pdf")
+        raise OptionError(f"cannot tell the image format of {str(path)!r}; use .png, .svg or .pdf")
     values = design.check_values(**dict(values or {}))
     fig = kinds[kind](plot, design, values)
     path.parent.mkdir(parents=True, exist_ok=True)
