@@ -44,8 +44,9 @@ from ..errors import (
     UnsupportedError,
 )
 from ..limits import check_size, time_limit, timed
+from .inequalities import positive_form, split_abs
 from .proof import Proof
-from .stability import StabilityConditions, positive_form, stability_conditions
+from .stability import StabilityConditions, stability_conditions
 
 __all__ = ["LyapunovCertificate", "lyapunov", "MAX_SYMBOLIC_STATES"]
 
@@ -265,14 +266,13 @@ def _minors(P: sp.Matrix) -> list[sp.Expr]:
 def _known_positive(stab: StabilityConditions) -> list[sp.Expr]:
     """Expressions positive on the region: each condition as ``expr > 0``, absolute values
     split (``|x| < y`` gives ``y - x > 0`` and ``y + x > 0``)."""
-    from .stability import _split_abs
 
     out = []
     for atom in stab.atoms:
         if isinstance(atom, sp.Unequality) or atom in (sp.true, sp.false):
             continue
         form, _ = positive_form(atom)
-        out += [sp.expand(p) for p in _split_abs(form)]
+        out += [sp.expand(p) for p in split_abs(form)]
     return out
 
 

@@ -42,10 +42,11 @@ import sympy as sp
 from ..design import Design, k
 from ..errors import CtoptError, DesignError, NotPreconditionedError
 from ..filters import z
+from .inequalities import positive_form, split_abs
 from .loops import ClosedLoop, closed_loop
 from .preconditioners import Preconditioner, preconditioner
 from .proof import Proof
-from .stability import _split_abs, positive_form, stability_conditions
+from .stability import stability_conditions
 
 __all__ = ["CriticalSharpness", "critical_sharpness"]
 
@@ -189,7 +190,7 @@ def _forms(atoms) -> list[sp.Expr]:
         if isinstance(atom, sp.Unequality):
             continue
         form, _ = positive_form(atom)
-        out += _split_abs(form) if form.has(sp.Abs) else [form]
+        out += split_abs(form) if form.has(sp.Abs) else [form]
     return out
 
 
