@@ -139,3 +139,14 @@ def test_a_failed_self_check_is_an_internal_error(monkeypatch):
     monkeypatch.setattr(certificates, "_solves", lambda A, P, Q: False)
     with pytest.raises(InternalError, match="Stein equation"):
         lyapunov(sp.Matrix([[sp.Rational(1, 3) - alpha / 7]]))
+
+
+def test_the_command_line_reports_an_internal_error_as_a_bug(monkeypatch, capsys):
+    from ctopt import cli
+
+    def broken(args, design, values):
+        raise InternalError("the symbolic P does not satisfy the Stein equation (a bug in ctopt)")
+
+    monkeypatch.setitem(cli._COMMANDS, "show", broken)
+    assert cli.main(["show", "sgd"]) == cli.EXIT_INTERNAL
+    assert "internal error in 'show'" in capsys.readouterr().err
