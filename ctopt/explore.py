@@ -78,7 +78,7 @@ class Explorer:
         self._plane = _validity_plane(design)
         self.data: dict[str, object] = {}
 
-        self.sliders = {h.name: _slider(widgets, h) for h in design.hyper}
+        self.sliders = {hyper.name: _slider(widgets, hyper) for hyper in design.hyper}
         self.sliders["h"] = widgets.FloatLogSlider(
             value=self.curvature, base=10, min=-4, max=4, step=0.01,
             description="h/r" if self._frozen else "h", readout_format=".3g",
@@ -240,18 +240,18 @@ class Explorer:
 
 
 # ------------------------------------------------------------------------ helpers
-def _slider(widgets, h: Hyperparameter):
-    d, value = h.domain, h.default
-    common = {"description": h.name, "continuous_update": False, "readout_format": ".4g",
-              "style": {"description_width": "110px"}, "tooltip": f"{h.doc} {d}"}
+def _slider(widgets, hyper: Hyperparameter):
+    d, value = hyper.domain, hyper.default
+    common = {"description": hyper.name, "continuous_update": False, "readout_format": ".4g",
+              "style": {"description_width": "110px"}, "tooltip": f"{hyper.doc} {d}"}
     if d.lower is not None and d.upper is not None:
-        lo, hi = _range(h, value)
+        lo, hi = _range(hyper, value)
         return widgets.FloatSlider(value=value, min=lo, max=hi, step=(hi - lo) / 2000, **common)
     if value > 0 and d.lower is not None and d.lower >= 0:
         centre = math.log10(value)
         return widgets.FloatLogSlider(value=value, base=10, min=centre - 3, max=centre + 3,
                                       step=0.01, **common)
-    lo, hi = _range(h, value)
+    lo, hi = _range(hyper, value)
     if d.lower is not None and d.lower_closed:
         lo = d.lower  # e.g. weight_decay = 0, feature off
     return widgets.FloatSlider(value=value, min=lo, max=hi, step=(hi - lo) / 1000, **common)
@@ -266,8 +266,8 @@ def _fit(slider, value: float) -> None:
         slider.min, slider.max = min(slider.min, value), max(slider.max, value)
 
 
-def _range(h: Hyperparameter, value: float) -> tuple[float, float]:
-    d = h.domain
+def _range(hyper: Hyperparameter, value: float) -> tuple[float, float]:
+    d = hyper.domain
     if d.lower is not None and d.upper is not None:
         width = d.upper - d.lower
         lo = d.lower + (0 if d.lower_closed else 1e-4 * width)
@@ -329,7 +329,7 @@ def _validity_plane(design: Design):
     name = design.filters[0].output
     check = next(f for f in filter_validity(design).filters if f.name == name)
     cond = sp.And(*(check.conditions[c] for c in check.required))
-    order = [h.name for h in design.hyper if h.symbol in cond.free_symbols]
+    order = [hyper.name for hyper in design.hyper if hyper.symbol in cond.free_symbols]
     if len(order) < 2:
         return None
     fn, names = _boolean_fn(cond)
@@ -338,10 +338,10 @@ def _validity_plane(design: Design):
 
 def _region_y(design: Design, cond) -> str:
     names = [p.name for p in cond.parameters]
-    for h in design.hyper:
-        if h.name in names and h.name != "lr" and h.domain.upper is not None:
-            return h.name
-    return "lr" if "lr" in names else next(h.name for h in design.hyper)
+    for hyper in design.hyper:
+        if hyper.name in names and hyper.name != "lr" and hyper.domain.upper is not None:
+            return hyper.name
+    return "lr" if "lr" in names else next(hyper.name for hyper in design.hyper)
 
 
 def _known(tf, values):

@@ -216,10 +216,10 @@ def _closed_form_terms(H, design, proof: Proof) -> sp.Basic | None:
 
     j = sp.Symbol("j", integer=True, nonnegative=True)
     try:
-        h = inverse_z(H, j)
+        impulse = inverse_z(H, j)
     except CtoptError:
         return None
-    terms = sp.Add.make_args(h)
+    terms = sp.Add.make_args(impulse)
     for t in terms:
         if t.has(sp.KroneckerDelta):
             coeff = t.replace(lambda e: isinstance(e, sp.KroneckerDelta), lambda *a: sp.S.One)
@@ -229,7 +229,7 @@ def _closed_form_terms(H, design, proof: Proof) -> sp.Basic | None:
         if not _nonnegative(t.subs(j, sp.Symbol("jj", integer=True, positive=True)), design):
             return None
     proof.step("closed-form impulse response, every term nonnegative under the domains "
-               "(nonnegative coefficients and poles)", sp.Eq(sp.Symbol("h[j]"), h))
+               "(nonnegative coefficients and poles)", sp.Eq(sp.Symbol("h[j]"), impulse))
     return sp.true
 
 

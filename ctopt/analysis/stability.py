@@ -183,7 +183,7 @@ def stability_conditions(system, var: sp.Symbol | None = None, assumptions=None
     result = _cached(poly.as_expr(), var, assumed)
     design = getattr(system, "design", None)
     if design is not None and hasattr(design, "hyper"):
-        domains = {h.symbol: h.domain for h in design.hyper}
+        domains = {hyper.symbol: hyper.domain for hyper in design.hyper}
         result = replace(result, domains=domains)
     return result
 

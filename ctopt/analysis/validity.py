@@ -138,7 +138,7 @@ def filter_validity(design_or_filter, **values: float) -> FilterValidity:
                                       f"{design.name!r}; valid names: {list(table)}")
         env = {**design.defaults, **{n: float(v) for n, v in values.items()}}
         checks, skipped = _design_checks(design)
-        domains = {h.symbol: h.domain for h in design.hyper}
+        domains = {hyper.symbol: hyper.domain for hyper in design.hyper}
         title = f"the realised map of {design.name!r} is valid"
     elif isinstance(design_or_filter, (Filter, FilterInfo)):
         env = {n: float(v) for n, v in values.items()}

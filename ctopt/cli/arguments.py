@@ -210,11 +210,11 @@ def _frozen_value(text: str) -> tuple[str, float]:
     return name, _positive_float(value)
 
 
-def _hyper_type(h: Hyperparameter) -> Callable[[str], float]:
+def _hyper_type(hyper: Hyperparameter) -> Callable[[str], float]:
     def convert(text: str) -> float:
-        value = _number(text, f"{h.name} in {h.domain}")
+        value = _number(text, f"{hyper.name} in {hyper.domain}")
         try:
-            return h.check(value)
+            return hyper.check(value)
         except CtoptError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -227,13 +227,13 @@ def _hyper_parser(command: str, design: Design) -> argparse.ArgumentParser:
         formatter_class=_wide,
     )
     group = p.add_argument_group(f"hyperparameters of {design.name}")
-    for h in design.hyper:
-        flags = [f"--{h.name}"]
-        if "_" in h.name:
-            flags.append(f"--{h.name.replace('_', '-')}")
+    for hyper in design.hyper:
+        flags = [f"--{hyper.name}"]
+        if "_" in hyper.name:
+            flags.append(f"--{hyper.name.replace('_', '-')}")
         group.add_argument(
-            *flags, dest=h.name, type=_hyper_type(h), default=None, metavar="X",
-            help=f"{h.doc or h.name}: default {h.default:g}, allowed {h.domain}",
+            *flags, dest=hyper.name, type=_hyper_type(hyper), default=None, metavar="X",
+            help=f"{hyper.doc or hyper.name}: default {hyper.default:g}, allowed {hyper.domain}",
         )
     return p
 
@@ -251,7 +251,7 @@ def _parse_values(command: str, design: Design, extra: list[str]) -> dict[str, f
     ns, rest = hp.parse_known_args(extra)
     if rest:
         flag = next((r for r in rest if r.startswith("-")), rest[0])
-        valid = [f"--{h.name}" for h in design.hyper]
+        valid = [f"--{hyper.name}" for hyper in design.hyper]
         close = difflib.get_close_matches(flag.split("=")[0], valid, n=1)
         hint = f" Did you mean {close[0]}?" if close else ""
         hp.error(
