@@ -200,35 +200,21 @@ class Explorer:
 
     # -------------------------------------------------------------------- drawing
     def _draw(self) -> None:
+        from . import plot
+
         d = self.data
         ax_bode, ax_pz, ax_region = self.axes[:3]
         for ax in self.axes:
             ax.clear()
-        for name, (w, mag) in d["bode"].items():
-            ax_bode.semilogx(w, mag, label=f"H_{name}")
-        ax_bode.set(xlabel="frequency (rad/step)", ylabel="|H| (dB)", title="Bode magnitude")
-        if d["bode"]:
-            ax_bode.legend(fontsize=8)
-        t = np.linspace(0, 2 * np.pi, 200)
-        ax_pz.plot(np.cos(t), np.sin(t), "k:", lw=0.8)
-        for i, name in enumerate(d["poles"]):
-            color = f"C{i}"
-            p, zr = d["poles"][name], d["zeros"][name]
-            ax_pz.plot(p.real, p.imag, "x", color=color, ms=9, label=f"poles of H_{name}")
-            ax_pz.plot(zr.real, zr.imag, "o", mfc="none", color=color, ms=8)
-        if "loop_poles" in d:
-            lp = np.asarray(d["loop_poles"])
-            ax_pz.plot(lp.real, lp.imag, "+", color="k", ms=11, label="closed loop")
-        ax_pz.set(aspect="equal", title="poles (x), zeros (o)", xlabel="Re", ylabel="Im")
-        ax_pz.legend(fontsize=7, loc="lower left")
+        plot._magnitudes(ax_bode, d["bode"])
+        plot._poles_and_zeros(ax_pz, d["poles"], d["zeros"], d.get("loop_poles"))
         if "region" in d:
-            _draw_region(ax_region, d["region"], d["point"], d["region_axes"],
-                         "closed-loop stability")
+            plot._mask(ax_region, d["region"], d["point"], d["region_axes"],
+                       "closed-loop stability")
         else:
-            ax_region.text(0.5, 0.5, "no linear closed loop", ha="center",
-                           transform=ax_region.transAxes)
+            plot._note(ax_region, "no linear closed loop")
         if self._plane:
-            _draw_region(self.axes[3], *d["validity_region"], "filter validity")
+            plot._mask(self.axes[3], *d["validity_region"], "filter validity")
         self.figure.tight_layout()
         from IPython import get_ipython
         from IPython.display import clear_output, display
@@ -357,13 +343,6 @@ def _only(cond, env):
 def _only_loop(loop, env):
     names = {p.name for p in loop.parameters}
     return {n: v for n, v in env.items() if n in names}
-
-
-def _draw_region(ax, grid, point, labels, title) -> None:
-    X, Y, mask = grid
-    ax.contourf(X, Y, mask.astype(float), levels=[-0.5, 0.5, 1.5], colors=["#f4c7c3", "#b7e1cd"])
-    ax.plot(*point, "k*", ms=12)
-    ax.set(xlabel=labels[0], ylabel=labels[1], title=f"{title} (green)")
 
 
 def _verdict_html(verdicts) -> str:

@@ -395,3 +395,48 @@ def iqc_rates(kappas=(2, 5, 10, 20, 50, 100), *, iqc=("sector", "off_by_one"), t
     ax.legend(fontsize=8)
     ax.figure.tight_layout()
     return Plot(ax.figure, (ax,), tuple(lines), curves)
+
+
+# ----------------------------------------------------------- panels of the live explorer
+def _magnitudes(ax, curves: Mapping[str, tuple]) -> list:
+    """Bode magnitudes ``name -> (w, |H| in dB)`` on one axes (:mod:`ctopt.explore`)."""
+    lines = []
+    for name, (w, mag) in curves.items():
+        lines += ax.semilogx(w, mag, label=f"H_{name}")
+    ax.set(xlabel="frequency (rad/step)", ylabel="|H| (dB)", title="Bode magnitude")
+    if curves:
+        ax.legend(fontsize=8)
+    return lines
+
+
+def _poles_and_zeros(ax, poles: Mapping[str, np.ndarray], zeros: Mapping[str, np.ndarray],
+                     loop_poles=None) -> list:
+    """Poles (x) and zeros (o) of several filters, and a closed loop's poles (+)."""
+    t = np.linspace(0, 2 * np.pi, 200)
+    lines = ax.plot(np.cos(t), np.sin(t), "k:", lw=0.8)
+    for i, name in enumerate(poles):
+        p, zr = poles[name], zeros[name]
+        lines += ax.plot(p.real, p.imag, "x", color=f"C{i}", ms=9, label=f"poles of H_{name}")
+        lines += ax.plot(zr.real, zr.imag, "o", mfc="none", color=f"C{i}", ms=8)
+    if loop_poles is not None:
+        lp = np.asarray(loop_poles)
+        lines += ax.plot(lp.real, lp.imag, "+", color="k", ms=11, label="closed loop")
+    ax.set(aspect="equal", title="poles (x), zeros (o)", xlabel="Re", ylabel="Im")
+    ax.legend(fontsize=7, loc="lower left")
+    return lines
+
+
+def _mask(ax, grid, point, labels, title: str) -> list:
+    """A boolean region ``(X, Y, mask)`` shaded green, with the current point as a star."""
+    X, Y, mask = grid
+    lines = [ax.contourf(X, Y, mask.astype(float), levels=[-0.5, 0.5, 1.5],
+                         colors=["#f4c7c3", "#b7e1cd"])]
+    lines += ax.plot(*point, "k*", ms=12)
+    ax.set(xlabel=labels[0], ylabel=labels[1], title=f"{title} (green)")
+    return lines
+
+
+def _note(ax, text: str) -> None:
+    """A panel with nothing to draw but a sentence."""
+    ax.text(0.5, 0.5, text, ha="center", transform=ax.transAxes)
+
