@@ -16,6 +16,7 @@ from ctopt.analysis.certificates import lyapunov
 from ctopt.analysis.convergence import tune, worst_case_rate
 from ctopt.analysis.iqc import lurie_system
 from ctopt.analysis.lyapunov_check import check_lyapunov
+from ctopt.analysis.recheck import exact_definite, to_fraction
 from ctopt.analysis.stability import characteristic_polynomial, stability_conditions
 from ctopt.analysis.validity import filter_validity
 from ctopt.errors import (
@@ -116,7 +117,8 @@ def test_unknown_options_are_an_option_error_naming_what_is_allowed(case, tmp_pa
 
 # --------------------------------------------------------------------------- expressions
 @pytest.mark.parametrize("case", ["not square", "not polynomial", "no z", "not inequality",
-                                  "lyapunov not square", "unknown V symbol"])
+                                  "lyapunov not square", "unknown V symbol", "not symmetric",
+                                  "not finite"])
 def test_analysis_inputs_of_the_wrong_form_are_an_expression_error(case):
     calls = {
         "not square": (lambda: characteristic_polynomial(sp.Matrix([[1, 2]])), "square"),
@@ -127,6 +129,8 @@ def test_analysis_inputs_of_the_wrong_form_are_an_expression_error(case):
         "lyapunov not square": (lambda: lyapunov(sp.Matrix([[1, 2]])), "square"),
         "unknown V symbol": (lambda: check_lyapunov(ctopt.zoo.get("sgd"), sp.Symbol("q") ** 2),
                              r"\['q'\]"),
+        "not symmetric": (lambda: exact_definite([[1, 2], [0, 1]]), "square symmetric"),
+        "not finite": (lambda: to_fraction(float("inf")), "not finite"),
     }
     call, match = calls[case]
     with pytest.raises(ExpressionError, match=match):
