@@ -328,6 +328,35 @@ def trajectories(design: Design, *, h: float = 1.0, grad_fn: Callable | None = N
     return Plot(ax.figure, (ax,), tuple(lines), tuple(data))
 
 
+def sharpness(monitor, *, ax=None) -> Plot:
+    """A :class:`ctopt.SharpnessMonitor`'s measured preconditioned sharpness against step, with
+    the predicted critical sharpness as a dashed line; the data is the monitor's history.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import torch, ctopt, ctopt.plot
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> mon = ctopt.SharpnessMonitor(torch.optim.SGD([w], lr=0.1), lambda: (w**2).sum(),
+        ...                              progress=False)
+        >>> _ = mon.measure()
+        >>> p = ctopt.plot.sharpness(mon)
+        >>> len(p.lines), p.lines[1].get_ydata().tolist()
+        (2, [20.0])
+    """
+    ax = _axes(ax)
+    history = tuple(monitor.history)
+    steps = [m.step for m in history]
+    lines = ax.plot(steps, [m.sharpness for m in history], marker=".",
+                    label=r"$\lambda_{\max}(D^{-1}H)$")
+    lines += ax.plot(steps, [m.critical for m in history], linestyle="--", color="k",
+                     label=f"critical sharpness ({monitor.threshold.kind})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("preconditioned sharpness")
+    ax.set_title(f"{monitor.design.name}: edge of stability")
+    ax.legend()
+    return Plot(ax.figure, (ax,), tuple(lines), history)
+
+
 # ------------------------------------------------------------------------ special figures
 def adamssm_region(design: Design, beta2_values=(0.9, 0.99, 0.999),
                    resolution: int = 301) -> Plot:
