@@ -22,7 +22,7 @@ import numpy as np
 import sympy as sp
 
 from .design import Design, Hyperparameter
-from .errors import CtoptError, UnsupportedError
+from .errors import CtoptError, OptionError, UnsupportedError
 
 __all__ = ["Explorer", "explore"]
 
@@ -78,7 +78,7 @@ class Explorer:
         self._plane = _validity_plane(design)
         self.data: dict[str, object] = {}
 
-        self.sliders = {h.name: _slider(widgets, h) for h in design.hyper}
+        self.sliders = {hyper.name: _slider(widgets, hyper) for hyper in design.hyper}
         self.sliders["h"] = widgets.FloatLogSlider(
             value=self.curvature, base=10, min=-4, max=4, step=0.01,
             description="h/r" if self._frozen else "h", readout_format=".3g",
@@ -109,7 +109,7 @@ class Explorer:
         """
         unknown = sorted(set(values) - set(self.sliders))
         if unknown:
-            raise CtoptError(f"unknown slider(s) {unknown}; sliders: {list(self.sliders)}")
+            raise OptionError(f"unknown slider(s) {unknown}; sliders: {list(self.sliders)}")
         for name, value in values.items():
             if name in self.values:
                 self.design.hyperparameters[name].check(value)
@@ -200,35 +200,21 @@ class Explorer:
 
     # -------------------------------------------------------------------- drawing
     def _draw(self) -> None:
+        from . import plot
+
         d = self.data
         ax_bode, ax_pz, ax_region = self.axes[:3]
         for ax in self.axes:
             ax.clear()
-        for name, (w, mag) in d["bode"].items():
-            ax_bode.semilogx(w, mag, label=f"H_{name}")
-        ax_bode.set(xlabel="frequency (rad/step)", ylabel="|H| (dB)", title="Bode magnitude")
-        if d["bode"]:
-            ax_bode.legend(fontsize=8)
-        t = np.linspace(0, 2 * np.pi, 200)
-        ax_pz.plot(np.cos(t), np.sin(t), "k:", lw=0.8)
-        for i, name in enumerate(d["poles"]):
-            color = f"C{i}"
-            p, zr = d["poles"][name], d["zeros"][name]
-            ax_pz.plot(p.real, p.imag, "x", color=color, ms=9, label=f"poles of H_{name}")
-            ax_pz.plot(zr.real, zr.imag, "o", mfc="none", color=color, ms=8)
-        if "loop_poles" in d:
-            lp = np.asarray(d["loop_poles"])
-            ax_pz.plot(lp.real, lp.imag, "+", color="k", ms=11, label="closed loop")
-        ax_pz.set(aspect="equal", title="poles (x), zeros (o)", xlabel="Re", ylabel="Im")
-        ax_pz.legend(fontsize=7, loc="lower left")
+        plot._magnitudes(ax_bode, d["bode"])
+        plot._poles_and_zeros(ax_pz, d["poles"], d["zeros"], d.get("loop_poles"))
         if "region" in d:
-            _draw_region(ax_region, d["region"], d["point"], d["region_axes"],
-                         "closed-loop stability")
+            plot._mask(ax_region, d["region"], d["point"], d["region_axes"],
+                       "closed-loop stability")
         else:
-            ax_region.text(0.5, 0.5, "no linear closed loop", ha="center",
-                           transform=ax_region.transAxes)
+            plot._note(ax_region, "no linear closed loop")
         if self._plane:
-            _draw_region(self.axes[3], *d["validity_region"], "filter validity")
+            plot._mask(self.axes[3], *d["validity_region"], "filter validity")
         self.figure.tight_layout()
         from IPython import get_ipython
         from IPython.display import clear_output, display
@@ -240,18 +226,18 @@ class Explorer:
 
 
 # ------------------------------------------------------------------------ helpers
-def _slider(widgets, h: Hyperparameter):
-    d, value = h.domain, h.default
-    common = {"description": h.name, "continuous_update": False, "readout_format": ".4g",
-              "style": {"description_width": "110px"}, "tooltip": f"{h.doc} {d}"}
+def _slider(widgets, hyper: Hyperparameter):
+    d, value = hyper.domain, hyper.default
+    common = {"description": hyper.name, "continuous_update": False, "readout_format": ".4g",
+              "style": {"description_width": "110px"}, "tooltip": f"{hyper.doc} {d}"}
     if d.lower is not None and d.upper is not None:
-        lo, hi = _range(h, value)
+        lo, hi = _range(hyper, value)
         return widgets.FloatSlider(value=value, min=lo, max=hi, step=(hi - lo) / 2000, **common)
     if value > 0 and d.lower is not None and d.lower >= 0:
         centre = math.log10(value)
         return widgets.FloatLogSlider(value=value, base=10, min=centre - 3, max=centre + 3,
                                       step=0.01, **common)
-    lo, hi = _range(h, value)
+    lo, hi = _range(hyper, value)
     if d.lower is not None and d.lower_closed:
         lo = d.lower  # e.g. weight_decay = 0, feature off
     return widgets.FloatSlider(value=value, min=lo, max=hi, step=(hi - lo) / 1000, **common)
@@ -266,8 +252,8 @@ def _fit(slider, value: float) -> None:
         slider.min, slider.max = min(slider.min, value), max(slider.max, value)
 
 
-def _range(h: Hyperparameter, value: float) -> tuple[float, float]:
-    d = h.domain
+def _range(hyper: Hyperparameter, value: float) -> tuple[float, float]:
+    d = hyper.domain
     if d.lower is not None and d.upper is not None:
         width = d.upper - d.lower
         lo = d.lower + (0 if d.lower_closed else 1e-4 * width)
@@ -329,7 +315,7 @@ def _validity_plane(design: Design):
     name = design.filters[0].output
     check = next(f for f in filter_validity(design).filters if f.name == name)
     cond = sp.And(*(check.conditions[c] for c in check.required))
-    order = [h.name for h in design.hyper if h.symbol in cond.free_symbols]
+    order = [hyper.name for hyper in design.hyper if hyper.symbol in cond.free_symbols]
     if len(order) < 2:
         return None
     fn, names = _boolean_fn(cond)
@@ -338,10 +324,10 @@ def _validity_plane(design: Design):
 
 def _region_y(design: Design, cond) -> str:
     names = [p.name for p in cond.parameters]
-    for h in design.hyper:
-        if h.name in names and h.name != "lr" and h.domain.upper is not None:
-            return h.name
-    return "lr" if "lr" in names else next(h.name for h in design.hyper)
+    for hyper in design.hyper:
+        if hyper.name in names and hyper.name != "lr" and hyper.domain.upper is not None:
+            return hyper.name
+    return "lr" if "lr" in names else next(hyper.name for hyper in design.hyper)
 
 
 def _known(tf, values):
@@ -357,13 +343,6 @@ def _only(cond, env):
 def _only_loop(loop, env):
     names = {p.name for p in loop.parameters}
     return {n: v for n, v in env.items() if n in names}
-
-
-def _draw_region(ax, grid, point, labels, title) -> None:
-    X, Y, mask = grid
-    ax.contourf(X, Y, mask.astype(float), levels=[-0.5, 0.5, 1.5], colors=["#f4c7c3", "#b7e1cd"])
-    ax.plot(*point, "k*", ms=12)
-    ax.set(xlabel=labels[0], ylabel=labels[1], title=f"{title} (green)")
 
 
 def _verdict_html(verdicts) -> str:

@@ -259,7 +259,8 @@ class SharpnessMonitor:
         return bool(self.history and self.history[-1].flag)
 
     def plot(self, ax=None):
-        """Sharpness against step with the predicted critical line; returns the axes.
+        """Sharpness against step with the predicted critical line (:func:`ctopt.plot.sharpness`);
+        returns its :class:`ctopt.plot.Plot`.
 
         Example:
             >>> import matplotlib; matplotlib.use("Agg")
@@ -268,22 +269,12 @@ class SharpnessMonitor:
             >>> mon = ctopt.SharpnessMonitor(torch.optim.SGD([w], lr=0.1), lambda: (w**2).sum(),
             ...                              progress=False)
             >>> _ = mon.measure()
-            >>> len(mon.plot().get_lines())
+            >>> len(mon.plot().lines)
             2
         """
-        from .plot import _axes
+        from .plot import sharpness
 
-        ax = _axes(ax)
-        steps = [m.step for m in self.history]
-        ax.plot(steps, [m.sharpness for m in self.history], marker=".",
-                label=r"$\lambda_{\max}(D^{-1}H)$")
-        ax.plot(steps, [m.critical for m in self.history], linestyle="--", color="k",
-                label=f"critical sharpness ({self.threshold.kind})")
-        ax.set_xlabel("step")
-        ax.set_ylabel("preconditioned sharpness")
-        ax.set_title(f"{self.design.name}: edge of stability")
-        ax.legend()
-        return ax
+        return sharpness(self, ax=ax)
 
     def __repr__(self) -> str:
         return (f"SharpnessMonitor({self.design.name}, critical {self.critical:.6g}, "

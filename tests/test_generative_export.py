@@ -205,6 +205,22 @@ def test_found_a_comparison_of_an_inlined_temporary():
     assert outcome(drawn) == "accepted"
 
 
+def test_found_a_power_of_an_inlined_product():
+    """``s = g**2*c**(2*k)/(|g| + 1)**2`` used once as ``s**2``: inlining it let sympy rewrite
+    the power as ``g**4*c**(4*k)/(|g| + 1)**4``, which overflows to inf/inf = nan at |g| ~ 1e90
+    where the oracle's ``s**2`` is finite. Such a product stays a temporary."""
+    def build(b, lr):
+        s = b.let("s", g**2 * lr**(2 * k) / (sp.Abs(g) + 1)**2)
+        b.update(theta - lr * (g + lr * (2 * sp.Abs(g) + 1)**3 + s**2))
+
+    drawn = _built(build)
+    program = ctopt.export.codegen.build_program(drawn.design)
+    assert any(name == "t_s" for name, _ in program.elementwise)
+    ours = run_exported(ctopt.to_torch(drawn.design, check=False), 30, backend="forloop")
+    assert np.abs(ours[7]).max() > 1e270  # the overflow of g**4 is reached (then nan, as the oracle)
+    assert outcome(drawn) == "accepted"
+
+
 
 def test_found_a_map_that_amplifies_rounding():
     """Dividing by theta makes 30 steps amplify rounding to 1.7e-12 although every step equals

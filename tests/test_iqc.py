@@ -79,9 +79,10 @@ def test_plot_certified_rate_against_kappa():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ctopt.analysis.iqc import plot_iqc_rates
+    import ctopt.plot
 
-    fig, ax = plot_iqc_rates(kappas=(4, 16), tol=1e-3)
+    drawn = ctopt.plot.iqc_rates(kappas=(4, 16), tol=1e-3)
+    fig, ax = drawn.figure, drawn.ax
     lines = ax.get_lines()
     assert len(lines) == 5
     gd = lines[0].get_ydata()

@@ -114,8 +114,9 @@ def test_history_flags_plot_and_cost():
     assert [m.step for m in mon.history] == [2, 4, 6]
     assert all(m.flag == (m.sharpness >= 0.5 * 20.0) for m in mon.history)
     assert "10 Hessian-vector products" in mon.cost
-    ax = mon.plot()
-    line, crit = ax.get_lines()
+    drawn = mon.plot()
+    line, crit = drawn.ax.get_lines()
+    assert drawn.lines == (line, crit) and drawn.data == tuple(mon.history)
     assert list(line.get_xdata()) == [2, 4, 6] and set(crit.get_ydata()) == {20.0}
 
 

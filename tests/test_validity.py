@@ -8,7 +8,7 @@ import pytest
 import sympy as sp
 
 import ctopt
-from ctopt.analysis.validity import adamssm_region, filter_validity, plot_adamssm_region
+from ctopt.analysis.validity import adamssm_region, adamssm_slices, filter_validity
 from ctopt.design import DesignBuilder, g, theta
 from ctopt.errors import HyperparameterError
 from ctopt.filters import realize, z
@@ -105,7 +105,7 @@ def test_adamssm_region_matches_brute_force_impulse_responses():
     beta2 = rng.uniform(0, 0.995, n)
     pole = rng.uniform(0, 0.995, n)
     zero = rng.uniform(-0.99, 0.99, n)
-    region = adamssm_region()
+    region = adamssm_region(ctopt.zoo.get("adamssm"))
     inside = region.holds(beta2=beta2, pole=pole, zero=zero)
     y = _impulse(beta2, pole, zero)
     nonneg = np.all(y >= -1e-14, axis=0)
@@ -116,18 +116,33 @@ def test_adamssm_region_matches_brute_force_impulse_responses():
 
 
 def test_adamssm_region_proof_and_plot():
-    region = adamssm_region()
+    region = adamssm_region(ctopt.zoo.get("adamssm"))
     zero, beta2, pole = sp.symbols("zero beta2 pole", real=True)
     assert (zero <= sp.Max(beta2, pole)) in sp.And.make_args(region.expr)
     assert "dominant" in str(region.proof)
     import matplotlib
 
     matplotlib.use("Agg")
-    fig, axes = plot_adamssm_region(beta2_values=(0.9, 0.999), resolution=41)
-    assert axes.shape == (1, 2)
+    from ctopt import plot
+
+    drawn = plot.adamssm_region(ctopt.zoo.get("adamssm"), beta2_values=(0.9, 0.999),
+                                      resolution=41)
+    assert len(drawn.axes) == 2
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    plt.close(drawn.figure)
+
+
+def test_adamssm_slices_are_the_region_on_the_grid():
+    design = ctopt.zoo.get("adamssm")
+    region = adamssm_region(design)
+    s = adamssm_slices(design, (0.5, 0.95), resolution=9)
+    assert s.inside.shape == (2, 9, 9)
+    for i, b2 in enumerate(s.beta2):
+        for j, zero in enumerate(s.zero):
+            for k, pole in enumerate(s.pole):
+                assert s.inside[i, j, k] == bool(region.holds(beta2=b2, pole=pole, zero=zero))
+                assert s.inside[i, j, k] == (zero <= max(b2, pole))  # the closed form, |.| < 1
 
 
 def test_adamssm_with_zero_equal_pole_is_adam():

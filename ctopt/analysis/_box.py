@@ -26,7 +26,7 @@ import sympy as sp
 
 from .. import ops
 from ..design import Design, g, k, theta
-from ..errors import DesignError, HyperparameterError, UnsupportedError
+from ..errors import DesignError, HyperparameterError, MissingValuesError, UnsupportedError
 
 #: The input symbol that stands for the chosen signal.
 u = sp.Symbol("u", real=True)
@@ -369,7 +369,7 @@ def _numeric_values(expr_symbols: set[sp.Symbol], design: Design | None,
         elif name in hyper:
             out[sym] = float(hyper[name].default)
         else:
-            raise HyperparameterError(f"a numeric value is needed for {name!r} (no default)")
+            raise MissingValuesError([name], "(no default)")
     return out
 
 

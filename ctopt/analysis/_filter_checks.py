@@ -24,8 +24,8 @@ from ..design import Design, k
 from ..errors import CtoptError
 from ..filters import Filter, z
 from ._realised import Block, _nonnegative
+from .inequalities import natural_form
 from .proof import Proof
-from .stability import _readable
 
 __all__ = ["DC_TOLERANCE", "NUMERIC", "FilterCheck", "block_check"]
 
@@ -121,7 +121,7 @@ def _first_order(block: Block, H, proof: Proof, design, declared: bool = False
             required = ("stable",)
     proof.step("impulse response h[k] = b c^(k-1), k >= 1",
                sp.Symbol("b") * sp.Symbol("c") ** (k - 1))
-    cond = sp.And(*[_readable(x >= 0) for x in (b, c)])
+    cond = sp.And(*[natural_form(x >= 0) for x in (b, c)])
     proof.step("h[k] >= 0 for all k iff b >= 0 and c >= 0 (c < 0 alternates the sign at k = 2; "
                "b = 0 is also allowed)", cond)
     conds["nonnegative impulse response"] = cond
@@ -216,10 +216,10 @@ def _closed_form_terms(H, design, proof: Proof) -> sp.Basic | None:
 
     j = sp.Symbol("j", integer=True, nonnegative=True)
     try:
-        h = inverse_z(H, j)
+        impulse = inverse_z(H, j)
     except CtoptError:
         return None
-    terms = sp.Add.make_args(h)
+    terms = sp.Add.make_args(impulse)
     for t in terms:
         if t.has(sp.KroneckerDelta):
             coeff = t.replace(lambda e: isinstance(e, sp.KroneckerDelta), lambda *a: sp.S.One)
@@ -229,7 +229,7 @@ def _closed_form_terms(H, design, proof: Proof) -> sp.Basic | None:
         if not _nonnegative(t.subs(j, sp.Symbol("jj", integer=True, positive=True)), design):
             return None
     proof.step("closed-form impulse response, every term nonnegative under the domains "
-               "(nonnegative coefficients and poles)", sp.Eq(sp.Symbol("h[j]"), h))
+               "(nonnegative coefficients and poles)", sp.Eq(sp.Symbol("h[j]"), impulse))
     return sp.true
 
 

@@ -36,10 +36,17 @@ import sympy as sp
 from sympy.polys.matrices import DomainMatrix
 from sympy.polys.matrices.exceptions import DMNonInvertibleMatrixError
 
-from ..errors import CtoptError, UnsupportedError
+from ..errors import (
+    CtoptError,
+    ExpressionError,
+    InternalError,
+    MissingValuesError,
+    UnsupportedError,
+)
 from ..limits import check_size, time_limit, timed
+from .inequalities import positive_form, split_abs
 from .proof import Proof
-from .stability import StabilityConditions, positive_form, stability_conditions
+from .stability import StabilityConditions, stability_conditions
 
 __all__ = ["LyapunovCertificate", "lyapunov", "MAX_SYMBOLIC_STATES"]
 
@@ -78,7 +85,7 @@ class LyapunovCertificate:
             self._fn["P"] = sp.lambdify(params, self.P, modules="numpy")
         missing = [p.name for p in params if p.name not in values]
         if missing:
-            raise CtoptError(f"values needed for {missing}")
+            raise MissingValuesError(missing)
         return np.asarray(self._fn["P"](*[float(values[p.name]) for p in params]), dtype=float)
 
     def cross_check(self, **values: float) -> float:
@@ -117,7 +124,7 @@ class LyapunovCertificate:
         params = self.A.free_symbols | self.Q.free_symbols | self.P.free_symbols
         missing = sorted(p.name for p in params if p.name not in values)
         if missing:
-            raise CtoptError(f"values needed for {missing}")
+            raise MissingValuesError(missing)
         subs = {p: sp.Rational(*float(values[p.name]).as_integer_ratio()) for p in params}
         try:
             A, Q, P = (M.subs(subs) for M in (self.A, self.Q, self.P))
@@ -163,7 +170,7 @@ def lyapunov(system, Q=None, *, ranges: Mapping[str, tuple[float, float]] | None
     A = sp.Matrix(system.A if hasattr(system, "A") and not isinstance(system, sp.MatrixBase)
                   else system)
     if not A.is_square:
-        raise CtoptError(f"A must be square, got shape {A.shape}")
+        raise ExpressionError(f"A must be square, got shape {A.shape}")
     n = A.shape[0]
     check_size("Lyapunov certificate", states=n)
     if n > MAX_SYMBOLIC_STATES:
@@ -177,7 +184,7 @@ def lyapunov(system, Q=None, *, ranges: Mapping[str, tuple[float, float]] | None
         proof.step("Stein equation A^T P A - P = -Q with Q", Q)
         proof.step("solved for the symmetric P (linear in its entries)", P)
         if not _solves(A, P, Q):
-            raise CtoptError("internal error: the symbolic P does not satisfy the Stein equation")
+            raise InternalError("the symbolic P does not satisfy the Stein equation (a bug in ctopt)")
         proof.step("substituted back: A^T P A - P + Q = 0 identically")
         # the loop's own characteristic polynomial when it has one (shares the cached result)
         stab = stability_conditions(system if hasattr(system, "charpoly") else A)
@@ -229,7 +236,7 @@ def _solve_stein(A: sp.Matrix, Q: sp.Matrix) -> sp.Matrix:
     try:
         sol = dM.lu_solve(DomainMatrix.from_Matrix(b).convert_to(dM.domain)).to_Matrix()
     except DMNonInvertibleMatrixError:
-        raise CtoptError(
+        raise ExpressionError(
             "the Stein equation A^T P A - P = -Q has no unique solution: two eigenvalues of A "
             "multiply to 1 (e.g. an eigenvalue 1, a learning rate of 0), so A is not Schur "
             "stable and no quadratic Lyapunov certificate exists") from None
@@ -259,14 +266,13 @@ def _minors(P: sp.Matrix) -> list[sp.Expr]:
 def _known_positive(stab: StabilityConditions) -> list[sp.Expr]:
     """Expressions positive on the region: each condition as ``expr > 0``, absolute values
     split (``|x| < y`` gives ``y - x > 0`` and ``y + x > 0``)."""
-    from .stability import _split_abs
 
     out = []
     for atom in stab.atoms:
         if isinstance(atom, sp.Unequality) or atom in (sp.true, sp.false):
             continue
         form, _ = positive_form(atom)
-        out += [sp.expand(p) for p in _split_abs(form)]
+        out += [sp.expand(p) for p in split_abs(form)]
     return out
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import sympy as sp
 
 from ..design import Design
-from ..errors import CtoptError, HyperparameterError
+from ..errors import ExpressionError, HyperparameterError, MissingValuesError, OptionError
 from ..limits import timed
 from .proof import Proof
 from .stability import characteristic_polynomial
@@ -101,11 +101,11 @@ def _loop(system, curvature, values: Mapping[str, float]):
     free = {s.name: s for s in poly.free_symbols - {var}}
     name = curvature if isinstance(curvature, str) else getattr(curvature, "name", "h")
     if name not in free:
-        raise CtoptError(f"the characteristic polynomial {poly.as_expr()} does not depend on the "
+        raise ExpressionError(f"the characteristic polynomial {poly.as_expr()} does not depend on the "
                          f"curvature {name!r}; pass curvature=")
     unknown = sorted(set(values) - set(free) - set(defaults))
     if unknown:
-        raise CtoptError(
+        raise OptionError(
             f"unknown parameter(s) {unknown}; this loop's parameters are {sorted(set(free) - {name})}"
             + (f" and the design's hyperparameters {sorted(defaults)}" if defaults else "")
         )
@@ -170,7 +170,7 @@ def worst_case_rate(system, m: float, L: float, *, curvature="h", **values: floa
     params = sorted(poly.free_symbols - {var, h}, key=lambda s: s.name)
     missing = [p.name for p in params if p.name not in env]
     if missing:
-        raise CtoptError(f"values needed for {missing} to compute a rate")
+        raise MissingValuesError(missing, "to compute a rate")
     args = [env[p.name] for p in params]
     rho = _rho_function(poly, var, h, params)
     proof = Proof(f"worst-case rate over h in [{m:g}, {L:g}]")
@@ -296,9 +296,9 @@ def tune(system, m: float, L: float, *, params=None, bounds: Mapping | None = No
         env.pop(n, None)
     missing = [p.name for p in free if p.name not in env and p.name not in names]
     if missing:
-        raise CtoptError(f"values needed for {missing} (or list them in params=)")
+        raise MissingValuesError(missing, "(or list them in params=)")
     if not 1 <= len(names) <= 2:
-        raise CtoptError(f"tune searches one or two parameters, got {names}")
+        raise OptionError(f"tune searches one or two parameters, got {names}")
     check_curvatures(m, L)
     box = [_bounds(n, L, bounds or {}) for n in names]
     order = [p for p in free if p.name not in names] + [next(p for p in free if p.name == n)
@@ -341,4 +341,4 @@ def _bounds(name: str, L: float, given: Mapping) -> tuple[float, float]:
         return (1e-12, 4.0 / L)
     if name.startswith(("beta", "momentum", "mu")):
         return (0.0, 1.0 - 1e-12)
-    raise CtoptError(f"no default search interval for {name!r}; pass bounds={{'{name}': (lo, hi)}}")
+    raise OptionError(f"no default search interval for {name!r}; pass bounds={{'{name}': (lo, hi)}}")

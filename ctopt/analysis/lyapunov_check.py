@@ -30,7 +30,7 @@ import sympy as sp
 
 from .. import ops
 from ..design import Design, g, theta
-from ..errors import CtoptError
+from ..errors import ExpressionError, OptionError
 from ..limits import timed
 from ._box import asymptotic
 from .certificates import _positive_by_factors
@@ -122,7 +122,7 @@ def check_lyapunov(design: Design, V: sp.Expr, problem: str = "quadratic", *, m:
         (False, True)
     """
     if problem != "quadratic":
-        raise CtoptError(f"unknown problem class {problem!r}; available: 'quadratic'")
+        raise OptionError(f"unknown problem class {problem!r}; available: 'quadratic'")
     from .convergence import check_curvatures
 
     check_curvatures(m, L)
@@ -130,7 +130,7 @@ def check_lyapunov(design: Design, V: sp.Expr, problem: str = "quadratic", *, m:
     names = {s.name for s in design.states} | {"theta", "h"} | set(design.hyperparameters)
     unknown = sorted(s.name for s in V.free_symbols if s.name not in names)
     if unknown:
-        raise CtoptError(f"V uses {unknown}: only theta, h, states {list(design.state_names)} and "
+        raise ExpressionError(f"V uses {unknown}: only theta, h, states {list(design.state_names)} and "
                          "hyperparameters are known")
     V = V.xreplace({s: H for s in V.free_symbols if s.name == "h"})
     proof = Proof(f"V = {V} does not increase along {design.name!r} on "

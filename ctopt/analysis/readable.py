@@ -96,13 +96,13 @@ def implied(atom: sp.Basic, domains: Mapping[sp.Symbol, Domain]) -> bool:
     if not isinstance(atom, sp.core.relational.Relational) or isinstance(
             atom, (sp.Equality, sp.Unequality)):
         return False
-    from .stability import _split_abs, positive_form
+    from .inequalities import positive_form, split_abs
 
     form, strict = positive_form(atom)
     if sp.count_ops(form) > MAX_OPS:
         return False
     try:
-        parts = _split_abs(form)
+        parts = split_abs(form)
     except Exception:  # noqa: BLE001 - several absolute values: not decided here
         return False
     return all(_nonneg(p, domains, strict) for p in parts)
@@ -110,7 +110,7 @@ def implied(atom: sp.Basic, domains: Mapping[sp.Symbol, Domain]) -> bool:
 
 def _complementary(atom: sp.Or) -> bool:
     """``(a >= b) | (b >= a)`` and its strict/non-strict variants: always true."""
-    from .stability import positive_form
+    from .inequalities import positive_form
 
     forms = []
     for a in atom.args:
@@ -128,7 +128,7 @@ def _complementary(atom: sp.Or) -> bool:
 def _drop_positive_factors(atom: sp.Basic, domains) -> sp.Basic:
     """``atom`` with the factors of its positive form that are positive under the domains
     divided out (and negative ones flipping the inequality)."""
-    from .stability import _readable, positive_form
+    from .inequalities import natural_form, positive_form
 
     if not isinstance(atom, sp.core.relational.Relational) or atom.has(sp.Abs) or isinstance(
             atom, (sp.Equality, sp.Unequality)):
@@ -153,7 +153,7 @@ def _drop_positive_factors(atom: sp.Basic, domains) -> sp.Basic:
     if not changed:
         return atom
     new = sign * keep
-    return _readable(new > 0 if strict else new >= 0)
+    return natural_form(new > 0 if strict else new >= 0)
 
 
 def readable(atoms: Iterable[sp.Basic], domains: Mapping[sp.Symbol, Domain]) -> list[sp.Basic]:
@@ -179,7 +179,7 @@ def readable(atoms: Iterable[sp.Basic], domains: Mapping[sp.Symbol, Domain]) -> 
 
 
 def _drop_weaker(atoms: list[sp.Basic]) -> list[sp.Basic]:
-    from .stability import positive_form
+    from .inequalities import positive_form
 
     keyed = []
     for a in atoms:

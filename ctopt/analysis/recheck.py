@@ -28,6 +28,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..errors import ExpressionError
+
 __all__ = ["FloatCheck", "exact_definite", "float_check", "rational_matrix", "to_fraction"]
 
 #: Safety factor on the float64 rounding bound ``n * eps * ||M||_F``.
@@ -93,7 +95,7 @@ def to_fraction(x) -> Fraction:
         return Fraction(int(x))
     value = float(x)
     if not np.isfinite(value):
-        raise ValueError(f"a certificate entry is not finite: {value}")
+        raise ExpressionError(f"a certificate entry is not finite: {value}")
     return Fraction(value)
 
 
@@ -112,7 +114,7 @@ def exact_definite(M, *, negative: bool = False) -> bool:
     n = len(R)
     if any(len(row) != n for row in R) or any(R[i][j] != R[j][i]
                                                for i in range(n) for j in range(i)):
-        raise ValueError("exact_definite needs a square symmetric matrix")
+        raise ExpressionError("exact_definite needs a square symmetric matrix")
     if negative:
         R = [[-x for x in row] for row in R]
     for k in range(n):

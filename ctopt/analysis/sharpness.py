@@ -42,10 +42,11 @@ import sympy as sp
 from ..design import Design, k
 from ..errors import CtoptError, DesignError, NotPreconditionedError
 from ..filters import z
+from .inequalities import positive_form, split_abs
 from .loops import ClosedLoop, closed_loop
 from .preconditioners import Preconditioner, preconditioner
 from .proof import Proof
-from .stability import _split_abs, positive_form, stability_conditions
+from .stability import stability_conditions
 
 __all__ = ["CriticalSharpness", "critical_sharpness"]
 
@@ -126,10 +127,10 @@ def _positive_parameter(sym: sp.Symbol, design: Design, t: sp.Symbol) -> sp.Expr
     """``sym`` written through a positive ``t`` over the interior of its domain."""
     if sym == lam:
         return t
-    h = design.hyperparameters.get(sym.name)
-    if h is None:
+    hyper = design.hyperparameters.get(sym.name)
+    if hyper is None:
         return t if sym.is_positive else sym
-    lo, hi = h.domain.lower, h.domain.upper
+    lo, hi = hyper.domain.lower, hyper.domain.upper
     lo = sp.nsimplify(lo) if lo is not None else None
     hi = sp.nsimplify(hi) if hi is not None else None
     if lo is not None and hi is not None:
@@ -189,7 +190,7 @@ def _forms(atoms) -> list[sp.Expr]:
         if isinstance(atom, sp.Unequality):
             continue
         form, _ = positive_form(atom)
-        out += _split_abs(form) if form.has(sp.Abs) else [form]
+        out += split_abs(form) if form.has(sp.Abs) else [form]
     return out
 
 
@@ -275,15 +276,15 @@ def _samples(design: Design, params, n: int, seed: int = 0) -> list[dict[str, fl
     for _ in range(n):
         point = {}
         for s in params:
-            h = design.hyperparameters[s.name]
-            lo, hi = h.domain.lower, h.domain.upper
+            hyper = design.hyperparameters[s.name]
+            lo, hi = hyper.domain.lower, hyper.domain.upper
             if lo is not None and hi is not None:
                 pad = 0.01 * (hi - lo)
                 point[s.name] = float(rng.uniform(lo + pad, hi - pad))
             elif lo == 0:
                 point[s.name] = float(np.exp(rng.uniform(np.log(1e-4), 0.0)))
             else:
-                point[s.name] = float(h.default * rng.uniform(0.5, 2.0))
+                point[s.name] = float(hyper.default * rng.uniform(0.5, 2.0))
         out.append(point)
     return out
 

@@ -31,10 +31,14 @@ from functools import cached_property, lru_cache
 import numpy as np
 import sympy as sp
 
-from ..errors import CtoptError
+from ..errors import CtoptError, ExpressionError, MissingValuesError
 from ..filters import z
 from ..limits import check_size, time_limit, timed
+from .inequalities import canonical_atoms, natural_form, positive_form, same_region, split_abs
 from .proof import Proof
+
+# the normal forms moved to ctopt.analysis.inequalities; the old private names still resolve here
+_readable, _split_abs = natural_form, split_abs
 
 __all__ = [
     "StabilityConditions",
@@ -174,12 +178,12 @@ def stability_conditions(system, var: sp.Symbol | None = None, assumptions=None
     assumed = _assumption_list(assumptions)
     n = poly.degree()
     if n < 1:
-        raise CtoptError(f"stability_conditions needs a polynomial of degree >= 1 in {var}, "
+        raise ExpressionError(f"stability_conditions needs a polynomial of degree >= 1 in {var}, "
                          f"got {poly.as_expr()}")
     result = _cached(poly.as_expr(), var, assumed)
     design = getattr(system, "design", None)
     if design is not None and hasattr(design, "hyper"):
-        domains = {h.symbol: h.domain for h in design.hyper}
+        domains = {hyper.symbol: hyper.domain for hyper in design.hyper}
         result = replace(result, domains=domains)
     return result
 
@@ -209,7 +213,7 @@ def characteristic_polynomial(system, var: sp.Symbol | None = None) -> tuple[sp.
         system = sp.Matrix(system.A)
     if isinstance(system, sp.MatrixBase):
         if not system.is_square:
-            raise CtoptError(f"a state matrix must be square, got shape {system.shape}")
+            raise ExpressionError(f"a state matrix must be square, got shape {system.shape}")
         if system.free_symbols:
             check_size("characteristic polynomial of a symbolic matrix", states=system.shape[0])
         var = var or z
@@ -222,14 +226,14 @@ def characteristic_polynomial(system, var: sp.Symbol | None = None) -> tuple[sp.
         if expr.has(z):
             var = z
         else:
-            raise CtoptError(f"{expr} has no variable z; pass var= to name the polynomial variable")
+            raise ExpressionError(f"{expr} has no variable z; pass var= to name the polynomial variable")
     num, den = sp.fraction(sp.cancel(sp.together(expr)))
     if den.has(var):
-        raise CtoptError(f"{expr} is not a polynomial in {var}; pass a denominator")
+        raise ExpressionError(f"{expr} is not a polynomial in {var}; pass a denominator")
     try:
         return sp.Poly(num, var), var
     except sp.PolynomialError as exc:
-        raise CtoptError(f"{expr} is not a polynomial in {var}") from exc
+        raise ExpressionError(f"{expr} is not a polynomial in {var}") from exc
 
 
 # ------------------------------------------------------------------ the Jury test
@@ -296,14 +300,14 @@ def _jury_factor(poly: sp.Poly, var: sp.Symbol, proof: Proof) -> list[sp.Basic]:
     coeffs = list(reversed(poly.all_coeffs()))  # a_0 .. a_n
     at_one = sp.factor(poly.eval(1))
     at_minus = sp.factor((-1) ** n * poly.eval(-1))
-    proof.step("necessary condition P(1) > 0", _readable(at_one > 0))
-    proof.step(f"necessary condition (-1)^{n} P(-1) > 0", _readable(at_minus > 0))
-    atoms += [_readable(at_one > 0), _readable(at_minus > 0)]
+    proof.step("necessary condition P(1) > 0", natural_form(at_one > 0))
+    proof.step(f"necessary condition (-1)^{n} P(-1) > 0", natural_form(at_minus > 0))
+    atoms += [natural_form(at_one > 0), natural_form(at_minus > 0)]
     if n == 1:
         proof.step("for degree 1 these two conditions are equivalent to |a_0| < a_1")
         return atoms
     a0, an = coeffs[0], coeffs[-1]
-    first = _readable(sp.Abs(sp.factor(a0)) < sp.factor(an))
+    first = natural_form(sp.Abs(sp.factor(a0)) < sp.factor(an))
     proof.step("|a_0| < a_n", first)
     atoms.append(first)
     rows = jury_table(coeffs)
@@ -313,7 +317,7 @@ def _jury_factor(poly: sp.Poly, var: sp.Symbol, proof: Proof) -> list[sp.Basic]:
         head, tail = sp.factor(row[0]), sp.factor(row[-1])
         # row 2 starts with a_0^2 - a_n^2 < 0 (by |a_0| < a_n); later rows start positive
         size = -head if i == 2 else head
-        cond = _readable(sp.Abs(tail) < sp.factor(size))
+        cond = natural_form(sp.Abs(tail) < sp.factor(size))
         proof.step(f"|first| > |last| in row {i} (the first element is "
                    f"{'negative' if i == 2 else 'positive'} by the previous condition)", cond)
         atoms.append(cond)
@@ -334,66 +338,7 @@ def _numeric(poly: sp.Poly, var: sp.Symbol, assumed) -> StabilityConditions:
     return StabilityConditions(poly.as_expr(), var, (verdict,), proof, True, assumed)
 
 
-# ------------------------------------------------------------------ readable inequalities
-def _readable(rel: sp.Basic) -> sp.Basic:
-    """Write ``rel`` with the terms of positive sign on the side where they read naturally:
-    ``2 + 2*beta - alpha*h > 0`` becomes ``alpha*h < 2*beta + 2``."""
-    if rel in (sp.true, sp.false) or not isinstance(rel, sp.core.relational.Relational):
-        return rel
-    if rel.lhs.has(sp.Abs) or rel.rhs.has(sp.Abs):
-        return rel
-    form, strict = positive_form(rel)
-    form = sp.expand(_drop_positive_factors(form))
-    if form.is_number:
-        return sp.true if (form > 0 if strict else form >= 0) else sp.false
-    pos, neg = sp.Integer(0), sp.Integer(0)
-    for term in sp.Add.make_args(form):
-        coeff = term.as_coeff_Mul()[0]
-        if coeff < 0:
-            neg -= term
-        else:
-            pos += term
-    pos, neg = sp.factor(pos), sp.factor(neg)
-    if neg == 0:
-        return pos > 0 if strict else pos >= 0
-    if pos == 0:
-        return neg < 0 if strict else neg <= 0
-    # the side carrying symbols goes left; a pure number stays right
-    if neg.is_number or (not pos.is_number and sp.count_ops(pos) < sp.count_ops(neg)):
-        return pos > neg if strict else pos >= neg
-    return neg < pos if strict else neg <= pos
-
-
-def _drop_positive_factors(form: sp.Expr) -> sp.Expr:
-    """Divide ``form`` by its factors that sympy knows are positive (a symbol declared
-    positive, such as a frozen preconditioner ``r``), keeping its sign."""
-    factored = sp.factor(form)
-    coeff, parts = factored.as_coeff_mul()
-    keep = [f for f in parts if f.is_positive is not True]
-    if len(keep) == len(parts):
-        return form
-    return sp.sign(coeff) * sp.Mul(*keep)
-
-
-def positive_form(rel: sp.Basic) -> tuple[sp.Expr, bool]:
-    """``rel`` as ``(expr, strict)`` meaning ``expr > 0`` (strict) or ``expr >= 0``.
-
-    Example:
-        >>> x = sp.Symbol("x")
-        >>> positive_form(x < 2)
-        (2 - x, True)
-    """
-    if isinstance(rel, (sp.StrictGreaterThan, sp.GreaterThan)):
-        return rel.lhs - rel.rhs, isinstance(rel, sp.StrictGreaterThan)
-    if isinstance(rel, (sp.StrictLessThan, sp.LessThan)):
-        return rel.rhs - rel.lhs, isinstance(rel, sp.StrictLessThan)
-    if rel is sp.true:
-        return sp.Integer(1), True
-    if rel is sp.false:
-        return sp.Integer(-1), True
-    raise CtoptError(f"{rel} is not an inequality")
-
-
+# ------------------------------------------------------------------ assumptions
 def _dedupe(atoms: list[sp.Basic]) -> list[sp.Basic]:
     seen, out = set(), []
     for a in atoms:
@@ -409,121 +354,15 @@ def _assumption_list(assumptions) -> tuple[sp.Basic, ...]:
     if isinstance(assumptions, sp.Basic):
         return tuple(sp.And.make_args(assumptions))
     if isinstance(assumptions, Mapping):
-        raise CtoptError("assumptions must be sympy relations, e.g. beta > 0")
+        raise ExpressionError("assumptions must be sympy relations, e.g. beta > 0")
     return tuple(a for item in assumptions for a in sp.And.make_args(sp.sympify(item)))
-
-
-# ------------------------------------------------------------------ symbolic equivalence
-def canonical_atoms(boolean: sp.Basic, assumptions: Iterable[sp.Basic] = ()) -> frozenset:
-    """A canonical set ``{(p, strict)}`` for a conjunction of inequalities, each atom written as
-    ``p > 0`` (or ``>= 0``) with ``p`` an expanded polynomial with unit content; ``|x| < y``
-    becomes ``y - x > 0`` and ``y + x > 0``; a denominator whose sign follows from
-    ``assumptions`` (relations such as ``2*beta + 1 > 0``) is cleared.
-
-    Example:
-        >>> x = sp.Symbol("x", real=True)
-        >>> canonical_atoms(sp.Abs(x) < 1) == canonical_atoms((x < 1) & (x > -1))
-        True
-    """
-    positives = [sp.expand(positive_form(a)[0]) for a in assumptions]
-    out = set()
-    for atom in sp.And.make_args(boolean):
-        if atom is sp.true:
-            continue
-        if isinstance(atom, sp.Unequality):
-            out.add((_canonical_poly(atom.lhs - atom.rhs, positives), "nonzero"))
-            continue
-        form, strict = positive_form(atom)
-        for part in _split_abs(form):
-            out.add((_canonical_poly(part, positives), strict))
-    return frozenset(out)
-
-
-def same_region(a: sp.Basic, b: sp.Basic, assumptions: Iterable[sp.Basic] = ()) -> bool:
-    """Symbolic equivalence of two conjunctions of inequalities, atom by atom (after the
-    normalisation of :func:`canonical_atoms`). A ``True`` answer is a proof; ``False`` only
-    means the atoms differ.
-
-    Example:
-        >>> x = sp.Symbol("x", real=True)
-        >>> same_region((0 < 2 * x) & (2 * x < 4), (x > 0) & (x < 2))
-        True
-    """
-    assumed = tuple(assumptions)
-    return canonical_atoms(a, assumed) == canonical_atoms(b, assumed)
-
-
-def _split_abs(form: sp.Expr) -> list[sp.Expr]:
-    """``y - |x|`` -> ``[y - x, y + x]`` (both positive iff ``|x| < y``)."""
-    form = sp.expand(form)
-    absolute = [t for t in sp.Add.make_args(form) if t.has(sp.Abs)]
-    if not absolute:
-        return [form]
-    if len(absolute) != 1:
-        raise CtoptError(f"cannot normalise {form} > 0 with several absolute values")
-    term = absolute[0]
-    rest = form - term
-    coeff, inner = sp.Integer(1), sp.Integer(1)
-    for f in sp.Mul.make_args(term):
-        if isinstance(f, sp.Abs):
-            inner *= f.args[0]
-        elif f.is_number:
-            coeff *= f
-        else:
-            raise CtoptError(f"cannot normalise {form} > 0")
-    if coeff >= 0:
-        raise CtoptError(f"{form} > 0 bounds |x| from below; not a stability condition")
-    return [rest + coeff * inner, rest - coeff * inner]
-
-
-def _canonical_poly(expr: sp.Expr, positives: list[sp.Expr]) -> sp.Expr:
-    num, den = sp.fraction(sp.cancel(sp.together(expr)))
-    sign = _sign(den, positives)
-    if sign is None:
-        num = sp.expand(num * den)
-    elif sign < 0:
-        num = -num
-    num = sp.expand(num)
-    if num.is_number:
-        return sp.Integer(int(sp.sign(num)))
-    content, primitive = num.as_content_primitive()
-    return sp.expand(primitive)
-
-
-def _sign(expr: sp.Expr, positives: list[sp.Expr]) -> int | None:
-    if expr.is_positive:
-        return 1
-    if expr.is_negative:
-        return -1
-    if expr.is_Mul:
-        total = 1
-        for f in expr.args:
-            s = _sign(f, positives)
-            if s is None:
-                return None
-            total *= s
-        return total
-    if expr.is_Pow and expr.exp.is_integer and expr.exp.is_even:
-        return 1 if _sign(expr.base, positives) else None
-    if expr.is_Pow and expr.exp.is_integer:
-        return _sign(expr.base, positives)
-    e = sp.expand(expr)
-    prim = e.as_content_primitive()
-    for p in positives:
-        pp = p.as_content_primitive()
-        if sp.expand(prim[1] - pp[1]) == 0:
-            return 1 if prim[0] > 0 else -1
-        if sp.expand(prim[1] + pp[1]) == 0:
-            return -1 if prim[0] > 0 else 1
-    return None
 
 
 # ------------------------------------------------------------------ evaluation helpers
 def _arguments(params: tuple[sp.Symbol, ...], values: Mapping[str, object]) -> list:
     missing = [p.name for p in params if p.name not in values]
     if missing:
-        raise CtoptError(f"values needed for {missing} (the conditions depend on "
-                         f"{[p.name for p in params]})")
+        raise MissingValuesError(missing, f"(the conditions depend on {[p.name for p in params]})")
     return list(np.broadcast_arrays(*[np.asarray(values[p.name], dtype=float) for p in params]))
 
 

@@ -44,7 +44,7 @@ import sympy as sp
 from sympy.printing.str import StrPrinter
 
 from ..design import Design
-from ..errors import CtoptError, HyperparameterError
+from ..errors import CtoptError, HyperparameterError, MissingValuesError, OptionError
 from ..filters import Filter, z
 from ..limits import timed
 from ._filter_checks import DC_TOLERANCE, NUMERIC, FilterCheck, block_check
@@ -53,8 +53,8 @@ from ._realised import Block, linear_blocks
 from .impulse import nonnegative_impulse
 from .proof import Proof
 
-__all__ = ["DC_TOLERANCE", "FilterCheck", "FilterValidity", "GuardVerdict", "adamssm_region",
-           "filter_validity", "plot_adamssm_region"]
+__all__ = ["DC_TOLERANCE", "FilterCheck", "FilterValidity", "GuardVerdict", "Region",
+           "RegionSlices", "adamssm_region", "adamssm_slices", "filter_validity"]
 
 CHECKS = ("stable", "unit DC gain", "nonnegative impulse response")
 #: Failures of the symbolic machinery on an unusual design: reported as undecided, not raised.
@@ -138,7 +138,7 @@ def filter_validity(design_or_filter, **values: float) -> FilterValidity:
                                       f"{design.name!r}; valid names: {list(table)}")
         env = {**design.defaults, **{n: float(v) for n, v in values.items()}}
         checks, skipped = _design_checks(design)
-        domains = {h.symbol: h.domain for h in design.hyper}
+        domains = {hyper.symbol: hyper.domain for hyper in design.hyper}
         title = f"the realised map of {design.name!r} is valid"
     elif isinstance(design_or_filter, Filter):
         env = {n: float(v) for n, v in values.items()}
@@ -149,7 +149,7 @@ def filter_validity(design_or_filter, **values: float) -> FilterValidity:
         skipped = {}
         title = f"filter {name!r} is valid"
     else:
-        raise CtoptError("filter_validity takes a Design or a Filter, "
+        raise OptionError("filter_validity takes a Design or a Filter, "
                          f"not {type(design_or_filter).__name__}")
     proof = Proof(title)
     failed: list[str] = []
@@ -289,7 +289,7 @@ def _numeric_block(check: FilterCheck, env: Mapping[str, float]):
         block.B.free_symbols if block.B is not None else set()) if s.name in env}
     missing = sorted(s.name for s in block.A.free_symbols if s not in subs)
     if missing:
-        raise CtoptError(f"values needed for {missing} to evaluate {check.name}'s recursion")
+        raise MissingValuesError(missing, f"to evaluate {check.name}'s recursion")
     A = np.array(block.A.xreplace(subs), dtype=float)
     B = None if block.B is None else np.array(block.B.xreplace(subs), dtype=float).reshape(-1)
     return A, B
@@ -316,7 +316,7 @@ def _truth(cond: sp.Basic, env: Mapping[str, float]) -> bool:
     subs = {s: env[s.name] for s in cond.free_symbols if s.name in env}
     missing = sorted(s.name for s in cond.free_symbols if s.name not in env)
     if missing:
-        raise CtoptError(f"values needed for {missing} to evaluate {cond}")
+        raise MissingValuesError(missing, f"to evaluate {cond}")
     return bool(cond.subs({s: sp.Float(v) for s, v in subs.items()}))
 
 
@@ -349,20 +349,22 @@ class Region:
         return np.asarray(fn(*args), dtype=bool)
 
 
-def adamssm_region() -> Region:
-    """Where AdamSSM's second-moment filter is valid, in ``(beta2, pole, zero)``.
+def adamssm_region(design: Design) -> Region:
+    """Where AdamSSM's second-moment filter ``v`` is valid, in ``(beta2, pole, zero)``
+    (``design`` is AdamSSM, or a design with the same ``v`` filter and ``zero`` hyperparameter).
 
     Example:
-        >>> r = adamssm_region()
+        >>> import ctopt
+        >>> r = adamssm_region(ctopt.zoo.get("adamssm"))
         >>> inside = r.holds(beta2=0.999, pole=0.9, zero=0.99)
         >>> outside = r.holds(beta2=0.9, pole=0.5, zero=0.95)
         >>> bool(inside), bool(outside)
         (True, False)
     """
-    from ..zoo import adamssm
-
-    design = adamssm()
-    check = next(c for c in filter_validity(design).filters if c.name == "v")
+    check = next((c for c in filter_validity(design).filters if c.name == "v"), None)
+    if check is None or "zero" not in design.hyperparameters:
+        raise OptionError(f"adamssm_region needs a design with a filter on 'v' and a hyperparameter "
+                          f"'zero' (AdamSSM); {design.name!r} has neither or only one")
     zero = design.hyperparameters["zero"].symbol
     parts = [check.conditions[c] for c in CHECKS] + [zero < 1]
     proof = Proof("valid region of AdamSSM's second-moment filter in (beta2, pole, zero)")
@@ -373,33 +375,31 @@ def adamssm_region() -> Region:
     return Region(expr, proof)
 
 
-def plot_adamssm_region(beta2_values=(0.9, 0.99, 0.999), resolution: int = 301):
-    """Slices of :func:`adamssm_region` in the (pole, zero) plane for several ``beta2``;
-    returns ``(fig, axes)`` (matplotlib, imported lazily).
+@dataclass(frozen=True)
+class RegionSlices:
+    """``inside[i]`` is :func:`adamssm_region` at ``beta2[i]`` on the grid ``(pole, zero)``
+    (``np.meshgrid(pole, zero)``: rows follow ``zero``)."""
+
+    beta2: np.ndarray
+    pole: np.ndarray
+    zero: np.ndarray
+    inside: np.ndarray
+
+
+def adamssm_slices(design: Design, beta2_values=(0.9, 0.99, 0.999),
+                   resolution: int = 301) -> RegionSlices:
+    """Slices of :func:`adamssm_region` in the (pole, zero) plane, one per ``beta2``.
 
     Example:
-        >>> from ctopt.analysis.validity import plot_adamssm_region
-        >>> fig, axes = plot_adamssm_region(beta2_values=(0.99,), resolution=21)
-        >>> axes.shape
-        (1, 1)
+        >>> import ctopt
+        >>> s = adamssm_slices(ctopt.zoo.get("adamssm"), (0.99,), resolution=3)
+        >>> s.inside.shape, s.inside[0].tolist()
+        ((1, 3, 3), [[True, True, True], [True, True, True], [False, False, True]])
     """
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    region = adamssm_region()
-    pole, zero = np.meshgrid(np.linspace(0, 0.9999, resolution), np.linspace(-0.9999, 0.9999,
-                                                                             resolution))
-    fig, axes = plt.subplots(1, len(beta2_values), figsize=(4 * len(beta2_values), 3.6),
-                             squeeze=False, sharey=True)
-    for ax, b2 in zip(axes[0], beta2_values, strict=True):
-        inside = region.holds(beta2=b2, pole=pole, zero=zero)
-        ax.contourf(pole, zero, inside.astype(float), levels=[-0.5, 0.5, 1.5],
-                    colors=["#f4c7c3", "#b7e1cd"])
-        ax.plot([0, 1], [b2, b2], "k--", lw=0.8)
-        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-        ax.set_title(f"beta2 = {b2:g}")
-        ax.set_xlabel("pole")
-    axes[0][0].set_ylabel("zero")
-    fig.suptitle("AdamSSM second-moment filter: valid (green) iff zero <= max(beta2, pole)")
-    fig.tight_layout()
-    return fig, axes
+    region = adamssm_region(design)
+    pole = np.linspace(0, 0.9999, resolution)
+    zero = np.linspace(-0.9999, 0.9999, resolution)
+    P, Z = np.meshgrid(pole, zero)
+    beta2 = np.asarray(beta2_values, dtype=float)
+    inside = np.stack([region.holds(beta2=b2, pole=P, zero=Z) for b2 in beta2])
+    return RegionSlices(beta2, pole, zero, inside)

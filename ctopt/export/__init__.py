@@ -86,17 +86,14 @@ def _implied_options(design: Design, source: str, cls_name: str) -> dict:
 
 def _check_design(design: Design) -> None:
     """Refuse designs whose moment filters are unstable or may produce a negative second moment
-    at their default hyperparameters (uses ``ctopt.analysis.validity`` when available)."""
+    at their default hyperparameters (``ctopt.analysis.validity``)."""
+    from ..analysis.validity import filter_validity
     from ..errors import DesignError
 
     for h in design.hyper:
         if not (math.isfinite(h.default) and h.domain.contains(h.default)):
             raise DesignError(f"design {design.name!r}: hyperparameter {h.name!r} default "
                               f"{h.default!r} is not a finite value in {h.domain}")
-    try:
-        from ..analysis.validity import filter_validity
-    except (ImportError, AttributeError):
-        return
     result = filter_validity(design, **design.defaults)
     if not result.ok:
         failed = "; ".join(str(f) for f in result.failed)
@@ -108,10 +105,7 @@ def _check_design(design: Design) -> None:
 def _value_guard(design: Design):
     """A check of user values against the design's filter conditions (stable, nonnegative
     impulse response, unit DC gain), naming the violated condition."""
-    try:
-        from ..analysis.validity import filter_validity
-    except (ImportError, AttributeError):
-        return None
+    from ..analysis.validity import filter_validity
     from ..errors import HyperparameterError
 
     defaults = design.defaults

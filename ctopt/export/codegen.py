@@ -183,6 +183,19 @@ def _uses(assignments, index: int, name: str) -> int:
                if name in {s.name for s in sp.sympify(a.expr).free_symbols})
 
 
+def _distributed(assignments, index: int, name: str, expr: sp.Expr, table: dict) -> bool:
+    """Whether inlining the temporary ``name`` = ``expr`` into a later power of it would let
+    sympy rewrite that power (``(a*b/c)**2`` becomes ``a**2*b**2/c**2``): a different
+    computation from the oracle's, which can overflow where the oracle's does not."""
+    for a in assignments[index + 1:]:
+        for power in sp.sympify(a.expr).atoms(sp.Pow):
+            if isinstance(power.base, sp.Symbol) and power.base.name == name:
+                raised = sp.Pow(expr, rename(power.exp, table))
+                if not (raised.is_Pow and raised.base == expr):
+                    return True
+    return False
+
+
 def _norm_argument(of: sp.Expr) -> sp.Expr:
     """An L2 norm ignores a global sign: drop ``gsign`` when ``of`` is odd in it."""
     plus, minus = of.xreplace({GSIGN: 1}), of.xreplace({GSIGN: -1})
@@ -212,7 +225,8 @@ def build_program(design: Design) -> Program:
             name = code_name("let", a.target.name)
             if b.is_scalar(expr):
                 current[a.target.name] = b.add_scalar(name, expr)
-            elif _uses(assignments, i, a.target.name) <= 1 or expr.is_Symbol:
+            elif expr.is_Symbol or _uses(assignments, i, a.target.name) <= 1 and not \
+                    _distributed(assignments, i, a.target.name, expr, current):
                 current[a.target.name] = expr
             else:
                 b.elementwise.append((b.fresh(name), b.hoist(expr)))

@@ -12,7 +12,8 @@ __all__ = ["CtoptError", "HyperparameterError", "UnsupportedError"]
 
 
 class CtoptError(Exception):
-    """Base class of every error ctopt (and an optimizer it exported) raises on purpose."""
+    """Base class of every error ctopt (and an optimizer it exported) raises on purpose (never
+    raised itself: each error is one of its specific subclasses)."""
 
 
 class HyperparameterError(CtoptError, ValueError):

@@ -78,8 +78,8 @@ def write_report(
     def stage_design() -> list[str]:
         rows = ["## Design", "", "| hyperparameter | value | allowed | meaning |",
                 "|---|---|---|---|"]
-        for h in design.hyper:
-            rows.append(f"| `{h.name}` | {values[h.name]:g} | {h.domain} | {h.doc} |")
+        for hyper in design.hyper:
+            rows.append(f"| `{hyper.name}` | {values[hyper.name]:g} | {hyper.domain} | {hyper.doc} |")
         rows += ["", "The algorithm box (a state on a right-hand side means its latest value):",
                  "", "```text", str(tuned), "```", "", "$$", r"\begin{aligned}"]
         rows += [rf"{sp.latex(e.lhs)} &\leftarrow {sp.latex(e.rhs)} \\" for e in design.equations()]
@@ -112,11 +112,11 @@ def write_report(
         if design.name == "adamssm":  # the region where its second-moment filter is valid
             import matplotlib.pyplot as plt
 
-            from ..analysis.validity import plot_adamssm_region
+            from .. import plot
 
-            fig, _ = plot_adamssm_region(beta2_values=(0.9, 0.99, values["beta2"]))
-            fig.savefig(out / "figures" / "filter-validity.png", dpi=100)
-            plt.close(fig)
+            drawn = plot.adamssm_region(design, beta2_values=(0.9, 0.99, values["beta2"]))
+            drawn.savefig(out / "figures" / "filter-validity.png", dpi=100)
+            plt.close(drawn.figure)
             rows += ["![filter validity](figures/filter-validity.png)", ""]
         return rows
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..design import Design
-from ..errors import CtoptError, UnsupportedError
+from ..errors import OptionError, UnsupportedError
 
 __all__ = ["KINDS", "save_plot"]
 
@@ -44,10 +44,10 @@ def save_plot(design: Design, kind: str, path: str | Path,
 
     kinds = dict(zip(KINDS, (_bode, _pole_zero, _root_locus, _region), strict=True))
     if kind not in kinds:
-        raise CtoptError(f"unknown plot kind {kind!r}; allowed: {', '.join(kinds)}")
+        raise OptionError(f"unknown plot kind {kind!r}; allowed: {', '.join(kinds)}")
     path = Path(path)
     if path.suffix.lower() not in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
-        raise CtoptError(f"cannot tell the image format of {str(path)!r}; use .png, .svg or .pdf")
+        raise OptionError(f"cannot tell the image format of {str(path)!r}; use .png, .svg or .pdf")
     values = design.check_values(**dict(values or {}))
     fig = kinds[kind](plot, design, values)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,8 +80,8 @@ def _bode(plot, design, values):
         raise UnsupportedError(f"{design.name} has no linear filter to draw")
     fig, (mag, phase) = plt.subplots(2, 1, sharex=True, figsize=(6.4, 5.2))
     for name, tf in tfs.items():
-        plot.bode(tf, ax=(mag, phase), **_known(tf, values))
-        mag.get_lines()[-1].set_label(f"H_{name} (from {tf.input})")
+        drawn = plot.bode(tf, ax=(mag, phase), **_known(tf, values))
+        drawn.lines[0].set_label(f"H_{name} (from {tf.input})")
     mag.set_title(f"{design.name}: moment filters")
     mag.legend(fontsize=8)
     return fig
@@ -107,6 +107,8 @@ def _loop_and_range(design, values):
     the largest stable curvature at ``values`` (None when unbounded or undecided)."""
     import ctopt
 
+    from ..analysis.maps import radius_curve
+
     off = {n: 0.0 for n, v in values.items() if v == 0}
     loop = ctopt.closed_loop(design, curvature="h", **off)
     frozen = {r.name: 1.0 for r in loop.frozen}
@@ -114,10 +116,8 @@ def _loop_and_range(design, values):
         raise UnsupportedError(f"{design.name}'s closed loop has several frozen factors")
     env = {**{n: v for n, v in values.items() if n not in off}, **frozen}
     env = {n: v for n, v in env.items() if n in {p.name for p in loop.parameters}}
-    h = np.geomspace(1e-6, 1e8, 2000)
-    radius = np.abs(np.linalg.eigvals(loop.lambdify("h")(h, **env))).max(axis=-1)
-    stable = radius < 1
-    h_max = float(h[stable].max()) if stable.any() and not stable[-1] else None
+    curve = radius_curve(loop, "h", np.geomspace(1e-6, 1e8, 2000), **env)
+    h_max = None if curve.stable[-1] else curve.largest_stable
     return loop, env, h_max
 
 
@@ -137,12 +137,14 @@ def _root_locus(plot, design, values):
 def _region(plot, design, values):
     import matplotlib.pyplot as plt
 
+    from ..analysis.maps import radius_curve
+
     loop, env, _ = _loop_and_range(design, values)
     names = [p.name for p in loop.parameters]
     if "lr" not in names:
         raise UnsupportedError(f"{design.name}'s closed loop has no learning rate to draw")
-    y_name = next((h.name for h in design.hyper if h.name in names and h.name != "lr"
-                   and h.domain.upper is not None), None)
+    y_name = next((hyper.name for hyper in design.hyper if hyper.name in names
+                   and hyper.name != "lr" and hyper.domain.upper is not None), None)
     at = {**env, "h": 1.0}
     if y_name is None:  # the learning rate alone: draw the (lr, h) plane
         y_name, ys, values = "h", np.linspace(0.0, 4.0, 60), {**values, "h": 1.0}
@@ -150,17 +152,15 @@ def _region(plot, design, values):
         hyper = design.hyperparameters[y_name]
         upper = hyper.domain.upper - (0 if hyper.domain.upper_closed else 1e-3)
         ys = np.linspace(hyper.domain.lower or 0.0, upper, 60)
-    lrs = np.geomspace(1e-6, 1e6, 600)
     probe = {**at, y_name: values[y_name]}
     probe.pop("lr")
-    radius = np.abs(np.linalg.eigvals(loop.lambdify("lr")(lrs, **probe))).max(axis=-1)
-    lr_max = float(lrs[radius < 1].max()) if (radius < 1).any() else 1.0
+    lr_max = radius_curve(loop, "lr", np.geomspace(1e-6, 1e6, 600), **probe).largest_stable
+    lr_max = 1.0 if lr_max is None else lr_max
     xs = np.linspace(lr_max / 200, 1.6 * lr_max, 80)
     fig, ax = plt.subplots(figsize=(5.6, 4.4))
     rest = {n: v for n, v in at.items() if n not in ("lr", y_name)}
-    plot.region(loop, ("lr", xs), (y_name, ys), ax=ax, **rest)
-    ax.plot([values["lr"]] if values["lr"] <= xs[-1] else [], [values[y_name]]
-            if values["lr"] <= xs[-1] else [], "r*", ms=12, label="these values")
+    point = (values["lr"], values[y_name]) if values["lr"] <= xs[-1] else None
+    plot.region(loop, ("lr", xs), (y_name, ys), point=point, ax=ax, **rest)
     unit = " (h in units of the frozen r)" if loop.frozen else ""
     where = "" if y_name == "h" else " at h = 1"
     ax.set_title(f"{design.name}: stable region{where}{unit}", fontsize=9)

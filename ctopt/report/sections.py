@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..design import Design
-from ..errors import CtoptError
+from ..errors import CtoptError, OptionError
 
 __all__ = ["Section", "analyze"]
 
@@ -115,7 +115,7 @@ def analyze(
     include = set(include)
     unknown = include - set(_ANALYSES)
     if unknown:
-        raise CtoptError(f"unknown analyses {sorted(unknown)}; known: {list(_ANALYSES)}")
+        raise OptionError(f"unknown analyses {sorted(unknown)}; known: {list(_ANALYSES)}")
     values = design.check_values(**dict(values or {}))
     given = {n: v for n, v in values.items() if v != design.defaults[n]}
     sections = []
@@ -235,7 +235,7 @@ def _closed_loop_sections(design, values, curvature, include, frozen=None
     h = next((p for p in cond.parameters if p.name == name), sp.Symbol(name, real=True))
     unknown = sorted(set(frozen or {}) - {str(r) for r in loop.frozen})
     if unknown:
-        raise CtoptError(f"--frozen names {unknown} are not frozen factors of this closed loop; "
+        raise OptionError(f"--frozen names {unknown} are not frozen factors of this closed loop; "
                          f"its frozen factors: {sorted(map(str, loop.frozen)) or 'none'}")
     fixed = {p: values[p.name] for p in cond.parameters if p.name in values}
     fixed |= {p: v for p in cond.parameters for n, v in (frozen or {}).items() if p.name == n}

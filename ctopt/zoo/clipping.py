@@ -11,8 +11,8 @@ from .registry import register
 
 @register
 def dgclip() -> Design:
-    """delta-GClip: theta <- theta - h*(g + weight_decay*theta) with
-    h = lr*min(1, max(delta, gamma/||g||)), ||g|| the group's gradient L2 norm (before weight
+    """delta-GClip: theta <- theta - step_size*(g + weight_decay*theta) with
+    step_size = lr*min(1, max(delta, gamma/||g||)), ||g|| the group's gradient L2 norm (before weight
     decay); a zero norm gives no step.
 
     Example:
@@ -26,8 +26,7 @@ def dgclip() -> Design:
     gamma = b.hyper("gamma", 0.1, POSITIVE, "gradient-norm threshold")
     delta = b.hyper("delta", 1e-3, Domain(0, 1), "floor of the step-size factor")
     norm = b.reduction("grad_norm", "l2_norm", g)
-    h = b.let(
-        "h", sp.Piecewise((0, sp.Eq(norm, 0)), (lr * sp.Min(1, sp.Max(delta, gamma / norm)), True))
-    )
-    b.update(theta - h * (g + wd * theta))
+    step_size = b.let("step_size", sp.Piecewise((0, sp.Eq(norm, 0)),
+                                                (lr * sp.Min(1, sp.Max(delta, gamma / norm)), True)))
+    b.update(theta - step_size * (g + wd * theta))
     return b.build()

@@ -1,20 +1,10 @@
-"""The ``ctopt`` command: list, show, plot, check, export and benchmark designs, and write a full
-report on one of them.
-
-Every command that takes a design accepts the design's hyperparameters as options
-(``ctopt check adam --beta2 0.99``); ``ctopt COMMAND NAME --help`` lists them with their domains.
-``NAME`` is a zoo name (``ctopt list``) or a design file written by :func:`ctopt.save_design`.
-
-Exit codes: 0 success; 1 a checked condition does not hold (``check``); 2 bad input (unknown
-design, value outside its domain, bad option); 3 a feature or optional extra is not available;
-4 no checked condition fails but at least one is undecided (``check``); 5 an internal error
-(a bug in ctopt: one line on stderr, the traceback with CTOPT_TRACEBACK=1).
+"""The ``ctopt`` command's argument parser: the sub-commands and their options, the value types
+that refuse bad input with a named error, and each design's hyperparameters as options.
 
 Example:
-    >>> from ctopt.cli import main
-    >>> main(["list"])  # doctest: +ELLIPSIS
-    name...
-    0
+    >>> from ctopt.cli.arguments import build_parser
+    >>> build_parser().parse_args(["list"]).command
+    'list'
 """
 
 from __future__ import annotations
@@ -22,25 +12,16 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
-import os
 import re
-import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from . import zoo
-from .bench import MAX_NUMEL, MAX_STEPS
-from .design import Design, Hyperparameter
-from .errors import CtoptError, UnsupportedError
-from .report import MAX_EPOCHS, MAX_SEEDS
-
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNAVAILABLE",
-           "EXIT_UNDECIDED", "EXIT_INTERNAL"]
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
-EXIT_UNDECIDED = 4
-EXIT_INTERNAL = 5
+from .. import zoo
+from ..bench import MAX_NUMEL, MAX_STEPS
+from ..design import Design, Hyperparameter
+from ..errors import CtoptError
+from ..report import MAX_EPOCHS, MAX_SEEDS
 
 PLOT_KINDS = ("bode", "pole-zero", "root-locus", "region")  # = ctopt.report.figures.KINDS
 
@@ -56,9 +37,6 @@ _HYPER_HELP = (
     "'ctopt {command} NAME --help' lists them with their allowed ranges."
 )
 
-
-class _Unavailable(CtoptError):
-    """A feature this command needs is missing from the installation."""
 
 
 # ----------------------------------------------------------------------------- parser
@@ -76,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'ctopt COMMAND --help' for a command's options.",
     )
-    from . import __version__
+    from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"ctopt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -232,11 +210,11 @@ def _frozen_value(text: str) -> tuple[str, float]:
     return name, _positive_float(value)
 
 
-def _hyper_type(h: Hyperparameter) -> Callable[[str], float]:
+def _hyper_type(hyper: Hyperparameter) -> Callable[[str], float]:
     def convert(text: str) -> float:
-        value = _number(text, f"{h.name} in {h.domain}")
+        value = _number(text, f"{hyper.name} in {hyper.domain}")
         try:
-            return h.check(value)
+            return hyper.check(value)
         except CtoptError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -249,20 +227,20 @@ def _hyper_parser(command: str, design: Design) -> argparse.ArgumentParser:
         formatter_class=_wide,
     )
     group = p.add_argument_group(f"hyperparameters of {design.name}")
-    for h in design.hyper:
-        flags = [f"--{h.name}"]
-        if "_" in h.name:
-            flags.append(f"--{h.name.replace('_', '-')}")
+    for hyper in design.hyper:
+        flags = [f"--{hyper.name}"]
+        if "_" in hyper.name:
+            flags.append(f"--{hyper.name.replace('_', '-')}")
         group.add_argument(
-            *flags, dest=h.name, type=_hyper_type(h), default=None, metavar="X",
-            help=f"{h.doc or h.name}: default {h.default:g}, allowed {h.domain}",
+            *flags, dest=hyper.name, type=_hyper_type(hyper), default=None, metavar="X",
+            help=f"{hyper.doc or hyper.name}: default {hyper.default:g}, allowed {hyper.domain}",
         )
     return p
 
 
 def _load_design(name: str) -> Design:
     if name.endswith(".json") or "/" in name or Path(name).is_file():
-        from .serialize import load_design
+        from ..serialize import load_design
 
         return load_design(name)
     return zoo.get(name)
@@ -273,7 +251,7 @@ def _parse_values(command: str, design: Design, extra: list[str]) -> dict[str, f
     ns, rest = hp.parse_known_args(extra)
     if rest:
         flag = next((r for r in rest if r.startswith("-")), rest[0])
-        valid = [f"--{h.name}" for h in design.hyper]
+        valid = [f"--{hyper.name}" for hyper in design.hyper]
         close = difflib.get_close_matches(flag.split("=")[0], valid, n=1)
         hint = f" Did you mean {close[0]}?" if close else ""
         hp.error(
@@ -294,214 +272,3 @@ def _check_converted(parser: argparse.ArgumentParser, ns: argparse.Namespace) ->
             parser.error(f"argument {'/'.join(action.option_strings)}: expected one value, "
                          "got '--'")
 
-
-# ----------------------------------------------------------------------------- commands
-def _cmd_list(args, design, values) -> int:
-    rows = [("name", "states", "hyperparameters", "description")]
-    for name in zoo.names():
-        d = zoo.get(name)
-        doc = (d.doc or "").strip().splitlines()[0] if d.doc else ""
-        rows.append((name, ", ".join(d.state_names) or "-", ", ".join(d.hyperparameters), doc))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
-    print(f"\n{len(rows) - 1} designs. 'ctopt show NAME' prints one.")
-    return EXIT_OK
-
-
-def _cmd_show(args, design, values) -> int:
-    from . import report
-
-    print(design if not values else design.with_defaults(**values))
-    for section in report.analyze(design, values, include=("transfer", "stability")):
-        print()
-        print(section.as_text(proofs=False))
-    return EXIT_OK
-
-
-def _cmd_check(args, design, values) -> int:
-    from . import report
-
-    sections = report.analyze(design, values, include=("stability", "lyapunov"),
-                              curvature=args.curvature, frozen=dict(args.frozen))
-    verdicts = [v for s in sections for v in s.verdicts]
-    for section in sections:
-        print(section.as_text(proofs=not args.no_proof))
-        print()
-    failed = [name for name, ok in verdicts if ok is False]
-    unknown = [name for name, ok in verdicts if ok is None]
-    summary = f"{len(verdicts) - len(failed) - len(unknown)} of {len(verdicts)} conditions hold"
-    if unknown:
-        summary += f"; undecided: {', '.join(unknown)}"
-    if failed:
-        print(f"{summary}; FAILED: {', '.join(failed)}")
-        return EXIT_FAILED
-    print(summary + ".")
-    return EXIT_UNDECIDED if unknown else EXIT_OK
-
-
-def _cmd_plot(args, design, values) -> int:
-    from . import report
-
-    output = Path(args.output or f"{design.name}-{args.kind}.png")
-    report.save_plot(design, args.kind, output, values)
-    print(f"wrote {output}")
-    return EXIT_OK
-
-
-def _cmd_export(args, design, values) -> int:
-    output = Path(args.output or f"{design.name}_optimizer.py")
-    if output.suffix != ".py":
-        raise _BadInput(f"--output must name a .py file, got {str(output)!r}")
-    export_source = _feature("export_source", "the exporter")
-    d = design.with_defaults(**values) if values else design
-    from .export.source import class_name
-    from .export.verify import ExportCheckError, check_module
-
-    # written beside the target, imported and checked against the oracle, then moved into place
-    draft = output.with_name(f".{output.stem}-{os.getpid()}.py")
-    try:
-        export_source(d, draft)
-        error = check_module(draft, d, class_name(d))
-        os.replace(draft, output)
-    except ExportCheckError as exc:
-        _fail(f"{exc}; nothing was written")
-        return EXIT_FAILED
-    finally:
-        draft.unlink(missing_ok=True)
-    print(f"wrote {output}: class {class_name(d)}, a torch.optim.Optimizer that needs torch "
-          f"only (from {output.stem} import {class_name(d)}); it imports and equals the "
-          f"float64 oracle over 5 steps (relative error {error:.1e})")
-    return EXIT_OK
-
-
-def _cmd_bench(args, design, values) -> int:
-    from .bench import bench
-
-    designs = design  # the designs named on the command line, loaded (and checked) by main
-    bench(designs, numel=args.numel, steps=args.steps, backend=args.backend, out=sys.stdout)
-    return EXIT_OK
-
-
-def _cmd_report(args, design, values) -> int:
-    from . import report
-
-    out = Path(args.output or f"report-{design.name}")
-    path = report.write_report(
-        design, out, values=values, epochs=args.epochs, seeds=args.seeds,
-        training=not args.no_training, progress=not args.quiet,
-    )
-    text = path.read_text()
-    if "## Summary\n" in text:
-        summary = text.split("## Summary\n", 1)[1].split("\n## ", 1)[0]
-        plain = re.sub(r"\*\*([^*]+)\*\*|`([^`]+)`", lambda m: m.group(1) or m.group(2),
-                       summary.strip())
-        print(plain.replace("\\*", "*").replace("\\|", "|"))
-    print(f"wrote {path} (figures in {path.parent / 'figures'})")
-    return EXIT_OK
-
-
-_COMMANDS: dict[str, Callable[..., int]] = {
-    "list": _cmd_list, "show": _cmd_show, "plot": _cmd_plot, "check": _cmd_check,
-    "export": _cmd_export, "bench": _cmd_bench, "report": _cmd_report,
-}
-_DESIGN_COMMANDS = ("show", "plot", "check", "export", "report")
-
-
-class _BadInput(CtoptError):
-    """Bad command-line input found after parsing."""
-
-
-def _feature(name: str, what: str):
-    """A public ctopt feature, or a clear error when this installation lacks it."""
-    import ctopt
-
-    try:
-        return getattr(ctopt, name)
-    except (ImportError, AttributeError) as exc:
-        raise _Unavailable(f"{what} (ctopt.{name}) is not available: {exc}") from None
-
-
-# ----------------------------------------------------------------------------- main
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``ctopt`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code.
-
-    Example:
-        >>> main(["show", "sgd", "--lr", "-1"])  # doctest: +SKIP
-        2
-    """
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args, extra = parser.parse_known_args(argv)
-    except SystemExit as exc:  # argparse already printed the message
-        return int(exc.code or 0)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE if argv else EXIT_OK
-    subparser = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
-    try:
-        _check_converted(subparser, args)
-        design, values = None, {}
-        if args.command in _DESIGN_COMMANDS:
-            if args.help:
-                return _print_design_help(subparser, args.command, args.name)
-            if args.name is None:
-                subparser.error(f"a design NAME is required; valid names: {', '.join(zoo.names())}")
-            design = _load_design(args.name)
-            values = _parse_values(args.command, design, extra)
-        elif extra:
-            subparser.error(f"unrecognized argument(s): {' '.join(extra)}")
-        if args.command == "bench":
-            design = [_load_design(n) for n in args.designs or ["adam"]]
-        return _COMMANDS[args.command](args, design, values)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except _Unavailable as exc:
-        _fail(f"{exc}")
-        return EXIT_UNAVAILABLE
-    except UnsupportedError as exc:
-        _fail(str(exc))
-        return EXIT_UNAVAILABLE
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").startswith("ctopt"):
-            _fail(f"this installation of ctopt lacks {exc.name}, which '{args.command}' needs")
-        else:
-            _fail(f"a required package is missing: {exc.name}. Install the extra that provides "
-                  "it, e.g. pip install 'ctopt[dev]'")
-        return EXIT_UNAVAILABLE
-    except (CtoptError, OSError) as exc:
-        _fail(str(exc))
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        _fail("interrupted")
-        return 130
-    except Exception as exc:  # a last net: a bug in ctopt, reported without a traceback
-        if os.environ.get("CTOPT_TRACEBACK"):
-            raise
-        _fail(f"internal error in '{args.command}': {type(exc).__name__}: {exc}. This is a bug "
-              "in ctopt; please report it with the command line (CTOPT_TRACEBACK=1 shows the "
-              "traceback)")
-        return EXIT_INTERNAL
-
-
-def _print_design_help(subparser: argparse.ArgumentParser, command: str, name: str | None) -> int:
-    subparser.print_help()
-    if name is None:
-        return EXIT_OK
-    try:
-        design = _load_design(name)
-    except CtoptError as exc:
-        print()
-        _fail(str(exc))
-        return EXIT_USAGE
-    print()
-    help_text = _hyper_parser(command, design).format_help()
-    print(help_text[help_text.index("hyperparameters of"):].rstrip())
-    return EXIT_OK
-
-
-def _fail(message: str) -> None:
-    wrapped = textwrap.fill(message, width=100, subsequent_indent="  ", break_long_words=False,
-                            break_on_hyphens=False)
-    print(f"ctopt: error: {wrapped}", file=sys.stderr)
