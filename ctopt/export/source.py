@@ -41,9 +41,11 @@ def module_names() -> frozenset[str]:
         >>> {"GeneratedOptimizer", "Exception", "None"} <= module_names()
         True
     """
-    from . import compiled, optimizer
+    from . import backends, checkpoint, compiled, groups, layout, optimizer, reductions
 
-    names = set(vars(compiled)) | set(vars(optimizer)) | set(dir(builtins))
+    names = set(dir(builtins))
+    for module in (backends, checkpoint, compiled, groups, layout, optimizer, reductions):
+        names |= set(vars(module))
     names |= set(keyword.kwlist) | {"CtoptError", "HyperparameterError", "UnsupportedError"}
     return frozenset(names)
 
@@ -248,7 +250,8 @@ def _class_source(design: Design, cls: str) -> str:
     return "\n".join(out) + "\n"
 
 
-_RUNTIME = ("compiled.py", "scalars.py", "values.py", "checkpoint.py", "optimizer.py")
+_RUNTIME = ("layout.py", "compiled.py", "scalars.py", "values.py", "checkpoint.py", "groups.py",
+            "reductions.py", "backends.py", "optimizer.py")
 _STANDALONE_ERRORS = '''
 
 class CtoptError(Exception):
