@@ -72,9 +72,9 @@ def make_params(shapes, seed=0, device="cpu"):
 def model_list(name: str, quick: bool, device: str = "cpu"):
     """The parameters of list ``name``, with gradients (``randn * 0.01``)."""
     if name == "one":
-        ps = make_params([(1_000_000 if quick else 10_000_000,)], device=device)
+        ps = make_params([(1_500_000 if quick else 10_000_000,)], device=device)
     elif name == "mixed":
-        ps = make_params(shapes_mixed(1_000_000 if quick else 10_000_000, 50 if quick else 200),
+        ps = make_params(shapes_mixed(1_500_000 if quick else 10_000_000, 50 if quick else 200),
                          device=device)
     else:
         ps = [torch.nn.Parameter(p.detach().to(device)) for p in models.build(name, quick)]
@@ -345,9 +345,7 @@ def precision_table(lists, args) -> None:
                         bf16(scaled(torch_adam("fused"))),
                     "ctopt adam auto, bf16 state": bf16(ctopt_opt("adam")),
                     "ctopt adam auto, bf16 state, grad_scale + found_inf":
-                        bf16(scaled(ctopt_opt("adam"))),
-                    "ctopt adam auto, fp32 master weights and state":
-                        bf16(ctopt_opt("adam", master_weights=True))}
+                        bf16(scaled(ctopt_opt("adam")))}
         variants = []
         for label, b in builders.items():
             try:

@@ -33,8 +33,19 @@ class Backends:
     #: allocated
     flatten_parameters = True
 
-    def _commit(self, gi: int, group: dict, items, fresh: dict, ks, coefficients) -> None:
-        """Write group ``gi``'s step (everything was checked in :meth:`_prepare`)."""
+    def _scales_in_kernel(self, plans) -> bool:
+        """Whether the compiled kernel takes this step's ``grad_scale``/``found_inf`` (every
+        parameter on the compiled path, no group reduction or non-finite check first)."""
+        if self._resolve_backend() != "compiled" or self.reduction_names or \
+                self.nonfinite != "propagate" or not self._compiled_runner().available():
+            return False
+        return all(type(it.p) in _PLAIN and it.theta is it.p and it.grad is it.p.grad
+                   for _, _, items in plans for it in items)
+
+    def _commit(self, gi: int, group: dict, items, fresh: dict, ks, coefficients,
+                scaling=None) -> None:
+        """Write group ``gi``'s step (everything was checked in :meth:`_prepare`); ``scaling``
+        is ``(grad_scale, found_inf)`` for the compiled kernel."""
         for p, state in fresh.items():
             self.state[p].update(state)
         states = [self.state[it.p] for it in items]
@@ -49,9 +60,12 @@ class Backends:
             backend = "forloop"
         if backend == "compiled":  # it advances the step counters itself (flat buffers)
             plain = [it.theta is it.p and it.grad is it.p.grad for it in items]
+            stepped = [s for s, ok in zip(states, plain, strict=True) if ok]
             self._compiled_runner().run(
                 self, gi, [(it.j, it.p) for it, ok in zip(items, plain, strict=True) if ok],
-                [s for s, ok in zip(states, plain, strict=True) if ok], coefs)
+                stepped, coefs, scaling)
+            if scaling is not None:
+                self._defer_skip(scaling[1], [s["step"] for s in stepped])
             if all(plain):
                 return
             rest = [i for i, ok in enumerate(plain) if not ok]

@@ -287,6 +287,7 @@ class Checkpoints:
 
     def state_dict(self) -> dict:
         """torch's state dict plus ``"skipped_steps"`` (steps skipped for non-finite grads)."""
+        self._settle_skips()
         out = super().state_dict()
         out["skipped_steps"] = self.skipped_steps
         return out

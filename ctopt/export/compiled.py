@@ -17,7 +17,9 @@ eagerly).
 from __future__ import annotations
 
 import functools
+import inspect
 import shutil
+import types
 import warnings
 
 import torch
@@ -43,6 +45,8 @@ class CompiledRunner:
         self.succeeded = False
         self.flat: dict = {}
         self.steps = 0
+        self.scaled = None
+        self.scaled_ok = False
 
     def available(self) -> bool:
         """Whether torch.compile can run here (a C++ compiler on CPU; Triton on CUDA)."""
@@ -61,9 +65,20 @@ class CompiledRunner:
             self.fused = fused
         return self.fused
 
-    def run(self, opt, gi: int, items, states, coefficients) -> None:
+    def scaled_kernel(self):
+        """The compiled kernel with gradient scaling: ``(theta, g, *states, coef, grad_scale,
+        found_inf)`` (see :func:`scaled_update`), shared by every optimizer of the class."""
+        if self.scaled is None:
+            scaled = self.cls.__dict__.get("_compiled_scaled")
+            if scaled is None:
+                scaled = torch.compile(scaled_update(self.cls), dynamic=True, fullgraph=True)
+                self.cls._compiled_scaled = scaled
+            self.scaled = scaled
+        return self.scaled
+
+    def run(self, opt, gi: int, items, states, coefficients, scaling=None) -> None:
         """Update the parameters ``items`` (with their ``states``) of group ``gi`` and advance
-        their step counters."""
+        their step counters; ``scaling`` is ``(grad_scale, found_inf)`` or None."""
         buckets: dict = {}
         for (_, p), state in zip(items, states, strict=True):
             if p.numel() > 0:
@@ -80,21 +95,23 @@ class CompiledRunner:
                     cache[k] = torch.tensor(values, dtype=cdtype).to(device, non_blocking=True)
                 return cache[k]
 
-            self._run_bucket(opt, gi, device, dtype, members, coef, coefficients)
+            amp = None if scaling is None else tuple(t.to(device, non_blocking=True)
+                                                     for t in scaling)
+            self._run_bucket(opt, gi, device, dtype, members, coef, coefficients, amp)
 
     def _state_owners(self, opt, gi, device, dtype):
         params = [p for p in opt.param_groups[gi]["params"]
                   if p.dtype == dtype and p.device == device and p.numel() > 0 and opt.state.get(p)]
         return params, [opt.state[p] for p in params]
 
-    def _run_bucket(self, opt, gi, device, dtype, members, coef, coefficients) -> None:
+    def _run_bucket(self, opt, gi, device, dtype, members, coef, coefficients, amp) -> None:
         keys = self.cls.state_keys
         layout = self.layout(opt, gi, device, dtype)
         done = set()
         if layout.flat_params:
-            done = self._run_flat(layout, keys, {id(p) for p, _ in members}, coef)
+            done = self._run_flat(layout, keys, {id(p) for p, _ in members}, coef, amp)
         elif len(members) > 1 and len(members) == len(layout.ids) and \
-                {id(p) for p, _ in members} == set(layout.ids):
+                {id(p) for p, _ in members} == set(layout.ids) and amp is None:
             ks = layout.steps.tolist()
             if ks.count(ks[0]) == len(ks):
                 done = self._run_gathered(layout, keys, coef(int(ks[0]) + 1))
@@ -107,12 +124,15 @@ class CompiledRunner:
             if p.numel() >= 2 and p.is_contiguous() and p.grad.is_contiguous() and \
                     all(s.is_contiguous() for s in olds):
                 views = [s.view(-1) for s in olds]
-                if self._call(p.detach().view(-1), p.grad.view(-1), views, coef(k)):
+                if self._call(p.detach().view(-1), p.grad.view(-1), views, coef(k), amp):
                     continue
-            out = self.cls._elementwise(p, p.grad, *olds, *coefficients(k))
-            p.copy_(out[0])
-            for old, new in zip(olds, out[1:], strict=False):
-                old.copy_(new)
+            if amp is None:
+                out = self.cls._elementwise(p, p.grad, *olds, *coefficients(k))
+                p.copy_(out[0])
+                for old, new in zip(olds, out[1:], strict=False):
+                    old.copy_(new)
+            else:
+                scaled_update(self.cls)(p.detach(), p.grad, *olds, coef(k), *amp)
 
     def layout(self, opt, gi, device, dtype) -> FlatLayout:
         """The flat layout of group ``gi`` on (device, dtype), built or repaired as needed."""
@@ -133,7 +153,7 @@ class CompiledRunner:
             layout.rebuild(self.steps)
         return layout
 
-    def _run_flat(self, layout, keys, member_ids, coef) -> set:
+    def _run_flat(self, layout, keys, member_ids, coef, amp=None) -> set:
         """One kernel call per span of parameters with a gradient (the whole layout when every
         parameter has one); returns the ids of the parameters updated."""
         present = [id(p) in member_ids for p in layout.order]
@@ -145,7 +165,8 @@ class CompiledRunner:
             if hi - lo < 2:
                 continue
             states = [layout.buffers[key][lo:hi] for key in keys]
-            if not self._call(layout.theta[lo:hi], layout.grad[lo:hi], states, coef(int(k) + 1)):
+            if not self._call(layout.theta[lo:hi], layout.grad[lo:hi], states, coef(int(k) + 1),
+                              amp):
                 break
             layout.steps[a:b].add_(1)
             done.update(id(p) for p in layout.order[a:b])
@@ -175,22 +196,61 @@ class CompiledRunner:
                 done.update(layout.ids)
         return done
 
-    def _call(self, theta, grad, states, coef) -> bool:
-        """Run the fused kernel; on a first-call compile failure warn once and return False."""
+    def _call(self, theta, grad, states, coef, amp=None) -> bool:
+        """Run the fused kernel (the scaled one when ``amp`` is ``(grad_scale, found_inf)``); on
+        a first-call compile failure warn once and return False."""
         if self.failed:
             return False
-        if self.succeeded:
-            self.kernel()(theta, grad, *states, coef)
+        kernel, extra = (self.kernel(), ()) if amp is None else (self.scaled_kernel(), amp)
+        if self.succeeded and (amp is None or self.scaled_ok):
+            kernel(theta, grad, *states, coef, *extra)
             return True
         try:
-            self.kernel()(theta, grad, *states, coef)
+            kernel(theta, grad, *states, coef, *extra)
         except Exception as error:  # no C++ compiler, unsupported platform, ...
             self.failed = True
             warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); the "
                           "optimizer falls back to eager code", RuntimeWarning, stacklevel=3)
             return False
         self.succeeded = True
+        self.scaled_ok = self.scaled_ok or amp is not None
         return True
+
+
+def scaled_update(cls):
+    """``update(theta, g, *states, coef, grad_scale, found_inf)``: the design's elementwise step
+    on ``g / grad_scale``, computed in float32 (float64 for float64 tensors) and written back in
+    the tensors' own dtypes, leaving everything as it was where ``found_inf`` is non-zero; the
+    unscaled gradient is written back to ``g`` (as torch's fused optimizers do).
+
+    Example:
+        >>> import torch, ctopt
+        >>> Sgd = ctopt.to_torch(ctopt.zoo.get("sgd"))
+        >>> theta, g = torch.ones(2), torch.full((2,), 4.0)
+        >>> coef = torch.tensor([float(c) for c in Sgd._scalars(
+        ...     {"lr": 0.5, "weight_decay": 0.0}, 1, 1.0, None)])
+        >>> scaled_update(Sgd)(theta, g, coef, torch.tensor(2.0), torch.tensor(0.0))
+        >>> theta.tolist(), g.tolist()
+        ([0.0, 0.0], [2.0, 2.0])
+    """
+    count = len(inspect.signature(cls._elementwise).parameters) - 2 - len(cls.state_keys)
+    elementwise = cls._elementwise
+
+    def update(theta, g, *rest):
+        states, coef, scale, found = rest[:-3], rest[-3], rest[-2], rest[-1]
+        op = torch.float64 if theta.dtype == torch.float64 else torch.float32
+        grad = g.to(op) / scale.to(op)
+        out = elementwise(theta.to(op), grad, *[s.to(op) for s in states],
+                          *[coef[i].to(op) for i in range(count)])
+        skip = found != 0
+        theta.copy_(torch.where(skip, theta.to(op), out[0]))
+        for state, new in zip(states, out[1:], strict=True):
+            state.copy_(torch.where(skip, state.to(op), new))
+        g.copy_(torch.where(skip, g.to(op), grad))
+
+    # run with the generated code's globals, so that the compiler traces one namespace
+    return types.FunctionType(update.__code__, elementwise.__globals__, "scaled_update", None,
+                              update.__closure__)
 
 
 def flat_parameters(params) -> list[torch.Tensor]:

@@ -44,6 +44,7 @@ from .checkpoint import Checkpoints  # package-only
 from .groups import GroupValidation  # package-only
 from .reductions import NonFiniteGradientError, Reductions  # noqa: F401  # package-only
 from .scalars import _choose, _div, _exp, _fe_full, _log, _max, _min, _nan_sign, _pow, _sign, _sqrt  # noqa: F401,E501  # package-only
+from .scaling import GradScaling  # package-only
 from .values import Hyper, check_unique, fits, real_view  # noqa: F401  # package-only
 
 NONFINITE = ("propagate", "skip", "raise")
@@ -70,7 +71,8 @@ def _step_counts(state: dict, items) -> list[int]:
     return [0 if s is None else int(next(counts)) + 1 for s in steps]
 
 
-class GeneratedOptimizer(GroupValidation, Reductions, Backends, Checkpoints, torch.optim.Optimizer):
+class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, Backends, Checkpoints,
+                         torch.optim.Optimizer):
     """Base class of exported optimizers (see the module docstring for the protocol)."""
 
     design_name = ""
@@ -106,6 +108,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, Backends, Checkpoints, tor
         self.reduction_group = reduction_group
         self._runner = None
         self._probes: dict = {}
+        self._pending_skips: list = []
         super().__init__(params, defaults)
 
     # ------------------------------------------------------------------ the step
@@ -117,6 +120,8 @@ class GeneratedOptimizer(GroupValidation, Reductions, Backends, Checkpoints, tor
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._settle_skips()
+        scaling = self._scaling_inputs()
         plans = []
         for i, group in enumerate(self.param_groups):
             values = self._group_values(group, f"param group {i}: ")
@@ -129,13 +134,17 @@ class GeneratedOptimizer(GroupValidation, Reductions, Backends, Checkpoints, tor
                     grad = grad.coalesce().to_dense()
                 items.append(_Work(j, p, real_view(p), real_view(grad)))
             plans.append((group, values, items))
+        if scaling is not None and not self._scales_in_kernel(plans):
+            if self._unscale_on_host(plans, *scaling):
+                return loss
+            scaling = None
         if self.nonfinite != "propagate" and self._nonfinite(plans):
             return loss
         prepared = [self._prepare(gi, group, values, items)
                     for gi, (group, values, items) in enumerate(plans)]
         for gi, ((group, _, items), ready) in enumerate(zip(plans, prepared, strict=True)):
             if items:
-                self._commit(gi, group, items, *ready)
+                self._commit(gi, group, items, *ready, scaling=scaling)
         return loss
 
     def _param_name(self, gi: int, j: int) -> str:
@@ -230,6 +239,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, Backends, Checkpoints, tor
                 state[name] = default
         state["_runner"] = None
         state["_probes"] = {}
+        state["_pending_skips"] = []
         super().__setstate__(state)
 
     def __repr__(self) -> str:

@@ -41,10 +41,11 @@ def module_names() -> frozenset[str]:
         >>> {"GeneratedOptimizer", "Exception", "None"} <= module_names()
         True
     """
-    from . import backends, checkpoint, compiled, groups, layout, optimizer, reductions
+    from . import backends, checkpoint, compiled, groups, layout, optimizer, reductions, scaling
 
     names = set(dir(builtins))
-    for module in (backends, checkpoint, compiled, groups, layout, optimizer, reductions):
+    for module in (backends, checkpoint, compiled, groups, layout, optimizer, reductions,
+                   scaling):
         names |= set(vars(module))
     names |= set(keyword.kwlist) | {"CtoptError", "HyperparameterError", "UnsupportedError"}
     return frozenset(names)
@@ -251,7 +252,7 @@ def _class_source(design: Design, cls: str) -> str:
 
 
 _RUNTIME = ("layout.py", "compiled.py", "scalars.py", "values.py", "checkpoint.py", "groups.py",
-            "reductions.py", "backends.py", "optimizer.py")
+            "reductions.py", "scaling.py", "backends.py", "optimizer.py")
 _STANDALONE_ERRORS = '''
 
 class CtoptError(Exception):
