@@ -39,8 +39,14 @@ class Backends:
         if self._resolve_backend() != "compiled" or self.reduction_names or \
                 self.nonfinite != "propagate" or not self._compiled_runner().available():
             return False
-        return all(type(it.p) in _PLAIN and it.theta is it.p and it.grad is it.p.grad
-                   for _, _, items in plans for it in items)
+        return all(self._fuses(it) for _, _, items in plans for it in items)
+
+    @staticmethod
+    def _fuses(it) -> bool:
+        """Whether the compiled path updates this parameter in its kernel (a plain dense real
+        tensor with its own gradient)."""
+        return type(it.p) in _PLAIN and it.theta is it.p and it.grad is it.p.grad and \
+            it.p.is_contiguous()
 
     def _commit(self, gi: int, group: dict, items, fresh: dict, ks, coefficients,
                 scaling=None) -> None:
@@ -48,6 +54,7 @@ class Backends:
         is ``(grad_scale, found_inf)`` for the compiled kernel."""
         for p, state in fresh.items():
             self.state[p].update(state)
+        fresh.clear()  # the states belong to the optimizer now (the layout may move them)
         states = [self.state[it.p] for it in items]
 
         def coefs(k: int):

@@ -127,14 +127,7 @@ class FlatLayout:
     def _flatten(self, adopted) -> None:
         """Make the parameters and gradients views of two flat buffers (keeping their values)."""
         p0, total = self.order[0], self.offsets[-1]
-        with torch.no_grad():
-            if adopted is None:
-                adopted = torch.empty(total, dtype=p0.dtype, device=p0.device)
-                for p, a, b in zip(self.order, self.offsets, self.offsets[1:], strict=False):
-                    view = adopted[a:b].view(p.shape)
-                    view.copy_(p.detach())
-                    p.data = view
-            self.theta = adopted
+        with torch.no_grad():  # gradients first: their old storage is freed before theta's
             grads = [p.grad for p in self.order]
             grad = flat_view(grads)
             if grad is None:
@@ -147,6 +140,14 @@ class FlatLayout:
                         and _fits(p.grad, p):
                     view.copy_(p.grad)
                     p.grad = view
+            del grads
+            if adopted is None:
+                adopted = torch.empty(total, dtype=p0.dtype, device=p0.device)
+                for p, a, b in zip(self.order, self.offsets, self.offsets[1:], strict=False):
+                    view = adopted[a:b].view(p.shape)
+                    view.copy_(p.detach())
+                    p.data = view
+            self.theta = adopted
         self.theta_ptrs = tuple(p.data_ptr() for p in self.order)
         self.grad_ptrs = tuple(v.data_ptr() for v in self.grad_views)
 

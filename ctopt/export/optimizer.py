@@ -165,7 +165,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, Backends, Che
         if not items:
             return None
         fresh, ks = {}, _step_counts(self.state, items)
-        init = None
+        init = lazy = None
         for i, it in enumerate(items):
             if ks[i]:
                 continue
@@ -175,9 +175,16 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, Backends, Che
                     self._check_fits(float(value), values, gi, it,
                                      f"the initial value of state {key!r}")
             value_of = (lambda v: complex(v, v)) if it.p.is_complex() else (lambda v: v)
-            fresh[it.p] = {"step": torch.tensor(0.0, dtype=torch.float32), **{
-                key: torch.full_like(it.p, value_of(v), memory_format=torch.preserve_format)
-                for key, v in zip(self.state_keys, init, strict=False)}}
+            if lazy is None:
+                lazy = self._resolve_backend() == "compiled"
+            if lazy and self._fuses(it):  # the flat layout copies it into its buffers
+                made = {key: torch.full((), v, dtype=it.p.dtype, device=it.p.device)
+                        .expand(it.p.shape) for key, v in zip(self.state_keys, init, strict=False)}
+            else:
+                made = {key: torch.full_like(it.p, value_of(v),
+                                             memory_format=torch.preserve_format)
+                        for key, v in zip(self.state_keys, init, strict=False)}
+            fresh[it.p] = {"step": torch.tensor(0.0, dtype=torch.float32), **made}
             ks[i] = 1
         coefficients = {}
         for k in sorted(set(ks)):
