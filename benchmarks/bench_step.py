@@ -15,7 +15,8 @@ the backward pass; (6) compile time, cold and warm, in fresh processes, for grow
 counts.
 
 Roofline: the bytes a step must move (a design with S states reads theta, g and the states and
-writes theta and the states: (3 + 2S) x 4 B per float32 element) over the best bandwidth of
+writes theta and the states, and each of its R group reductions reads g once: (3 + 2S + R) x
+4 B per float32 element) over the best bandwidth of
 simple streaming kernels (copy, in-place add, in-place scale), measured in the same rounds.
 Memory: optimizer state counts the bytes of every state tensor; peak transient memory is the
 growth of the process's peak resident set during one step (Linux ``VmHWM`` after ``clear_refs``,
@@ -257,7 +258,7 @@ def zoo_table(lists, designs, args) -> None:
         fused = Variant("torch fused", torch_adam("fused"), name, args.quick, args.device, 28)
         for design in designs:
             d = ctopt.zoo.get(design)
-            per = (3 + 2 * len(d.states)) * 4
+            per = (3 + 2 * len(d.states) + len(d.reductions)) * 4  # a reduction reads g once
             warm_kernel(design, args.device)
             v = Variant(design, ctopt_opt(design), name, args.quick, args.device, per)
             fused.times = []

@@ -239,3 +239,26 @@ def test_flatten_parameters_off_keeps_parameters_as_allocated():
     train(twin, ref, 3)
     assert_same(model, twin)
     assert storages == [p.untyped_storage().data_ptr() for p in model.parameters()]
+
+
+def test_param_group_changes_never_recompile():
+    """lr, betas, weight decay and maximize edited in a group, and a parameter of a new size
+    added: the same compiled kernel serves every step (dynamo's graph counter)."""
+    model, opt, twin, ref = pair()
+    train(model, opt, 1)
+    train(twin, ref, 1)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    changes = ({"lr": 0.05}, {"betas": (0.8, 0.99)}, {"weight_decay": 0.1}, {"maximize": True},
+               {"maximize": False})
+    for i, change in enumerate(changes):
+        for o in (opt, ref):
+            o.param_groups[0].update(change)
+        train(model, opt, 1, start=i + 1)
+        train(twin, ref, 1, start=i + 1)
+    extra = torch.nn.Parameter(torch.randn(11))
+    opt.add_param_group({"params": [extra]})
+    opt.zero_grad()  # only the new parameter has a gradient in this step
+    extra.grad = torch.randn(11)
+    opt.step()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    assert_same(model, twin)

@@ -136,9 +136,15 @@ class CompiledRunner:
 
     def layout(self, opt, gi, device, dtype) -> FlatLayout:
         """The flat layout of group ``gi`` on (device, dtype), built or repaired as needed."""
-        owners, owner_states = self._state_owners(opt, gi, device, dtype)
         layout = self.flat.get((gi, device, dtype))
         self.steps += 1
+        params = opt.param_groups[gi]["params"]
+        signature = (id(params), len(params), len(opt.state))
+        if layout is not None and layout.signature == signature and layout.same_states(opt):
+            if layout.flat_params and not layout.intact():  # the common case: nothing changed
+                layout.rebuild(self.steps)
+            return layout
+        owners, owner_states = self._state_owners(opt, gi, device, dtype)
         if layout is None or not layout.valid(owners, owner_states):
             if layout is not None:
                 layout.remove_hooks()
@@ -151,6 +157,7 @@ class CompiledRunner:
             self.flat[(gi, device, dtype)] = layout
         elif layout.flat_params and not layout.intact():
             layout.rebuild(self.steps)
+        layout.signature = signature
         return layout
 
     def _run_flat(self, layout, keys, member_ids, coef, amp=None) -> set:

@@ -90,6 +90,7 @@ class FlatLayout:
 
     def __init__(self, keys, params, states, flatten: bool):
         self.ids = tuple(id(p) for p in params)
+        self.params = list(params)
         adopted = flat_view(params)  # laid out already (flat_parameters)
         self.flat_params = bool(flatten and all(p.is_contiguous() for p in params)) or \
             adopted is not None
@@ -118,6 +119,10 @@ class FlatLayout:
                 state[key] = view
             state["step"] = self.steps[position]
         self.ptrs = self._ptrs(states)
+        #: (state dict, its tensors) per parameter: an identity check of the layout's states
+        self.owned = [(state, tuple(state[key] for key in (*self.buffers, "step")))
+                      for state in states]
+        self.signature = None
         self.theta = self.grad = None
         if self.flat_params:
             self._flatten(adopted)
@@ -158,6 +163,14 @@ class FlatLayout:
         """Whether these are still the layout's parameters, with its state views."""
         return self.ids == tuple(id(p) for p in params) and self.ptrs == self._ptrs(states)
 
+    def same_states(self, opt) -> bool:
+        """Whether ``opt.state`` still holds this layout's state dicts and views (identity)."""
+        keys = (*self.buffers, "step")
+        get = opt.state.get
+        return all(get(p) is state and all(state[k] is t for k, t in zip(keys, tensors,
+                                                                           strict=True))
+                   for p, (state, tensors) in zip(self.params, self.owned, strict=True))
+
     def intact(self) -> bool:
         """Whether every parameter still points into the parameter buffer."""
         return tuple(p.data_ptr() for p in self.order) == self.theta_ptrs
@@ -180,7 +193,10 @@ class FlatLayout:
     def adopt_gradients(self, present) -> None:
         """Copy every present gradient that lies outside the buffer into it; re-point ``.grad``."""
         for i, p in enumerate(self.order):
-            if present[i] and p.grad.data_ptr() != self.grad_ptrs[i]:
+            if not present[i]:
+                continue
+            grad = p.grad
+            if grad is not self.grad_views[i] and grad.data_ptr() != self.grad_ptrs[i]:
                 if not _fits(p.grad, p):
                     present[i] = None  # not fusable: the caller updates it on its own
                     continue

@@ -61,10 +61,11 @@ class Reductions:
         def red(name: str) -> float:
             if name not in cache:
                 fn = getattr(self, f"_reduce_{name}")
+                plain = self._reduces_gradient(name, values, gsign)
                 by_device: dict = {}
                 for theta, grad in _spans(items):
                     if theta.numel() > 0:
-                        x = fn(theta, grad, values, gsign)
+                        x = grad if plain else fn(theta, grad, values, gsign)
                         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
                         norm = torch.linalg.vector_norm(x, dtype=acc).double()
                         by_device.setdefault(theta.device, []).append(norm)
@@ -76,6 +77,22 @@ class Reductions:
             return cache[name]
 
         return red
+
+    def _reduces_gradient(self, name: str, values: dict, gsign: float) -> bool:
+        """Whether reduction ``name`` at these values is the norm of the gradient itself (e.g.
+        no weight decay), so that the gradient is read directly, without a temporary (probed
+        with random data, cached)."""
+        key = (name, tuple(values.items()), gsign)
+        probes = self.__dict__.setdefault("_reduction_probes", {})
+        if key not in probes:
+            if len(probes) > 64:  # schedulers change the values every step
+                probes.clear()
+            gen = torch.Generator().manual_seed(0)
+            theta, g = (torch.randn(16, dtype=torch.float64, generator=gen) for _ in range(2))
+            out = getattr(self, f"_reduce_{name}")(theta, g, values, gsign)
+            probes[key] = isinstance(out, torch.Tensor) and out.shape == g.shape and \
+                torch.equal(out, g)
+        return probes[key]
 
     def _all_reduce(self, value: float) -> float:
         """Sum ``value`` over ``reduction_group`` (parameters sharded across ranks, e.g. ZeRO)."""
