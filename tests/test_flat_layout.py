@@ -242,8 +242,9 @@ def test_flatten_parameters_off_keeps_parameters_as_allocated():
 
 
 def test_param_group_changes_never_recompile():
-    """lr, betas, weight decay and maximize edited in a group, and a parameter of a new size
-    added: the same compiled kernel serves every step (dynamo's graph counter)."""
+    """lr, betas, weight decay and maximize edited in a group, a step on parts of the layout,
+    and a parameter of a new size added: the same compiled kernel serves every step (dynamo's
+    graph counter)."""
     model, opt, twin, ref = pair()
     train(model, opt, 1)
     train(twin, ref, 1)
@@ -255,6 +256,11 @@ def test_param_group_changes_never_recompile():
             o.param_groups[0].update(change)
         train(model, opt, 1, start=i + 1)
         train(twin, ref, 1, start=i + 1)
+    for m, o in ((model, opt), (twin, ref)):  # a layer without gradient: two shorter spans
+        o.zero_grad()
+        loss(m, 9).backward()
+        m[2].weight.grad = None
+        o.step()
     extra = torch.nn.Parameter(torch.randn(11))
     opt.add_param_group({"params": [extra]})
     opt.zero_grad()  # only the new parameter has a gradient in this step

@@ -209,6 +209,7 @@ class CompiledRunner:
         if self.failed:
             return False
         kernel, extra = (self.kernel(), ()) if amp is None else (self.scaled_kernel(), amp)
+        theta, grad, states = _plain(theta), _plain(grad), [_plain(s) for s in states]
         if self.succeeded and (amp is None or self.scaled_ok):
             kernel(theta, grad, *states, coef, *extra)
             return True
@@ -222,6 +223,24 @@ class CompiledRunner:
         self.succeeded = True
         self.scaled_ok = self.scaled_ok or amp is not None
         return True
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a tensor that is not a view (same storage, offset, sizes and strides): the
+    compiler guards on how a view relates to its base, so views of different spans of a buffer
+    would each recompile the kernel; plain tensors share one compiled kernel.
+
+    Example:
+        >>> import torch
+        >>> base = torch.zeros(6)
+        >>> t = _plain(base[2:5])
+        >>> t._base is None, t.data_ptr() == base[2:].data_ptr(), t.shape
+        (True, True, torch.Size([3]))
+    """
+    if t._base is None:
+        return t
+    out = torch.empty(0, dtype=t.dtype, device=t.device)
+    return out.set_(t.untyped_storage(), t.storage_offset(), t.size(), t.stride())
 
 
 def scaled_update(cls):
