@@ -446,9 +446,11 @@ def main(argv=None) -> None:
                         help="also time torch.compile(torch Adam.step) (slow to compile)")
     parser.add_argument("--tables", default="1,2,3,4,5,6", help="which tables to print")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch intra-op threads (0: torch's default); 1 is the most stable "
-                             "on a shared machine")
+                        help="torch intra-op threads (0: torch's default, 1 with --quick); 1 is "
+                             "the most stable on a shared machine")
     args = parser.parse_args(argv)
+    if args.quick and not args.threads:
+        args.threads = 1  # a smoke run on a shared machine: the most stable setting
     if args.threads:
         torch.set_num_threads(args.threads)
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ and sys.platform.startswith("linux"):

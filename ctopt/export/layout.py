@@ -206,6 +206,8 @@ class FlatLayout:
 
     def spans(self, present, ks):
         """Maximal runs ``(a, b, k)`` of layout positions with a gradient and the same step."""
+        if all(present) and ks.count(ks[0]) == len(ks):  # the usual step: the whole layout
+            return [(0, len(ks), ks[0])]
         out, start = [], None
         for i in range(len(self.order) + 1):
             if start is not None and (i == len(self.order) or not present[i] or ks[i] != ks[start]):
