@@ -1,14 +1,28 @@
-"""Step time, % of roofline, compile time and memory of exported optimizers vs torch's Adam.
+"""Step time, % of roofline, compile time and memory of exported optimizers vs torch's Adam, on
+the parameter lists of real models (as their modules allocate them). Every table in one run::
 
-One process, medians, ratios against torch measured in the same run. Run::
+    python benchmarks/bench_step.py --threads 1      # the full run (docs/performance.md)
+    python benchmarks/bench_step.py --quick          # smaller models, fewer rounds (~2 min)
+    python benchmarks/bench_step.py --lists transformer,mixed --designs adam,adan
 
-    python benchmarks/bench_step.py            # 1x10M, 200 mixed (10M), 1x64M float32
-    python benchmarks/bench_step.py --quick    # 1x1M, 50 mixed (1M), 1x4M; fewer repetitions
+Tables: (1) Adam on every model list: torch fused/foreach against ctopt ``backend="auto"`` (and
+the compiled path with the parameters kept as allocated); (2) every zoo design, ``auto``, with
+its share of its own roofline and its ratio to torch fused Adam in the same rounds; (3) peers
+for designs torch lacks (adabelief-pytorch, pytorch-optimizer), when installed; (4) mixed
+precision (bfloat16 parameters, GradScaler's ``grad_scale``/``found_inf``); (5) a whole training
+iteration (zero_grad, forward, backward, step), which also pays what the flat layout costs in
+the backward pass; (6) compile time, cold and warm, in fresh processes, for growing tensor
+counts.
 
-Roofline: bytes a step must move (float32 Adam: read theta, g, m, v, write theta, m, v = 28 B per
-element; a design with S states moves (3 + 2S) * 4 B) divided by the best bandwidth among simple
-streaming kernels (copy, in-place add, in-place scale) measured here on the same footprint.
-Numbers are never asserted anywhere; they are printed.
+Roofline: the bytes a step must move (a design with S states reads theta, g and the states and
+writes theta and the states, and each of its R group reductions reads g once: (3 + 2S + R) x
+4 B per float32 element) over the best bandwidth of
+simple streaming kernels (copy, in-place add, in-place scale), measured in the same rounds.
+Memory: optimizer state counts the bytes of every state tensor; peak transient memory is the
+growth of the process's peak resident set during one step (Linux ``VmHWM`` after ``clear_refs``,
+with glibc made to return large blocks at once so that a freed temporary leaves the resident
+set). Ratios are interleaved: every variant of a table takes one step in turn, round after
+round, so a load change hits all alike; medians. Nothing here is asserted anywhere.
 """
 
 from __future__ import annotations
@@ -24,8 +38,11 @@ import time
 
 import torch
 
-import ctopt
-from ctopt.export import flat_parameters
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import models  # noqa: E402
+
+import ctopt  # noqa: E402
 
 
 def shapes_mixed(total: int, count: int) -> list[tuple[int, ...]]:
@@ -50,10 +67,27 @@ def shapes_mixed(total: int, count: int) -> list[tuple[int, ...]]:
 
 def make_params(shapes, seed=0, device="cpu"):
     gen = torch.Generator().manual_seed(seed)
-    ps = [torch.nn.Parameter(torch.randn(s, generator=gen).to(device) * 0.1) for s in shapes]
+    return [torch.nn.Parameter(torch.randn(s, generator=gen).to(device) * 0.1) for s in shapes]
+
+
+def model_list(name: str, quick: bool, device: str = "cpu"):
+    """The parameters of list ``name``, with gradients (``randn * 0.01``)."""
+    if name == "one":
+        ps = make_params([(1_500_000 if quick else 10_000_000,)], device=device)
+    elif name == "mixed":
+        ps = make_params(shapes_mixed(1_500_000 if quick else 10_000_000, 50 if quick else 200),
+                         device=device)
+    else:
+        ps = [torch.nn.Parameter(p.detach().to(device)) for p in models.build(name, quick)]
+    gen = torch.Generator().manual_seed(1)
     for p in ps:
-        p.grad = torch.randn(p.shape, generator=gen).to(device) * 0.01
+        p.grad = (torch.randn(p.shape, generator=gen) * 0.01).to(device)
     return ps
+
+
+LIST_TITLES = {"one": "one tensor", "transformer": "transformer encoder",
+               "convnet": "convnet with batch norm", "mixer": "MLP-mixer-like",
+               "mixed": "mixed tensors", "resnet": "ResNet-18-shaped", "gpt2": "GPT-2-small-shaped"}
 
 
 def sync(device):
@@ -61,43 +95,21 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def median_time(fn, reps, device, warmup=2) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
+def stream_bandwidth(numel: int, device: str, pool=None) -> dict:
+    """Bandwidth of copy, in-place add and in-place scale on ``numel`` float32 elements, each on
+    buffers rotated over eight arrays (so a kernel finds its operands evicted, as a step does)."""
+    pool = pool or [torch.randn(numel, device=device) for _ in range(8)]
+    kernels = {"copy": (lambda a, b: a.copy_(b), 8), "add_": (lambda a, b: a.add_(b), 12),
+               "scale_": (lambda a, b: a.mul_(1.0000001), 8)}
+    out = {}
+    for turn, (name, (fn, width)) in enumerate(kernels.items()):
+        a, b = pool[(2 * turn) % 8], pool[(2 * turn + 1) % 8]
         sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def stream_bandwidth(numel: int, reps: int, device: str) -> tuple[float, dict]:
-    """Bandwidth of copy, in-place add and in-place scale on ``numel`` float32 elements.
-
-    The kernels rotate over eight buffers (a footprint larger than Adam's seven streams), so a
-    timed kernel finds its operands evicted by the previous ones, as the optimizer step does."""
-    pool = [torch.randn(numel, device=device) for _ in range(8)]
-    kernels = {
-        "copy": (lambda a, b: a.copy_(b), 8),
-        "add_": (lambda a, b: a.add_(b), 12),
-        "scale_": (lambda a, b: a.mul_(1.0000001), 8),
-    }
-    times: dict = {name: [] for name in kernels}
-    turn = 0
-    for _ in range(max(reps, 2)):
-        for name, (fn, _) in kernels.items():
-            a, b = pool[turn % 8], pool[(turn + 1) % 8]
-            turn += 2
-            sync(device)
-            t0 = time.perf_counter()
-            fn(a, b)
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
-    out = {name: kernels[name][1] * numel / statistics.median(times[name]) for name in kernels}
-    return max(out.values()), out
+        t0 = time.perf_counter()
+        fn(a, b)
+        sync(device)
+        out[name] = width * a.numel() / (time.perf_counter() - t0)
+    return out
 
 
 def peak_rss_delta(fn) -> float | None:
@@ -120,95 +132,292 @@ def _status(key: str) -> float:
     raise OSError(key)
 
 
-def torch_variants():
-    def make(kind):
-        def build(ps):
-            if kind == "compiled":
-                opt = torch.optim.Adam(ps, lr=1e-3, foreach=True)
-                step = torch.compile(opt.step)
-                return opt, step
-            opt = torch.optim.Adam(ps, lr=1e-3, foreach=kind == "foreach", fused=kind == "fused")
-            return opt, opt.step
-        return build
-    return {f"torch {k}": make(k) for k in ("forloop", "foreach", "fused", "compiled")}
+# ------------------------------------------------------------------------------- variants
+def torch_adam(kind: str, **extra):
+    def build(ps):
+        if kind == "compiled":
+            opt = torch.optim.Adam(ps, lr=1e-3, foreach=True)
+            return opt, torch.compile(opt.step)
+        opt = torch.optim.Adam(ps, lr=1e-3, foreach=kind == "foreach", fused=kind == "fused")
+        return opt, opt.step
+    return build
 
 
-def ctopt_variant(name, backend, flat=False):
+def ctopt_opt(name: str, backend: str = "auto", flatten: bool = True, **values):
     cls = ctopt.to_torch(ctopt.zoo.get(name))
 
     def build(ps):
-        if flat:
-            grads = [p.grad.clone() for p in ps]
-            flat_parameters(ps)
-            for p, g in zip(ps, grads, strict=True):
-                p.grad.copy_(g)
-        opt = cls(ps, backend=backend)
+        opt = cls(ps, backend=backend, **values)
+        opt.flatten_parameters = flatten
         return opt, opt.step
     return build
 
 
 class Variant:
-    """One optimizer on its own copy of the parameters, timed step by step."""
+    """One optimizer on its own copy of a parameter list, timed step by step."""
 
-    def __init__(self, label, build, shapes, device, bytes_per_elem):
+    def __init__(self, label, build, list_name, quick, device, bytes_per_elem):
         self.label, self.device, self.bytes = label, device, bytes_per_elem
-        self.ps = make_params(shapes, device=device)
+        self.ps = model_list(list_name, quick, device)
         self.numel = sum(p.numel() for p in self.ps)
+        self.param_bytes = sum(p.numel() * p.element_size() for p in self.ps)
         t0 = time.perf_counter()
         self.opt, self.step = build(self.ps)
-        self.step()
+        self.first_peak = peak_rss_delta(self.step) if device == "cpu" else None
         sync(device)
         self.first = time.perf_counter() - t0
         self.step()
         self.times: list[float] = []
         self.state = sum(v.numel() * v.element_size() for s in self.opt.state.values()
-                         for k, v in s.items() if k != "step")
+                         for k, v in s.items() if isinstance(v, torch.Tensor) and k != "step")
         self.transient = peak_rss_delta(self.step) if device == "cpu" else None
 
     def tick(self) -> None:
+        sync(self.device)
         t0 = time.perf_counter()
         self.step()
         sync(self.device)
         self.times.append(time.perf_counter() - t0)
 
     def finish(self) -> Variant:
-        """Drop the tensors (keep the timings) to free memory."""
         del self.opt, self.step, self.ps
         return self
 
-    def row(self) -> dict:
-        t, bandwidth = statistics.median(self.times), self.bandwidth
-        return dict(label=self.label, ms=t * 1e3, roof=self.bytes * self.numel / bandwidth / t,
-                    first=self.first, state=self.state, transient=self.transient,
-                    bandwidth=bandwidth)
+    @property
+    def ms(self) -> float:
+        return statistics.median(self.times) * 1e3
 
 
-def interleaved(variants: list[Variant], numel: int, reps: int, device: str) -> float:
-    """Time every variant round-robin with the streaming kernels (so load changes hit all alike).
-    Returns the roofline bandwidth of these rounds: the best kernel type by its median, and
-    stores it on each variant."""
+def interleaved(variants, reps: int, device: str, numel: int) -> float:
+    """Round-robin timing of ``variants`` with the streaming kernels; returns the roofline
+    bandwidth (the best kernel by its median over the rounds)."""
+    pool = [torch.randn(min(numel, 16_000_000), device=device) for _ in range(8)]
     samples: dict = {}
     for _ in range(reps):
-        _, detail = stream_bandwidth(numel, 1, device)
-        for name, value in detail.items():
+        for name, value in stream_bandwidth(0, device, pool).items():
             samples.setdefault(name, []).append(value)
         for v in variants:
             v.tick()
-    bandwidth = max(statistics.median(values) for values in samples.values())
-    for v in variants:
-        v.bandwidth = bandwidth
-    return bandwidth
+    del pool
+    return max(statistics.median(values) for values in samples.values())
 
 
-def compile_times(shape_kind: str, numel: int, count: int) -> tuple[float, float]:
+def mb(x) -> str:
+    return "n/a" if x is None else f"{x / 1e6:.0f}"
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# --------------------------------------------------------------------------------- tables
+def warm_kernel(design: str, device: str) -> None:
+    """Compile (or load) a design's float32 kernel before timing, so that the first step of a
+    variant shows the step's own memory, not the compiler's."""
+    ps = [torch.nn.Parameter(torch.zeros(4, device=device))]
+    ps[0].grad = torch.zeros(4, device=device)
+    ctopt_opt(design, "compiled")(ps)[1]()
+
+
+def adam_table(lists, args) -> None:
+    warm_kernel("adam", args.device)
+    print("\n## (1) Adam on real parameter lists (float32), ctopt backend='auto'")
+    print("| list | tensors | elements | variant | step ms | vs torch fused | % roofline | "
+          "1st step s | state MB | state = S x params | peak transient MB | 1st-step peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name in lists:
+        builders = {"torch fused": torch_adam("fused"), "torch foreach": torch_adam("foreach"),
+                    "ctopt adam auto": ctopt_opt("adam"),
+                    "ctopt adam compiled, as allocated": ctopt_opt("adam", "compiled", False)}
+        if args.torch_compile:
+            builders["torch compiled"] = torch_adam("compiled")
+        if name == "gpt2" and not args.quick:  # memory: the foreach copy is left out
+            builders.pop("torch foreach")
+        variants = [Variant(label, b, name, args.quick, args.device, 28)
+                    for label, b in builders.items()]
+        bandwidth = interleaved(variants, args.reps, args.device, variants[0].numel)
+        fused = variants[0].ms
+        for v in variants:
+            exact = "yes" if v.state == 2 * v.param_bytes else f"no ({v.state / v.param_bytes:g}x)"
+            print(f"| {LIST_TITLES[name]} | {len(v.ps)} | {v.numel / 1e6:.2f}M | {v.label} | "
+                  f"{v.ms:.2f} | {v.ms / fused:.2f}x | "
+                  f"{100 * v.bytes * v.numel / bandwidth / (v.ms / 1e3):.0f} % | {v.first:.1f} | "
+                  f"{mb(v.state)} | {exact} | {mb(v.transient)} | {mb(v.first_peak)} |")
+        print(f"<!-- {name}: roofline bandwidth {bandwidth / 1e9:.1f} GB/s; {load()} -->")
+        for v in variants:
+            v.finish()
+
+
+def zoo_table(lists, designs, args) -> None:
+    print("\n## (2) every zoo design, backend='auto', on each list (own rounds with torch fused "
+          "Adam)")
+    print("| list | design | bytes/elem | step ms | vs torch fused Adam | % own roofline | "
+          "state MB | state = S x params |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in lists:
+        fused = Variant("torch fused", torch_adam("fused"), name, args.quick, args.device, 28)
+        for design in designs:
+            d = ctopt.zoo.get(design)
+            per = (3 + 2 * len(d.states) + len(d.reductions)) * 4  # a reduction reads g once
+            warm_kernel(design, args.device)
+            v = Variant(design, ctopt_opt(design), name, args.quick, args.device, per)
+            fused.times = []
+            bandwidth = interleaved([fused, v], max(args.reps // 2, 3), args.device, v.numel)
+            exact = "yes" if v.state == len(d.states) * v.param_bytes else "no"
+            print(f"| {LIST_TITLES[name]} | {design} | {per} | {v.ms:.2f} | "
+                  f"{v.ms / fused.ms:.2f}x | {100 * per * v.numel / bandwidth / (v.ms / 1e3):.0f} %"
+                  f" | {mb(v.state)} | {exact} |")
+            v.finish()
+        fused.finish()
+        print(f"<!-- {name}: {load()} -->")
+
+
+def peer_builders():
+    """Peers for designs torch lacks: (label, ctopt design, builder) or (label, reason)."""
+    out = []
+    try:
+        from adabelief_pytorch import AdaBelief
+
+        def adabelief(ps):
+            opt = AdaBelief(ps, lr=1e-3, eps=1e-16, weight_decouple=False, rectify=False,
+                            print_change_log=False)
+            return opt, opt.step
+        out.append(("adabelief-pytorch AdaBelief", "adabelief", adabelief))
+    except ImportError as error:
+        out.append(("adabelief-pytorch AdaBelief", f"not installed ({error})"))
+    try:
+        import pytorch_optimizer as po
+
+        for cls, design in ((po.Adan, "adan"), (po.AdaBelief, "adabelief")):
+            def build(ps, cls=cls):
+                opt = cls(ps, lr=1e-3)
+                return opt, opt.step
+            out.append((f"pytorch-optimizer {cls.__name__}", design, build))
+    except ImportError as error:
+        for label in ("Adan", "AdaBelief"):
+            out.append((f"pytorch-optimizer {label}", f"not installed ({error})"))
+    return out
+
+
+def peer_table(lists, args) -> None:
+    print("\n## (3) peers for designs torch lacks (same rounds)")
+    print("| list | peer | step ms | ctopt design (auto) | step ms | ctopt / peer |")
+    print("|---|---|---|---|---|---|")
+    for entry in peer_builders():
+        if len(entry) == 2:
+            print(f"| - | {entry[0]} | skipped: {entry[1]} | | | |")
+            continue
+        label, design, build = entry
+        for name in lists:
+            per = (3 + 2 * len(ctopt.zoo.get(design).states)) * 4
+            peer = Variant(label, build, name, args.quick, args.device, per)
+            ours = Variant(design, ctopt_opt(design), name, args.quick, args.device, per)
+            interleaved([peer, ours], args.reps, args.device, ours.numel)
+            print(f"| {LIST_TITLES[name]} | {label} | {peer.ms:.2f} | {design} | {ours.ms:.2f} | "
+                  f"{ours.ms / peer.ms:.2f}x |")
+            peer.finish(), ours.finish()
+
+
+class Scaled:
+    """A step with GradScaler-style ``grad_scale``/``found_inf`` tensors (as the scaler passes
+    them to an optimizer that supports them), on bfloat16 parameters."""
+
+    def __init__(self, opt):
+        self.opt = opt
+        self.opt.grad_scale = torch.tensor(1024.0)
+        self.opt.found_inf = torch.tensor(0.0)
+
+    def __call__(self):
+        self.opt.step()
+
+
+def precision_table(lists, args) -> None:
+    print("\n## (4) mixed precision: bfloat16 parameters and gradients")
+    print("| list | variant | step ms | vs torch fused (bf16) | state MB |")
+    print("|---|---|---|---|---|")
+    for name in lists:
+        def bf16(build):
+            def wrapped(ps):
+                with torch.no_grad():
+                    for p in ps:
+                        p.data = p.data.bfloat16()
+                        p.grad = p.grad.bfloat16()
+                return build(ps)
+            return wrapped
+
+        def scaled(build):
+            def wrapped(ps):
+                opt, _ = build(ps)
+                return opt, Scaled(opt)
+            return wrapped
+
+        builders = {"torch fused, bf16 state": bf16(torch_adam("fused")),
+                    "torch fused, bf16 state, grad_scale + found_inf":
+                        bf16(scaled(torch_adam("fused"))),
+                    "ctopt adam auto, bf16 state": bf16(ctopt_opt("adam")),
+                    "ctopt adam auto, bf16 state, grad_scale + found_inf":
+                        bf16(scaled(ctopt_opt("adam")))}
+        variants = []
+        for label, b in builders.items():
+            try:
+                variants.append(Variant(label, b, name, args.quick, args.device, 0))
+            except (TypeError, RuntimeError, NotImplementedError) as error:
+                print(f"| {LIST_TITLES[name]} | {label} | skipped: {type(error).__name__}: "
+                      f"{error} | | |")
+        interleaved(variants, args.reps, args.device, variants[0].numel)
+        for v in variants:
+            print(f"| {LIST_TITLES[name]} | {v.label} | {v.ms:.2f} | {v.ms / variants[0].ms:.2f}x"
+                  f" | {mb(v.state)} |")
+            v.finish()
+
+
+def iteration_table(args) -> None:
+    print("\n## (5) a whole training iteration: zero_grad, forward, backward, step "
+          "(transformer encoder, batch 4 x 32 tokens)")
+    print("| variant | zero_grad(set_to_none=) | iteration ms | vs torch fused |")
+    print("|---|---|---|---|")
+    x = torch.randn(4, 32, 192 if args.quick else 384, device=args.device)
+    rows = []
+    for set_to_none in (True, False):
+        runs = []
+        for label, build in (("torch fused", torch_adam("fused")),
+                             ("ctopt adam auto", ctopt_opt("adam"))):
+            torch.manual_seed(0)
+            model = (models.transformer(192, 3) if args.quick else models.transformer()).to(
+                args.device)
+            opt, step = build(list(model.parameters()))
+
+            def iteration(model=model, opt=opt, step=step, set_to_none=set_to_none):
+                opt.zero_grad(set_to_none=set_to_none)
+                model(x).square().mean().backward()
+                step()
+            for _ in range(3):
+                iteration()
+            runs.append((label, iteration, []))
+        for _ in range(args.reps):
+            for _, fn, times in runs:
+                sync(args.device)
+                t0 = time.perf_counter()
+                fn()
+                sync(args.device)
+                times.append(time.perf_counter() - t0)
+        base = statistics.median(runs[0][2])
+        for label, _, times in runs:
+            rows.append(f"| {label} | {set_to_none} | {statistics.median(times) * 1e3:.1f} | "
+                        f"{statistics.median(times) / base:.2f}x |")
+    print("\n".join(rows))
+
+
+def compile_times(count: int, numel: int) -> tuple[float, float]:
     """Cold and warm first-step overhead of the compiled path, each in a fresh process."""
     code = (
         "import time, torch, ctopt, sys\n"
         f"torch.set_num_threads({torch.get_num_threads()})\n"
-        "sys.path.insert(0, 'benchmarks')\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
         "from bench_step import make_params, shapes_mixed\n"
-        f"shapes = [({numel},)] if {shape_kind!r} == 'one' else shapes_mixed({numel}, {count})\n"
+        f"shapes = [({numel},)] if {count} == 1 else shapes_mixed({numel}, {count})\n"
         "ps = make_params(shapes)\n"
+        "for p in ps: p.grad = torch.randn_like(p)\n"
         "opt = ctopt.to_torch(ctopt.zoo.get('adam'))(ps, backend='compiled')\n"
         "t0 = time.perf_counter(); opt.step(); first = time.perf_counter() - t0\n"
         "t0 = time.perf_counter(); opt.step(); second = time.perf_counter() - t0\n"
@@ -219,7 +428,7 @@ def compile_times(shape_kind: str, numel: int, count: int) -> tuple[float, float
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
         for _ in range(2):
             res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                                 text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+                                 text=True)
             out.append(float(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 else
                        float("nan"))
     return out[0], out[1]
@@ -227,87 +436,55 @@ def compile_times(shape_kind: str, numel: int, count: int) -> tuple[float, float
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small shapes, few repetitions")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-torch-compile", action="store_true",
-                        help="skip the torch.compile'd torch Adam (slow to compile)")
+    parser.add_argument("--quick", action="store_true", help="small models, few rounds")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lists", default="one,transformer,convnet,mixer,mixed,resnet,gpt2",
+                        help="parameter lists (comma-separated): " + ", ".join(LIST_TITLES))
     parser.add_argument("--designs", default="all", help="'all' or comma-separated zoo names")
-    parser.add_argument("--shapes", default="one,mixed,large",
-                        help="which shapes: any of one, mixed, large (comma-separated)")
-    parser.add_argument("--no-compile-times", action="store_true",
-                        help="skip the cold/warm compile-time subprocesses")
+    parser.add_argument("--reps", type=int, default=0, help="rounds (default 15; quick 5)")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="also time torch.compile(torch Adam.step) (slow to compile)")
+    parser.add_argument("--tables", default="1,2,3,4,5,6", help="which tables to print")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch intra-op threads (0: torch's default); 1 is the most stable "
-                             "on a shared machine")
+                        help="torch intra-op threads (0: torch's default, 1 with --quick); 1 is "
+                             "the most stable on a shared machine")
     args = parser.parse_args(argv)
+    if args.quick and not args.threads:
+        args.threads = 1  # a smoke run on a shared machine: the most stable setting
     if args.threads:
         torch.set_num_threads(args.threads)
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ and sys.platform.startswith("linux"):
         # large buffers go straight to mmap and back on free, so peak RSS shows transients
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
-    scale = 10 if args.quick else 1
-    big, huge, count = 10_000_000 // scale, 64_000_000 // (16 if args.quick else 1), \
-        (50 if args.quick else 200)
-    reps = 5 if args.quick else 15
-    device = args.device
-    print(f"# ctopt bench_step  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}")
-    shape_sets = {
-        ("one", f"1x{big / 1e6:g}M"): [(big,)],
-        ("mixed", f"{count} mixed ({big / 1e6:g}M)"): shapes_mixed(big, count),
-        ("large", f"1x{huge / 1e6:g}M"): [(huge,)],
-    }
-    wanted = set(args.shapes.split(","))
-    shape_sets = {name: v for (kind, name), v in shape_sets.items() if kind in wanted}
+    args.reps = args.reps or (5 if args.quick else 15)
+    lists = args.lists.split(",")
     designs = ctopt.zoo.names() if args.designs == "all" else args.designs.split(",")
-    for shape_name, shapes in shape_sets.items():
-        numel = sum(int(torch.tensor(s).prod()) for s in shapes)
-        _, detail = stream_bandwidth(numel, reps, device)
-        print(f"\n## {shape_name}: {numel:,} float32 elements; streaming bandwidth "
-              + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in detail.items()) + " GB/s")
-        builders = dict(torch_variants())
-        if args.no_torch_compile:
-            builders.pop("torch compiled")
-        for backend in ("forloop", "foreach", "compiled"):
-            builders[f"ctopt adam {backend}"] = ctopt_variant("adam", backend)
-        if len(shapes) > 1:
-            builders["ctopt adam compiled+flat"] = ctopt_variant("adam", "compiled", flat=True)
-        if numel > 20_000_000:  # keep memory bounded: the slow eager paths are skipped
-            for label in ("torch forloop", "ctopt adam forloop", "ctopt adam foreach"):
-                builders.pop(label, None)
-        variants = [Variant(label, build, shapes, device, 28) for label, build in builders.items()]
-        bandwidth = interleaved(variants, numel, reps, device)
-        done = [v.finish() for v in variants]
-        del variants
-        for name in designs:
-            if name == "adam":
-                continue
-            d = ctopt.zoo.get(name)
-            flat = len(shapes) > 1
-            v = Variant(f"ctopt {name} compiled" + ("+flat" if flat else ""),
-                        ctopt_variant(name, "compiled", flat=flat), shapes, device,
-                        (3 + 2 * len(d.states)) * 4)
-            interleaved([v], numel, max(reps // 2, 3), device)
-            done.append(v.finish())
-        rows = [v.row() for v in done]
-        fused = next(r["ms"] for r in rows if r["label"] == "torch fused")
-        print(f"roofline bandwidth (best kernel, median over the Adam rounds): "
-              f"{bandwidth / 1e9:.1f} GB/s; each zoo design uses the median of its own rounds")
-        print("| variant | step ms | vs torch fused | % roofline | GB/s roof | first step s | "
-              "state MB | peak transient MB |")
-        print("|---|---|---|---|---|---|---|---|")
-        for r in rows:
-            tr = "n/a" if r["transient"] is None else f"{r['transient'] / 1e6:.0f}"
-            print(f"| {r['label']} | {r['ms']:.2f} | {r['ms'] / fused:.2f}x | {100 * r['roof']:.0f}"
-                  f" % | {r['bandwidth'] / 1e9:.1f} | {r['first']:.1f} | {r['state'] / 1e6:.0f} | {tr} |")
-    if device == "cpu" and not args.no_compile_times:
-        print("\n## compile time of the compiled path (Adam; fresh process, fresh cache)")
-        for kind, n in (("one", big), ("mixed", big)):
-            cold, warm = compile_times(kind, n, count)
-            print(f"- {'1 tensor' if kind == 'one' else f'{count} tensors'}: cold {cold:.1f} s, "
-                  f"warm (cache) {warm:.1f} s")
+    if args.quick and args.designs == "all":
+        designs = ["adam", "sgd", "dgclip", "adan"]
+    tables = set(args.tables.split(","))
+    print(f"# ctopt bench_step  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {load()}")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}"
+          f"{', quick' if args.quick else ''}")
+    if "1" in tables:
+        adam_table(lists, args)
+    if "2" in tables:
+        zoo_table(lists, designs, args)
+    if "3" in tables:
+        peer_table([n for n in ("transformer", "mixed") if n in lists] or lists[:1], args)
+    if "4" in tables:
+        precision_table([n for n in ("transformer",) if n in lists] or lists[:1], args)
+    if "5" in tables:
+        iteration_table(args)
+    if "6" in tables and args.device == "cpu":
+        print("\n## (6) compile time of the compiled path (Adam; fresh process each; cold = "
+              "empty Inductor cache, warm = the cache of the cold run)")
+        for count in ((50,) if args.quick else (1, 200, 1000)):
+            cold, warm = compile_times(count, 1_000_000 if args.quick else 10_000_000)
+            print(f"- {count} tensor{'s' if count > 1 else ''}: cold {cold:.1f} s, "
+                  f"warm {warm:.1f} s")
+    print(f"\n# done {time.strftime('%H:%M UTC', time.gmtime())}; {load()}")
 
 
 if __name__ == "__main__":

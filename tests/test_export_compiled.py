@@ -182,14 +182,15 @@ def test_compiled_protocol_subset():
 
 
 def test_large_tensors_direct_small_ones_gathered(monkeypatch):
-    """Non-flat parameters: tensors >= DIRECT_NUMEL get their own call, the rest one gathered call;
-    the result equals the foreach path."""
-    monkeypatch.setattr(ctopt.export.compiled, "DIRECT_NUMEL", 40)
+    """Parameters kept as allocated (``flatten_parameters = False``): tensors >= DIRECT_NUMEL get
+    their own call, the rest one gathered call; the result equals the foreach path."""
+    monkeypatch.setattr(ctopt.export.layout, "DIRECT_NUMEL", 40)
     Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
     sizes = (64, 5, 50, 7, 3)
     a = [torch.nn.Parameter(torch.randn(n)) for n in sizes]
     b = [torch.nn.Parameter(p.detach().clone()) for p in a]
     opt, ref = Adam(a, lr=0.01, backend="compiled"), Adam(b, lr=0.01, backend="foreach")
+    opt.flatten_parameters = False
     calls = []
     runner = opt._compiled_runner()
     original = runner._call

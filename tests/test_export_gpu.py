@@ -83,3 +83,58 @@ def test_cpu_checkpoint_resumes_on_cuda():
     moved.step()
     opt.step()
     assert torch.allclose(gpu[0].cpu(), cpu[0], atol=1e-6)
+
+
+def test_cuda_flat_layout_is_one_call_and_equals_forloop():
+    """The compiled path's flat layout on CUDA: one kernel call per step for a whole model."""
+    import copy
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 3)).cuda()
+    twin = copy.deepcopy(model)
+    Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
+    opt = Adam(model.parameters(), lr=0.01, backend="compiled")
+    ref = Adam(twin.parameters(), lr=0.01, backend="forloop")
+    calls = []
+    runner = opt._compiled_runner()
+    original = runner._call
+    runner._call = lambda *a: calls.append(a[0].numel()) or original(*a)
+    x = torch.randn(16, 5, device="cuda")
+    for _ in range(4):
+        for m, o in ((model, opt), (twin, ref)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+    numel = sum(p.numel() for p in model.parameters())
+    assert calls[1:] == [numel] * 3
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=PATH_RTOL32, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_grad_scaling_equals_torch_fused_without_host_sync(dtype):
+    Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(n, device="cuda").to(dtype)) for n in (300, 37, 1)]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    ours = Adam(ps, lr=0.01, backend="compiled")
+    ref = torch.optim.Adam(qs, lr=0.01, fused=True)
+    for i in range(6):
+        for p, q in zip(ps, qs, strict=True):
+            g = (torch.randn(p.shape, device="cuda") * 1024).to(dtype)
+            p.grad, q.grad = g.clone(), g.clone()
+        for opt in (ours, ref):
+            opt.grad_scale = torch.tensor(1024.0, device="cuda")
+            opt.found_inf = torch.tensor(1.0 if i == 2 else 0.0, device="cuda")
+        ref.step()
+        if i >= 3:  # compiled and warm: the step must not wait for the device
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            ours.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert [float(ours.state_dict()["state"][i]["step"]) for i in range(3)] == [5.0] * 3
+    tol = TORCH_RTOL32 if dtype == torch.float32 else 3 * 2.0 ** -8
+    for p, q in zip(ps, qs, strict=True):
+        torch.testing.assert_close(p.float(), q.float(), rtol=tol, atol=1e-6)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import defaultdict
 
 import torch
 
 from .errors import CtoptError, HyperparameterError
 from .values import fits, real_view
 
-__all__ = ["StateDictError", "FOREIGN_OPTIONS", "STATE_OWNERS", "foreign_option",
+__all__ = ["Checkpoints", "StateDictError", "FOREIGN_OPTIONS", "STATE_OWNERS", "foreign_option",
            "needs_nonnegative", "validated"]
 
 
@@ -278,3 +279,52 @@ def needs_nonnegative(cls, key: str, h: dict, k: int) -> bool:
     states[index] = torch.full_like(theta, -1.0)
     return any(bool(torch.as_tensor(o).isnan().any())
                for o in cls._elementwise(theta, g, *states, *coef))
+
+
+class Checkpoints:
+    """Mixin of :class:`GeneratedOptimizer`: state dicts with torch's names, loaded
+    transactionally, with the repair of states a checkpoint may omit."""
+
+    def state_dict(self) -> dict:
+        """torch's state dict plus ``"skipped_steps"`` (steps skipped for non-finite grads)."""
+        self._settle_skips()
+        out = super().state_dict()
+        out["skipped_steps"] = self.skipped_steps
+        return out
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load a state dict (ours or torch.optim's for the same algorithm). Everything is checked
+        first (see :mod:`ctopt.export.checkpoint`); on error (:class:`StateDictError`,
+        :class:`HyperparameterError`) nothing changes. A state missing from a saved parameter is
+        re-created from its initial value only when it provably cannot affect the update (e.g.
+        torch's RMSprop omits ``momentum_buffer`` when momentum is 0); a missing ``step`` is read
+        as one step taken (torch's SGD saves none). Load hooks run as in torch."""
+        if isinstance(state_dict, dict):
+            state_dict = state_dict.copy()  # shallow, as torch
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        state, groups = validated(self, state_dict)
+        skipped = state_dict.get("skipped_steps", 0)
+        self.__setstate__({"state": defaultdict(dict, state), "param_groups": groups})
+        self.skipped_steps = skipped
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
+
+    @classmethod
+    def _state_irrelevant(cls, key: str, values: dict, k: int) -> bool:
+        """Whether state ``key`` cannot change one step's outputs (probed with random data)."""
+        gen = torch.Generator().manual_seed(0)
+        rand = [torch.randn(16, dtype=torch.float64, generator=gen).abs() + 0.5
+                for _ in range(2 + len(cls.state_keys))]
+        coef = cls._scalars(values, k, 1.0, lambda name: 1.0)
+        index = cls.state_keys.index(key)
+        init = cls._state_init(values)[index]
+        states = rand[2:]
+        other = list(states)
+        other[index] = torch.full_like(states[index], init)
+        out_a = cls._elementwise(rand[0], rand[1], *states, *coef)
+        out_b = cls._elementwise(rand[0], rand[1], *other, *coef)
+        return all(torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+                   for a, b in zip(out_a, out_b, strict=False))

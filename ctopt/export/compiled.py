@@ -6,112 +6,33 @@ Triton on GPU) that reads theta, g and the states once and writes them once. Eve
 (lr, betas, bias corrections, clip factors) arrives in the 1-D tensor ``coef``, so a scheduler
 that changes lr or betas never recompiles.
 
-States live in one flat buffer per (param group, device, dtype, state); each parameter's state is
-a view into it. When the parameters and gradients are themselves views of one flat buffer (see
-:func:`flat_parameters`), a whole group is one kernel call; otherwise the kernel is called once per
-tensor (the same compiled code; tensors of fewer than 2 elements run eagerly).
+States, parameters and gradients live in flat buffers per (param group, device, dtype) (see
+:mod:`.layout`): a step over a group whose parameters all have a gradient is one kernel call.
+With ``flatten_parameters = False`` on the optimizer (or non-contiguous parameters) only the
+states are flat: the small tensors are gathered into one call, the large ones (>=
+``DIRECT_NUMEL``) called one by one (the same compiled code; tensors of fewer than 2 elements run
+eagerly).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import shutil
+import types
 import warnings
 
 import torch
 
+from .layout import FlatLayout
+
 __all__ = ["CompiledRunner", "flat_parameters"]
 
 
-def _flat_view(tensors: list[torch.Tensor]) -> torch.Tensor | None:
-    """One 1-D view covering ``tensors`` when they lie back to back in one storage, else None."""
-    first = tensors[0]
-    if not all(t.is_contiguous() for t in tensors):
-        return None
-    storage = first.untyped_storage().data_ptr()
-    offset = first.storage_offset()
-    for t in tensors:
-        if t.untyped_storage().data_ptr() != storage or t.storage_offset() != offset:
-            return None
-        offset += t.numel()
-    total = offset - first.storage_offset()
-    return first.detach().as_strided((total,), (1,), first.storage_offset())
-
-
-#: tensors at least this large get their own kernel call when parameters are not flat
-DIRECT_NUMEL = 1 << 20
-
-
-def _gatherable(p: torch.Tensor) -> bool:
-    return p.numel() < DIRECT_NUMEL and p.is_contiguous()
-
-
-class _FlatState:
-    """Flat buffers of one (group, device, dtype): every state, and the ``step`` counters, of the
-    parameters that have state; ``optimizer.state[p]`` holds views into them.
-
-    When the parameters are not themselves flat, small tensors are placed first so that they form
-    one contiguous span: their theta and g are gathered into scratch buffers and updated in one
-    kernel call; large tensors (>= ``DIRECT_NUMEL``) are called one by one, in place.
-    """
-
-    def __init__(self, keys, params, states):
-        self.ids = tuple(id(p) for p in params)
-        self.flat_params = _flat_view(params) is not None and \
-            all(p.grad is not None for p in params) and \
-            _flat_view([p.grad for p in params]) is not None
-        order = list(range(len(params)))
-        if not self.flat_params:
-            order.sort(key=lambda i: not _gatherable(params[i]))
-        self.order = [params[i] for i in order]
-        self.small = [p for p in self.order if _gatherable(p)] if not self.flat_params else []
-        self.small_numel = sum(p.numel() for p in self.small)
-        total = sum(p.numel() for p in params)
-        p0 = params[0]
-        self.buffers = {key: torch.empty(total, dtype=p0.dtype, device=p0.device) for key in keys}
-        self.steps = torch.tensor([float(states[i]["step"]) for i in order], dtype=torch.float32)
-        self.scratch = None
-        offset = 0
-        for position, i in enumerate(order):
-            p, state = params[i], states[i]
-            n = p.numel()
-            for key, buffer in self.buffers.items():
-                view = buffer[offset:offset + n].view(p.shape)
-                view.copy_(state[key])
-                state[key] = view
-            state["step"] = self.steps[position]
-            offset += n
-        self.ptrs = self._ptrs(states)
-        self.checked: tuple = ()
-
-    def _ptrs(self, states):
-        return tuple(state[key].data_ptr() for state in states for key in (*self.buffers, "step"))
-
-    def valid(self, params, states) -> bool:
-        return self.ids == tuple(id(p) for p in params) and self.ptrs == self._ptrs(states)
-
-    def flat_views(self, params):
-        """Views covering all parameters and all gradients when both are still laid out flat
-        (verified once per change of their addresses)."""
-        grads = [p.grad for p in params]
-        signature = tuple(p.data_ptr() for p in params) + tuple(g.data_ptr() for g in grads)
-        if signature == self.checked:
-            return self.views
-        theta, grad = _flat_view(params), _flat_view(grads)
-        if theta is None or grad is None:
-            return None
-        self.checked, self.views = signature, (theta, grad)
-        return theta, grad
-
-    def gather(self, params):
-        """theta and g of the small parameters, gathered into scratch buffers."""
-        if self.scratch is None:
-            p0 = params[0]
-            self.scratch = [torch.empty(self.small_numel, dtype=p0.dtype, device=p0.device)
-                            for _ in range(2)]
-        theta, grad = self.scratch
-        torch.cat([p.detach().reshape(-1) for p in params], out=theta)
-        torch.cat([p.grad.reshape(-1) for p in params], out=grad)
-        return theta, grad
+@functools.cache
+def _compiler_present() -> bool:
+    return shutil.which("c++") is not None or shutil.which("g++") is not None or \
+        torch.cuda.is_available()
 
 
 class CompiledRunner:
@@ -123,13 +44,15 @@ class CompiledRunner:
         self.failed = False
         self.succeeded = False
         self.flat: dict = {}
+        self.steps = 0
+        self.scaled = None
+        self.scaled_ok = False
 
     def available(self) -> bool:
         """Whether torch.compile can run here (a C++ compiler on CPU; Triton on CUDA)."""
         if self.failed or not hasattr(torch, "compile"):
             return False
-        return shutil.which("c++") is not None or shutil.which("g++") is not None or \
-            torch.cuda.is_available()
+        return _compiler_present()
 
     def kernel(self):
         """The compiled ``_fused``, shared by every optimizer of the class (compiled once per
@@ -142,9 +65,20 @@ class CompiledRunner:
             self.fused = fused
         return self.fused
 
-    def run(self, opt, gi: int, items, states, coefficients) -> None:
+    def scaled_kernel(self):
+        """The compiled kernel with gradient scaling: ``(theta, g, *states, coef, grad_scale,
+        found_inf)`` (see :func:`scaled_update`), shared by every optimizer of the class."""
+        if self.scaled is None:
+            scaled = self.cls.__dict__.get("_compiled_scaled")
+            if scaled is None:
+                scaled = torch.compile(scaled_update(self.cls), dynamic=True, fullgraph=True)
+                self.cls._compiled_scaled = scaled
+            self.scaled = scaled
+        return self.scaled
+
+    def run(self, opt, gi: int, items, states, coefficients, scaling=None) -> None:
         """Update the parameters ``items`` (with their ``states``) of group ``gi`` and advance
-        their step counters."""
+        their step counters; ``scaling`` is ``(grad_scale, found_inf)`` or None."""
         buckets: dict = {}
         for (_, p), state in zip(items, states, strict=True):
             if p.numel() > 0:
@@ -161,81 +95,188 @@ class CompiledRunner:
                     cache[k] = torch.tensor(values, dtype=cdtype).to(device, non_blocking=True)
                 return cache[k]
 
-            self._run_bucket(opt, gi, device, dtype, members, coef, coefficients)
+            amp = None if scaling is None else tuple(t.to(device, non_blocking=True)
+                                                     for t in scaling)
+            self._run_bucket(opt, gi, device, dtype, members, coef, coefficients, amp)
 
     def _state_owners(self, opt, gi, device, dtype):
         params = [p for p in opt.param_groups[gi]["params"]
                   if p.dtype == dtype and p.device == device and p.numel() > 0 and opt.state.get(p)]
         return params, [opt.state[p] for p in params]
 
-    def _run_bucket(self, opt, gi, device, dtype, members, coef, coefficients) -> None:
+    def _run_bucket(self, opt, gi, device, dtype, members, coef, coefficients, amp) -> None:
         keys = self.cls.state_keys
-        owners, owner_states = self._state_owners(opt, gi, device, dtype)
-        record = self.flat.get((gi, device, dtype))
-        if record is None or not record.valid(owners, owner_states):
-            record = _FlatState(keys, owners, owner_states)
-            self.flat[(gi, device, dtype)] = record
-        whole = len(members) > 1 and len(members) == len(record.ids) and \
-            {id(p) for p, _ in members} == set(record.ids)
-        if whole:
-            ks = record.steps.tolist()
-            whole = ks.count(ks[0]) == len(ks)
-        if whole and self._run_whole(record, keys, coef(int(ks[0]) + 1)):
-            record.steps.add_(1)
-            return
-        done = set(record.done) if whole else set()
+        layout = self.layout(opt, gi, device, dtype)
+        done = set()
+        if layout.flat_params:
+            done = self._run_flat(layout, keys, {id(p) for p, _ in members}, coef, amp)
+        elif len(members) > 1 and len(members) == len(layout.ids) and \
+                {id(p) for p, _ in members} == set(layout.ids) and amp is None:
+            ks = layout.steps.tolist()
+            if ks.count(ks[0]) == len(ks):
+                done = self._run_gathered(layout, keys, coef(int(ks[0]) + 1))
         for p, state in members:
-            k = int(state["step"]) + 1
-            state["step"] += 1
             if id(p) in done:
                 continue
+            k = int(state["step"]) + 1
+            state["step"] += 1
             olds = [state[key] for key in keys]
             if p.numel() >= 2 and p.is_contiguous() and p.grad.is_contiguous() and \
                     all(s.is_contiguous() for s in olds):
                 views = [s.view(-1) for s in olds]
-                if self._call(p.detach().view(-1), p.grad.view(-1), views, coef(k)):
+                if self._call(p.detach().view(-1), p.grad.view(-1), views, coef(k), amp):
                     continue
-            out = self.cls._elementwise(p, p.grad, *olds, *coefficients(k))
-            p.copy_(out[0])
-            for old, new in zip(olds, out[1:], strict=False):
-                old.copy_(new)
+            if amp is None:
+                out = self.cls._elementwise(p, p.grad, *olds, *coefficients(k))
+                p.copy_(out[0])
+                for old, new in zip(olds, out[1:], strict=False):
+                    old.copy_(new)
+            else:
+                scaled_update(self.cls)(p.detach(), p.grad, *olds, coef(k), *amp)
 
-    def _run_whole(self, record, keys, coef) -> bool:
-        """All parameters of the record at one step: one call on flat spans when the parameters
-        are flat (returns True); otherwise the small ones in one gathered call (``record.done``
-        lists them) and False, leaving the large ones to the caller."""
-        record.done = ()
-        if record.flat_params:
-            views = record.flat_views(record.order)
-            if views is not None:
-                flats = [record.buffers[key] for key in keys]
-                return self._call(*views, flats, coef)
-            return False
-        if len(record.small) > 1:
-            theta, grad = record.gather(record.small)
-            flats = [record.buffers[key][:record.small_numel] for key in keys]
-            if self._call(theta, grad, flats, coef):
-                views = [p.detach().view(-1) for p in record.small]
-                torch._foreach_copy_(views, list(theta.split([p.numel() for p in record.small])))
-                record.done = tuple(id(p) for p in record.small)
-        return False
+    def layout(self, opt, gi, device, dtype) -> FlatLayout:
+        """The flat layout of group ``gi`` on (device, dtype), built or repaired as needed."""
+        layout = self.flat.get((gi, device, dtype))
+        self.steps += 1
+        params = opt.param_groups[gi]["params"]
+        signature = (id(params), len(params), len(opt.state))
+        if layout is not None and layout.signature == signature and layout.same_states(opt):
+            if layout.flat_params and not layout.intact():  # the common case: nothing changed
+                layout.rebuild(self.steps)
+            return layout
+        owners, owner_states = self._state_owners(opt, gi, device, dtype)
+        if layout is None or not layout.valid(owners, owner_states):
+            if layout is not None:
+                layout.remove_hooks()
+            layout = FlatLayout(self.cls.state_keys, owners, owner_states,
+                                flatten=getattr(opt, "flatten_parameters", True))
+            for key, other in list(self.flat.items()):  # e.g. the layout before model.to(dtype)
+                if key[0] == gi and other.flat_params and not other.intact():
+                    other.remove_hooks()
+                    del self.flat[key]
+            self.flat[(gi, device, dtype)] = layout
+        elif layout.flat_params and not layout.intact():
+            layout.rebuild(self.steps)
+        layout.signature = signature
+        return layout
 
-    def _call(self, theta, grad, states, coef) -> bool:
-        """Run the fused kernel; on a first-call compile failure warn once and return False."""
+    def _run_flat(self, layout, keys, member_ids, coef, amp=None) -> set:
+        """One kernel call per span of parameters with a gradient (the whole layout when every
+        parameter has one); returns the ids of the parameters updated."""
+        present = [id(p) in member_ids for p in layout.order]
+        layout.adopt_gradients(present)
+        ks = layout.steps.tolist()
+        done: set = set()
+        for a, b, k in layout.spans(present, ks):
+            lo, hi = layout.offsets[a], layout.offsets[b]
+            if hi - lo < 2:
+                continue
+            states = [layout.buffers[key][lo:hi] for key in keys]
+            if not self._call(layout.theta[lo:hi], layout.grad[lo:hi], states, coef(int(k) + 1),
+                              amp):
+                break
+            layout.steps[a:b].add_(1)
+            done.update(id(p) for p in layout.order[a:b])
+        return done
+
+    def _run_gathered(self, layout, keys, coef) -> set:
+        """Parameters not laid out flat: the small ones in one call on gathered copies of theta
+        and g, scattered back; returns their ids (the large ones are left to the caller)."""
+        if len(layout.small) < 2:
+            return set()
+        theta, grad = layout.gather(layout.small)
+        flats = [layout.buffers[key][:layout.small_numel] for key in keys]
+        if not self._call(theta, grad, flats, coef):
+            return set()
+        views = [p.detach().view(-1) for p in layout.small]
+        torch._foreach_copy_(views, list(theta.split([p.numel() for p in layout.small])))
+        layout.steps[:len(layout.small)].add_(1)
+        return {id(p) for p in layout.small}
+
+    def zero_grad(self, set_to_none: bool, skip=frozenset()) -> set:
+        """Zero the gradients of the flat layouts (see :class:`FlatLayout`) that hold none of the
+        parameters ``skip`` (ids); returns the ids of the parameters handled."""
+        done: set = set()
+        for layout in self.flat.values():
+            if layout.flat_params and layout.intact() and skip.isdisjoint(layout.ids):
+                layout.zero_grad(set_to_none)
+                done.update(layout.ids)
+        return done
+
+    def _call(self, theta, grad, states, coef, amp=None) -> bool:
+        """Run the fused kernel (the scaled one when ``amp`` is ``(grad_scale, found_inf)``); on
+        a first-call compile failure warn once and return False."""
         if self.failed:
             return False
-        if self.succeeded:
-            self.kernel()(theta, grad, *states, coef)
+        kernel, extra = (self.kernel(), ()) if amp is None else (self.scaled_kernel(), amp)
+        theta, grad, states = _plain(theta), _plain(grad), [_plain(s) for s in states]
+        if self.succeeded and (amp is None or self.scaled_ok):
+            kernel(theta, grad, *states, coef, *extra)
             return True
         try:
-            self.kernel()(theta, grad, *states, coef)
+            kernel(theta, grad, *states, coef, *extra)
         except Exception as error:  # no C++ compiler, unsupported platform, ...
             self.failed = True
             warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); the "
                           "optimizer falls back to eager code", RuntimeWarning, stacklevel=3)
             return False
         self.succeeded = True
+        self.scaled_ok = self.scaled_ok or amp is not None
         return True
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a tensor that is not a view (same storage, offset, sizes and strides): the
+    compiler guards on how a view relates to its base, so views of different spans of a buffer
+    would each recompile the kernel; plain tensors share one compiled kernel.
+
+    Example:
+        >>> import torch
+        >>> base = torch.zeros(6)
+        >>> t = _plain(base[2:5])
+        >>> t._base is None, t.data_ptr() == base[2:].data_ptr(), t.shape
+        (True, True, torch.Size([3]))
+    """
+    if t._base is None:
+        return t
+    out = torch.empty(0, dtype=t.dtype, device=t.device)
+    return out.set_(t.untyped_storage(), t.storage_offset(), t.size(), t.stride())
+
+
+def scaled_update(cls):
+    """``update(theta, g, *states, coef, grad_scale, found_inf)``: the design's elementwise step
+    on ``g / grad_scale``, computed in float32 (float64 for float64 tensors) and written back in
+    the tensors' own dtypes, leaving everything as it was where ``found_inf`` is non-zero; the
+    unscaled gradient is written back to ``g`` (as torch's fused optimizers do).
+
+    Example:
+        >>> import torch, ctopt
+        >>> Sgd = ctopt.to_torch(ctopt.zoo.get("sgd"))
+        >>> theta, g = torch.ones(2), torch.full((2,), 4.0)
+        >>> coef = torch.tensor([float(c) for c in Sgd._scalars(
+        ...     {"lr": 0.5, "weight_decay": 0.0}, 1, 1.0, None)])
+        >>> scaled_update(Sgd)(theta, g, coef, torch.tensor(2.0), torch.tensor(0.0))
+        >>> theta.tolist(), g.tolist()
+        ([0.0, 0.0], [2.0, 2.0])
+    """
+    count = len(inspect.signature(cls._elementwise).parameters) - 2 - len(cls.state_keys)
+    elementwise = cls._elementwise
+
+    def update(theta, g, *rest):
+        states, coef, scale, found = rest[:-3], rest[-3], rest[-2], rest[-1]
+        op = torch.float64 if theta.dtype == torch.float64 else torch.float32
+        grad = g.to(op) / scale.to(op)
+        out = elementwise(theta.to(op), grad, *[s.to(op) for s in states],
+                          *[coef[i].to(op) for i in range(count)])
+        skip = found != 0
+        theta.copy_(torch.where(skip, theta.to(op), out[0]))
+        for state, new in zip(states, out[1:], strict=True):
+            state.copy_(torch.where(skip, state.to(op), new))
+        g.copy_(torch.where(skip, g.to(op), grad))
+
+    # run with the generated code's globals, so that the compiler traces one namespace
+    return types.FunctionType(update.__code__, elementwise.__globals__, "scaled_update", None,
+                              update.__closure__)
 
 
 def flat_parameters(params) -> list[torch.Tensor]:

@@ -1,0 +1,152 @@
+"""How a step is run: the backends (``forloop``, ``foreach``, ``compiled``, and ``auto``, which
+picks the compiled path for large models), and ``zero_grad`` for the compiled path's flat
+layout. Torch only — copied into standalone exports.
+
+Example:
+    >>> import torch, ctopt
+    >>> Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
+    >>> opt = Adam([torch.nn.Parameter(torch.ones(3))], backend="auto")
+    >>> opt._resolve_backend()  # a small model: the eager foreach path
+    'foreach'
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .compiled import CompiledRunner
+from .values import real_view
+
+__all__ = ["AUTO_COMPILE_MIN_NUMEL", "BACKENDS", "Backends"]
+
+BACKENDS = ("auto", "forloop", "foreach", "compiled")
+#: ``backend="auto"`` compiles from this many elements on (smaller steps are cheap anyway)
+AUTO_COMPILE_MIN_NUMEL = 1 << 20
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+class Backends:
+    """Mixin of :class:`GeneratedOptimizer`: running a checked step on a backend."""
+
+    #: on the compiled path, lay parameters and gradients out in flat buffers (see
+    #: :mod:`.layout`); set to False on an optimizer, before its first step, to keep them as
+    #: allocated
+    flatten_parameters = True
+
+    def _scales_in_kernel(self, plans) -> bool:
+        """Whether the compiled kernel takes this step's ``grad_scale``/``found_inf`` (every
+        parameter on the compiled path, no group reduction or non-finite check first)."""
+        if self._resolve_backend() != "compiled" or self.reduction_names or \
+                self.nonfinite != "propagate" or not self._compiled_runner().available():
+            return False
+        return all(self._fuses(it) for _, _, items in plans for it in items)
+
+    @staticmethod
+    def _fuses(it) -> bool:
+        """Whether the compiled path updates this parameter in its kernel (a plain dense real
+        tensor with its own gradient)."""
+        return type(it.p) in _PLAIN and it.theta is it.p and it.grad is it.p.grad and \
+            it.p.is_contiguous()
+
+    def _commit(self, gi: int, group: dict, items, fresh: dict, ks, coefficients,
+                scaling=None) -> None:
+        """Write group ``gi``'s step (everything was checked in :meth:`_prepare`); ``scaling``
+        is ``(grad_scale, found_inf)`` for the compiled kernel."""
+        for p, state in fresh.items():
+            self.state[p].update(state)
+        fresh.clear()  # the states belong to the optimizer now (the layout may move them)
+        states = [self.state[it.p] for it in items]
+
+        def coefs(k: int):
+            return coefficients[k]
+
+        backend = self._resolve_backend()
+        if backend != "forloop" and any(type(it.p) not in _PLAIN for it in items):
+            # tensor subclasses (e.g. FSDP2's DTensor) have no flat storage to fuse, and this
+            # torch has no DTensor strategy for some foreach ops: they take the for-loop path
+            backend = "forloop"
+        if backend == "compiled":  # it advances the step counters itself (flat buffers)
+            plain = [it.theta is it.p and it.grad is it.p.grad for it in items]
+            stepped = [s for s, ok in zip(states, plain, strict=True) if ok]
+            self._compiled_runner().run(
+                self, gi, [(it.j, it.p) for it, ok in zip(items, plain, strict=True) if ok],
+                stepped, coefs, scaling)
+            if scaling is not None:
+                self._defer_skip(scaling[1], [s["step"] for s in stepped])
+            if all(plain):
+                return
+            rest = [i for i, ok in enumerate(plain) if not ok]
+            items, states, ks = ([items[i] for i in rest], [states[i] for i in rest],
+                                 [ks[i] for i in rest])
+            backend = "foreach"
+        if backend == "forloop":
+            self._run_forloop(items, states, ks, coefs)
+        else:
+            self._run_foreach(items, states, ks, coefs)
+        torch._foreach_add_([s["step"] for s in states], 1.0)
+
+    def _resolve_backend(self) -> str:
+        if self.backend != "auto":
+            return self.backend
+        count = sum(len(g["params"]) for g in self.param_groups)
+        if getattr(self, "_auto_for", (None,))[0] != count:  # cached per parameter count
+            numel = sum(p.numel() for g in self.param_groups for p in g["params"])
+            big = numel >= AUTO_COMPILE_MIN_NUMEL and self._compiled_runner().available()
+            self._auto_for = (count, "compiled" if big else "foreach")
+        if self._auto_for[1] == "compiled" and not self._compiled_runner().available():
+            return "foreach"  # the compiler failed on first use
+        return self._auto_for[1]
+
+    def _compiled_runner(self):
+        if self._runner is None:
+            self._runner = CompiledRunner(type(self))
+        return self._runner
+
+    def _run_forloop(self, items, states, ks, coefficients) -> None:
+        for it, state, k in zip(items, states, ks, strict=True):
+            olds = [real_view(state[key]) for key in self.state_keys]
+            self._forloop(it.theta, it.grad, *olds, *coefficients(k))
+
+    def _run_foreach(self, items, states, ks, coefficients) -> None:
+        buckets: dict = {}
+        for it, state, k in zip(items, states, ks, strict=True):
+            if it.theta.numel() == 0:
+                continue
+            buckets.setdefault((it.theta.device, it.theta.dtype, k), []).append((it, state))
+        for (_, _, k), members in buckets.items():
+            params = [it.theta for it, _ in members]
+            grads = [it.grad for it, _ in members]
+            lists = [[real_view(s[key]) for _, s in members] for key in self.state_keys]
+            self._foreach(params, grads, *lists, *coefficients(k))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """As torch. Gradients in the compiled path's flat layout are set to None (the next
+        backward's gradients are moved into the layout by a hook) or zeroed in place there;
+        gradients laid out by :func:`flat_parameters` are zeroed in place."""
+        handled: set = set()
+        flat = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                buffer = getattr(p, "_ctopt_flat_grad", None)
+                if buffer is not None and p.grad is not None:
+                    flat[id(buffer)] = buffer
+                    handled.add(id(p))
+        for buffer in flat.values():
+            buffer.zero_()
+        if self._runner is not None:
+            handled |= self._runner.zero_grad(set_to_none, skip=handled)
+        if not handled:
+            return super().zero_grad(set_to_none)
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if id(p) in handled or p.grad is None:
+                        continue
+                    if set_to_none:
+                        p.grad = None
+                    else:
+                        if p.grad.grad_fn is not None:
+                            p.grad.detach_()
+                        else:
+                            p.grad.requires_grad_(False)
+                        p.grad.zero_()

@@ -1,0 +1,271 @@
+"""The flat layout of the compiled path. Torch only — copied into standalone exports.
+
+Per (param group, device, dtype) the compiled path keeps one :class:`FlatLayout`: one flat buffer
+per state (``optimizer.state[p][key]`` are views into it), one for the ``step`` counters, and —
+unless the optimizer's ``flatten_parameters`` is False or a parameter is not contiguous — one
+for the parameters and one for their gradients: every parameter's ``.data`` and ``.grad`` become
+views of those buffers (as DDP's ``gradient_as_bucket_view`` does), so a step over the whole
+layout is one kernel call.
+
+The layout is checked at every step (one pointer comparison per parameter and gradient):
+
+- a parameter that no longer points into the buffer (``model.to()``, ``p.data = ...``,
+  ``load_state_dict(assign=True)``) makes the layout be rebuilt from the parameters as they are;
+- a gradient that is not a view of the gradient buffer (a fresh ``p.grad = ...``, a backward
+  after ``zero_grad(set_to_none=True)``) is copied into it and ``p.grad`` re-pointed there;
+- a parameter without a gradient splits the layout into spans: each span is one call.
+
+After ``zero_grad(set_to_none=True)`` the gradients are None, as in torch; a post-accumulate-grad
+hook then moves each fresh gradient into the buffer as autograd produces it (one copy, in the
+backward pass). ``zero_grad(set_to_none=False)`` zeroes the buffer in place (one ``fill``).
+
+Example:
+    >>> import torch
+    >>> ps = [torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.zeros(3))]
+    >>> for p in ps:
+    ...     p.grad = torch.ones_like(p)
+    >>> states = [{"step": torch.tensor(0.0), "m": torch.zeros_like(p)} for p in ps]
+    >>> layout = FlatLayout(("m",), ps, states, flatten=True)
+    >>> layout.theta.tolist(), ps[1].grad.data_ptr() == layout.grad[2:].data_ptr()
+    ([1.0, 1.0, 0.0, 0.0, 0.0], True)
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+__all__ = ["DIRECT_NUMEL", "FlatLayout", "flat_view"]
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+#: without a flat parameter layout, tensors at least this large get their own kernel call
+DIRECT_NUMEL = 1 << 20
+
+#: a layout whose parameters were moved this many times, each within one step of the last
+#: rebuild, stops flattening them (something re-points them every step, e.g. FSDP)
+MAX_REBUILDS = 3
+
+
+def flat_view(tensors: list[torch.Tensor]) -> torch.Tensor | None:
+    """One 1-D view covering ``tensors`` when they lie back to back in one storage, else None.
+
+    Example:
+        >>> import torch
+        >>> buffer = torch.arange(5.0)
+        >>> flat_view([buffer[:2], buffer[2:]]).tolist(), flat_view([buffer[2:], buffer[:2]])
+        ([0.0, 1.0, 2.0, 3.0, 4.0], None)
+    """
+    if not tensors or any(type(t) not in _PLAIN or not t.is_contiguous() or t.is_sparse
+                          for t in tensors):  # a subclass (DTensor) has no storage to fuse
+        return None
+    first = tensors[0]
+    storage = first.untyped_storage().data_ptr()
+    offset = first.storage_offset()
+    for t in tensors:
+        if t.untyped_storage().data_ptr() != storage or t.storage_offset() != offset:
+            return None
+        offset += t.numel()
+    total = offset - first.storage_offset()
+    return first.detach().as_strided((total,), (1,), first.storage_offset())
+
+
+def _gatherable(p: torch.Tensor) -> bool:
+    return p.numel() < DIRECT_NUMEL and p.is_contiguous()
+
+
+def _fits(grad, p) -> bool:
+    """Whether ``grad`` can be copied into ``p``'s slice of the gradient buffer."""
+    return grad.layout == torch.strided and grad.dtype == p.dtype and grad.shape == p.shape \
+        and grad.device == p.device
+
+
+class FlatLayout:
+    """Flat buffers of one (group, device, dtype); see the module docstring.
+
+    ``params``/``states`` are the parameters that have state and their state dicts; the states
+    (and, when ``flatten``, the parameters and gradients) are moved into the buffers.
+    """
+
+    def __init__(self, keys, params, states, flatten: bool):
+        self.ids = tuple(id(p) for p in params)
+        self.params = list(params)
+        adopted = flat_view(params)  # laid out already (flat_parameters)
+        self.flat_params = bool(flatten and all(p.is_contiguous() for p in params)) or \
+            adopted is not None
+        order = list(range(len(params)))
+        if not self.flat_params:
+            order.sort(key=lambda i: not _gatherable(params[i]))
+        self.order = [params[i] for i in order]
+        self.small = [] if self.flat_params else [p for p in self.order if _gatherable(p)]
+        self.small_numel = sum(p.numel() for p in self.small)
+        self.sizes = [p.numel() for p in self.order]
+        self.offsets = [0]
+        for n in self.sizes:
+            self.offsets.append(self.offsets[-1] + n)
+        total = self.offsets[-1]
+        p0 = params[0]
+        self.buffers = {key: torch.empty(total, dtype=p0.dtype, device=p0.device) for key in keys}
+        self.steps = torch.tensor([float(states[i]["step"]) for i in order], dtype=torch.float32)
+        self.scratch = None
+        self.rebuilds, self.rebuilt_at = 0, -2
+        for position, i in enumerate(order):
+            state = states[i]
+            a, b = self.offsets[position], self.offsets[position + 1]
+            for key, buffer in self.buffers.items():
+                view = buffer[a:b].view(params[i].shape)
+                view.copy_(state[key])
+                state[key] = view
+            state["step"] = self.steps[position]
+        self.ptrs = self._ptrs(states)
+        #: (state dict, its tensors) per parameter: an identity check of the layout's states
+        self.owned = [(state, tuple(state[key] for key in (*self.buffers, "step")))
+                      for state in states]
+        self.signature = None
+        self.theta = self.grad = None
+        if self.flat_params:
+            self._flatten(adopted)
+        self.hooks: list = []
+
+    # ----------------------------------------------------------------- the layout
+    def _flatten(self, adopted) -> None:
+        """Make the parameters and gradients views of two flat buffers (keeping their values)."""
+        p0, total = self.order[0], self.offsets[-1]
+        with torch.no_grad():  # gradients first: their old storage is freed before theta's
+            grads = [p.grad for p in self.order]
+            grad = flat_view(grads)
+            if grad is None:
+                grad = torch.zeros(total, dtype=p0.dtype, device=p0.device)
+            self.grad = grad
+            self.grad_views = [grad[a:b].view(p.shape) for p, a, b in
+                               zip(self.order, self.offsets, self.offsets[1:], strict=False)]
+            for p, view in zip(self.order, self.grad_views, strict=True):
+                if p.grad is not None and p.grad.data_ptr() != view.data_ptr() \
+                        and _fits(p.grad, p):
+                    view.copy_(p.grad)
+                    p.grad = view
+            del grads
+            if adopted is None:
+                adopted = torch.empty(total, dtype=p0.dtype, device=p0.device)
+                for p, a, b in zip(self.order, self.offsets, self.offsets[1:], strict=False):
+                    view = adopted[a:b].view(p.shape)
+                    view.copy_(p.detach())
+                    p.data = view
+            self.theta = adopted
+        self.theta_ptrs = tuple(p.data_ptr() for p in self.order)
+        self.grad_ptrs = tuple(v.data_ptr() for v in self.grad_views)
+
+    def _ptrs(self, states):
+        return tuple(state[key].data_ptr() for state in states for key in (*self.buffers, "step"))
+
+    def valid(self, params, states) -> bool:
+        """Whether these are still the layout's parameters, with its state views."""
+        return self.ids == tuple(id(p) for p in params) and self.ptrs == self._ptrs(states)
+
+    def same_states(self, opt) -> bool:
+        """Whether ``opt.state`` still holds this layout's state dicts and views (identity)."""
+        keys = (*self.buffers, "step")
+        get = opt.state.get
+        return all(get(p) is state and all(state[k] is t for k, t in zip(keys, tensors,
+                                                                           strict=True))
+                   for p, (state, tensors) in zip(self.params, self.owned, strict=True))
+
+    def intact(self) -> bool:
+        """Whether every parameter still points into the parameter buffer."""
+        return tuple(p.data_ptr() for p in self.order) == self.theta_ptrs
+
+    def rebuild(self, now: int) -> None:
+        """Lay the (moved) parameters out again (``now`` counts steps); after ``MAX_REBUILDS``
+        rebuilds in consecutive steps give up flattening."""
+        self.rebuilds = self.rebuilds + 1 if now - self.rebuilt_at <= 1 else 1
+        self.rebuilt_at = now
+        if self.rebuilds > MAX_REBUILDS or not all(p.is_contiguous() for p in self.order) or \
+                any(p.dtype != self.theta.dtype or p.device != self.theta.device
+                    for p in self.order):
+            self.flat_params, self.theta, self.grad = False, None, None
+            self.small = [p for p in self.order if _gatherable(p)]
+            self.small_numel = sum(p.numel() for p in self.small)
+            self.remove_hooks()
+            return
+        self._flatten(None)
+
+    def adopt_gradients(self, present) -> None:
+        """Copy every present gradient that lies outside the buffer into it; re-point ``.grad``."""
+        for i, p in enumerate(self.order):
+            if not present[i]:
+                continue
+            grad = p.grad
+            if grad is not self.grad_views[i] and grad.data_ptr() != self.grad_ptrs[i]:
+                if not _fits(p.grad, p):
+                    present[i] = None  # not fusable: the caller updates it on its own
+                    continue
+                view = self.grad_views[i]
+                view.copy_(p.grad)
+                p.grad = view
+
+    def spans(self, present, ks):
+        """Maximal runs ``(a, b, k)`` of layout positions with a gradient and the same step."""
+        if all(present) and ks.count(ks[0]) == len(ks):  # the usual step: the whole layout
+            return [(0, len(ks), ks[0])]
+        out, start = [], None
+        for i in range(len(self.order) + 1):
+            if start is not None and (i == len(self.order) or not present[i] or ks[i] != ks[start]):
+                out.append((start, i, ks[start]))
+                start = None
+            if i < len(self.order) and present[i] and start is None:
+                start = i
+        return out
+
+    # ----------------------------------------------------------- zero_grad support
+    def zero_grad(self, set_to_none: bool) -> None:
+        """Zero the gradient buffer (``set_to_none=False``) or set the gradients to None and let
+        a hook move the next backward's gradients into the buffer."""
+        if not set_to_none:
+            self.grad.zero_()
+            for p, view in zip(self.order, self.grad_views, strict=True):
+                if p.grad is None or p.grad.data_ptr() != view.data_ptr():
+                    p.grad = view
+            return
+        for p in self.order:
+            p.grad = None
+        if not self.hooks:
+            me = weakref.ref(self)
+            for i, p in enumerate(self.order):
+                if hasattr(p, "register_post_accumulate_grad_hook"):
+                    self.hooks.append(p.register_post_accumulate_grad_hook(_into_buffer(me, i)))
+
+    def remove_hooks(self) -> None:
+        for handle in self.hooks:
+            handle.remove()
+        self.hooks = []
+
+    def gather(self, params):
+        """theta and g of the small parameters, gathered into scratch buffers (no flat
+        parameters)."""
+        if self.scratch is None:
+            p0 = params[0]
+            self.scratch = [torch.empty(self.small_numel, dtype=p0.dtype, device=p0.device)
+                            for _ in range(2)]
+        theta, grad = self.scratch
+        torch.cat([p.detach().reshape(-1) for p in params], out=theta)
+        torch.cat([p.grad.reshape(-1) for p in params], out=grad)
+        return theta, grad
+
+
+def _into_buffer(layout_ref, i: int):
+    """The post-accumulate-grad hook of position ``i``: a fresh gradient moves into the buffer."""
+
+    def hook(p: torch.Tensor) -> None:
+        layout = layout_ref()
+        if layout is None or not layout.flat_params or p.grad is None:
+            return
+        view = layout.grad_views[i]
+        if p.grad.data_ptr() == view.data_ptr() or p.data_ptr() != layout.theta_ptrs[i] or \
+                not _fits(p.grad, p):
+            return
+        with torch.no_grad():
+            view.copy_(p.grad)
+        p.grad = view
+
+    return hook

@@ -1,0 +1,270 @@
+"""The compiled path's own flat layout: parameters and gradients become views of flat buffers at
+the first step, and everything a user does to a model keeps working — zero_grad either way,
+hooks, partial backward, gradient accumulation, model.state_dict()/load_state_dict (also with
+assign=True), model.to(dtype), p.data/p.grad replaced, add_param_group, optimizer checkpoints and
+DDP — with trajectories equal to the for-loop path's. One float32 Adam kernel serves every test
+(plus one float64 compile for model.to)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from test_export_parity import PATH_RTOL32
+
+import ctopt
+
+pytestmark = pytest.mark.skipif(not ctopt.export.compiled.CompiledRunner(object).available(),
+                                reason="torch.compile has no compiler here")
+
+Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
+
+
+def net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8),
+                               torch.nn.Tanh(), torch.nn.Linear(8, 3))
+
+
+def data(i: int):
+    gen = torch.Generator().manual_seed(i)
+    return torch.randn(16, 5, generator=gen), torch.randn(16, 3, generator=gen)
+
+
+def loss(model, i):
+    x, y = data(i)
+    return torch.nn.functional.mse_loss(model(x), y)
+
+
+def pair(**kwargs):
+    """A model on the compiled path and its twin on the for-loop path."""
+    model = net()
+    twin = copy.deepcopy(model)
+    opt = Adam(model.parameters(), lr=0.01, backend="compiled", **kwargs)
+    ref = Adam(twin.parameters(), lr=0.01, backend="forloop", **kwargs)
+    return model, opt, twin, ref
+
+
+def train(model, opt, steps, start=0, set_to_none=True):
+    for i in range(start, start + steps):
+        opt.zero_grad(set_to_none=set_to_none)
+        loss(model, i).backward()
+        opt.step()
+
+
+def assert_same(a, b):
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=PATH_RTOL32, atol=1e-6)
+
+
+def layout_of(opt):
+    (layout,) = opt._runner.flat.values()
+    return layout
+
+
+def in_buffer(t, buffer) -> bool:
+    return t.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
+
+
+class CountCalls:
+    """Counts the compiled kernel's calls (and their sizes) of an optimizer."""
+
+    def __init__(self, opt):
+        self.sizes = []
+        runner = opt._compiled_runner()
+        original = runner._call
+        runner._call = lambda *a: self.sizes.append(a[0].numel()) or original(*a)
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_layout_is_set_up_and_one_call_per_step(set_to_none):
+    model, opt, twin, ref = pair()
+    calls = CountCalls(opt)
+    train(model, opt, 4, set_to_none=set_to_none)
+    train(twin, ref, 4, set_to_none=set_to_none)
+    assert_same(model, twin)
+    layout = layout_of(opt)
+    numel = sum(p.numel() for p in model.parameters())
+    assert layout.flat_params and layout.theta.numel() == numel
+    assert all(in_buffer(p, layout.theta) and in_buffer(p.grad, layout.grad)
+               for p in model.parameters())
+    assert calls.sizes[1:] == [numel] * 3  # after the step that set the layout up: one call
+    opt.zero_grad(set_to_none=set_to_none)
+    assert all((p.grad is None) == set_to_none for p in model.parameters())
+    if not set_to_none:
+        assert all(bool((p.grad == 0).all()) for p in model.parameters())
+
+
+def test_partial_backward_and_accumulation_and_hooks():
+    model, opt, twin, ref = pair()
+    train(model, opt, 2)
+    train(twin, ref, 2)
+    seen = {id(model): [], id(twin): []}
+    for m in (model, twin):
+        m[0].weight.register_hook(lambda g: g * 2)  # a gradient hook still applies
+        m[4].bias.register_post_accumulate_grad_hook(
+            lambda p, m=m: seen[id(m)].append(p.grad.sum().item()))
+    for i in range(2, 5):
+        for m, o in ((model, opt), (twin, ref)):
+            o.zero_grad()
+            for micro in range(2):  # two backward passes accumulate
+                loss(m, 10 * i + micro).backward()
+            if i == 3:  # the first layer gets no gradient this step: it must not move
+                m[0].weight.grad = None
+                m[0].bias.grad = None
+            o.step()
+        assert_same(model, twin)
+    assert len(seen[id(model)]) == 6
+    assert seen[id(model)] == pytest.approx(seen[id(twin)], rel=1e-6)
+    layout = layout_of(opt)
+    assert all(in_buffer(p.grad, layout.grad) for p in model.parameters())
+
+
+def test_model_state_dict_and_load():
+    model, opt, twin, ref = pair()
+    train(model, opt, 2)
+    train(twin, ref, 2)
+    saved = copy.deepcopy(model.state_dict())
+    train(model, opt, 2, start=2)
+    train(twin, ref, 2, start=2)
+    for key, value in model.state_dict().items():  # what the model saves is its parameters
+        assert torch.equal(value, dict(model.named_parameters())[key])
+    model.load_state_dict(saved)  # in place: the layout stays
+    twin.load_state_dict(saved)
+    layout = layout_of(opt)
+    assert all(in_buffer(p, layout.theta) for p in model.parameters())
+    train(model, opt, 2, start=4)
+    train(twin, ref, 2, start=4)
+    assert_same(model, twin)
+    model.load_state_dict(saved, assign=True)  # new tensors: the layout is rebuilt
+    twin.load_state_dict(saved, assign=True)
+    opt.param_groups[0]["params"] = list(model.parameters())
+    ref.param_groups[0]["params"] = list(twin.parameters())
+    train(model, opt, 2, start=6)
+    train(twin, ref, 2, start=6)
+    assert_same(model, twin)
+
+
+def test_replaced_data_and_grad_and_model_to():
+    model, opt, twin, ref = pair()
+    train(model, opt, 2)
+    train(twin, ref, 2)
+    for m in (model, twin):
+        with torch.no_grad():
+            m[2].weight.data = m[2].weight.data.clone() * 0.5  # moved out of the buffer
+    for i in range(2, 4):
+        for m, o in ((model, opt), (twin, ref)):
+            o.zero_grad()
+            loss(m, i).backward()
+            m[4].weight.grad = m[4].weight.grad.clone()  # a gradient outside the buffer
+            o.step()
+    assert_same(model, twin)
+    layout = layout_of(opt)
+    assert all(in_buffer(p, layout.theta) and in_buffer(p.grad, layout.grad)
+               for p in model.parameters())
+    model.double()  # moves every parameter out of the buffer; states are cast on reload, as torch
+    twin.double()
+    for o in (opt, ref):
+        o.load_state_dict(o.state_dict())
+    for i in range(4, 6):
+        for m, o in ((model, opt), (twin, ref)):
+            o.zero_grad()
+            x, y = data(i)
+            torch.nn.functional.mse_loss(m(x.double()), y.double()).backward()
+            o.step()
+    assert_same(model, twin)
+    layout = layout_of(opt)  # the float32 layout is gone, one float64 layout remains
+    assert layout.theta.dtype == torch.float64
+    assert all(in_buffer(p, layout.theta) for p in model.parameters())
+
+
+def test_add_param_group_and_optimizer_checkpoint():
+    model, opt, twin, ref = pair()
+    train(model, opt, 2)
+    train(twin, ref, 2)
+    extra = torch.nn.Linear(8, 3)  # same shapes as the last layer
+    extra_twin = copy.deepcopy(extra)
+    opt.add_param_group({"params": extra.parameters(), "lr": 0.02})
+    ref.add_param_group({"params": extra_twin.parameters(), "lr": 0.02})
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for i in range(2, 5):
+        for m, e, o in ((model, extra, opt), (twin, extra_twin, ref)):
+            o.zero_grad()
+            x, _ = data(i)
+            (loss(m, i) + e(torch.tanh(x @ torch.ones(5, 8))).square().mean()).backward()
+            o.step()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # no recompile
+    assert_same(model, twin)
+    assert_same(extra, extra_twin)
+    # an optimizer checkpoint of the flat layout loads into a fresh model and optimizer
+    saved = copy.deepcopy(opt.state_dict())
+    fresh, fresh_extra = copy.deepcopy(model), copy.deepcopy(extra)
+    again = Adam(fresh.parameters(), lr=0.01, backend="compiled")
+    again.add_param_group({"params": fresh_extra.parameters(), "lr": 0.02})
+    again.load_state_dict(saved)
+    torch_adam = torch.optim.Adam(copy.deepcopy(model).parameters(), lr=0.01)
+    torch_adam.add_param_group({"params": copy.deepcopy(extra).parameters(), "lr": 0.02})
+    torch_adam.load_state_dict(saved)  # torch reads it too
+    for m, o in ((model, opt), (fresh, again)):
+        train(m, o, 2, start=5)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), fresh.parameters(),
+                                                  strict=True))
+
+
+@pytest.mark.parametrize("bucket_view", [False, True])
+def test_ddp_single_process(tmp_path, bucket_view):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0,
+                            world_size=1)
+    try:
+        model, opt, twin, ref = pair()
+        ddp = torch.nn.parallel.DistributedDataParallel(model,
+                                                        gradient_as_bucket_view=bucket_view)
+        del opt
+        opt = Adam(ddp.parameters(), lr=0.01, backend="compiled")
+        train(ddp, opt, 4)
+        train(twin, ref, 4)
+        assert_same(model, twin)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_flatten_parameters_off_keeps_parameters_as_allocated():
+    model, opt, twin, ref = pair()
+    opt.flatten_parameters = False
+    storages = [p.untyped_storage().data_ptr() for p in model.parameters()]
+    train(model, opt, 3)
+    train(twin, ref, 3)
+    assert_same(model, twin)
+    assert storages == [p.untyped_storage().data_ptr() for p in model.parameters()]
+
+
+def test_param_group_changes_never_recompile():
+    """lr, betas, weight decay and maximize edited in a group, a step on parts of the layout,
+    and a parameter of a new size added: the same compiled kernel serves every step (dynamo's
+    graph counter)."""
+    model, opt, twin, ref = pair()
+    train(model, opt, 1)
+    train(twin, ref, 1)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    changes = ({"lr": 0.05}, {"betas": (0.8, 0.99)}, {"weight_decay": 0.1}, {"maximize": True},
+               {"maximize": False})
+    for i, change in enumerate(changes):
+        for o in (opt, ref):
+            o.param_groups[0].update(change)
+        train(model, opt, 1, start=i + 1)
+        train(twin, ref, 1, start=i + 1)
+    for m, o in ((model, opt), (twin, ref)):  # a layer without gradient: two shorter spans
+        o.zero_grad()
+        loss(m, 9).backward()
+        m[2].weight.grad = None
+        o.step()
+    extra = torch.nn.Parameter(torch.randn(11))
+    opt.add_param_group({"params": [extra]})
+    opt.zero_grad()  # only the new parameter has a gradient in this step
+    extra.grad = torch.randn(11)
+    opt.step()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    assert_same(model, twin)
