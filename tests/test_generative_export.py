@@ -221,6 +221,20 @@ def test_found_a_power_of_an_inlined_product():
     assert outcome(drawn) == "accepted"
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "open: at the edge of the float range the for-loop path's addcmul_(t, t, value=c) "
+    "computes (c*t)*t, the oracle c*(t*t); t*t overflows first (step 15, |theta| ~ 1e307)"))
+def test_found_an_association_that_overflows_at_the_edge_of_the_float_range():
+    def build(b, lr):
+        beta = b.state("beta")
+        b.reduction("v", "l2_norm", g)
+        t = b.let("t", (lr - sp.Min(beta, g)) * sp.Max(1, g))
+        b.update(theta - 9 * lr * t**2 / 16)
+        b.assign(beta, sp.Float(0.9) * beta + sp.Float(0.1) * g / (sp.Abs(g) + 1))
+
+    outcome(_built(build))
+
+
 
 def test_found_a_map_that_amplifies_rounding():
     """Dividing by theta makes 30 steps amplify rounding to 1.7e-12 although every step equals
