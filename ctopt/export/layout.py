@@ -197,12 +197,11 @@ class FlatLayout:
                 continue
             grad = p.grad
             if grad is not self.grad_views[i] and grad.data_ptr() != self.grad_ptrs[i]:
-                if not _fits(p.grad, p):
+                if not _fits(grad, p):
                     present[i] = None  # not fusable: the caller updates it on its own
                     continue
-                view = self.grad_views[i]
-                view.copy_(p.grad)
-                p.grad = view
+                self.grad_views[i].copy_(grad)
+                p.grad = self.grad_views[i]
 
     def spans(self, present, ks):
         """Maximal runs ``(a, b, k)`` of layout positions with a gradient and the same step."""
