@@ -168,20 +168,29 @@ def split_product(expr: sp.Mul | list) -> tuple[list[sp.Expr], list[sp.Expr]]:
     """A product (or its list of factors) as (numerator factors, denominator factors): every
     factor with a negative numeric exponent goes below the line with the exponent's sign flipped.
     The oracle computes, and the printers print, ``prod(numerator) / prod(denominator)`` -- one
-    division -- so float64 results agree to rounding.
+    division, factors multiplied left to right -- so float64 results agree to rounding.
+
+    A square among other factors is multiplied in as its base twice, last: ``c*x**2`` is
+    ``(c*x)*x``, as torch's ``addcmul_(x, x, value=c)`` computes it (``x*x`` alone would
+    overflow first at the edge of the float range).
 
     Example:
-        >>> x, y = sp.symbols("x y", real=True)
+        >>> x, y, c = sp.symbols("x y c", real=True)
         >>> split_product(2 * x / y**2)
         ([2, x], [y**2])
+        >>> split_product(c * x**2)
+        ([c, x, x], [])
     """
-    num, den = [], []
-    for a in (expr if isinstance(expr, list) else expr.args):
+    num, den, squares = [], [], []
+    factors = expr if isinstance(expr, list) else list(expr.args)
+    for a in factors:
         if a.is_Pow and a.exp.is_Number and a.exp < 0:
             den.append(a.base if a.exp == -1 else sp.Pow(a.base, -a.exp, evaluate=False))
+        elif a.is_Pow and a.exp == 2 and len(factors) > 1:
+            squares += [a.base, a.base]
         else:
             num.append(a)
-    return num, den
+    return num + squares, den
 
 
 def power_form(exponent: sp.Expr) -> str:

@@ -205,8 +205,8 @@ class InplacePrinter:
         """A term as (scalar coefficient, elementwise numerator factors, denominator factors)."""
         if t.is_Mul:
             coef = sp.Mul(*[a for a in t.args if not self.is_elem(a)])
-            num, den = ops.split_product([a for a in t.args if self.is_elem(a)])
-            return coef, num, den
+            num, den = ops.split_product(list(t.args))  # the oracle's order of factors
+            return coef, [a for a in num if self.is_elem(a)], [a for a in den if self.is_elem(a)]
         return sp.S.One, [t], []
 
     def _operands(self, t: sp.Expr) -> list[sp.Expr]:
@@ -225,7 +225,8 @@ class InplacePrinter:
         if len(num) == 1 and not den:
             return "add", f"{self.emit(num[0])[0]}{alpha}"
         if len(num) == 2 and not den:
-            x, y = self.emit(num[0])[0], self.emit(num[1])[0]
+            x = self.emit(num[0])[0]
+            y = x if num[1] == num[0] else self.emit(num[1])[0]
             return "addcmul", f"{x}, {y}{vkw}"
         if len(num) == 1 and len(den) == 1:
             x, y = self.emit(num[0])[0], self.emit(den[0])[0]
@@ -356,15 +357,22 @@ class InplacePrinter:
     def _mul(self, e: sp.Mul, into: str | None) -> tuple[str, bool]:
         coef, num, den = self._split(e)
         if num:
-            # one elementwise factor: its value may be built in ``into`` and scaled there
+            # one elementwise factor: its value may be built in ``into`` and scaled there;
+            # the coefficient multiplies first, as in the oracle's left-to-right product
             acc = self.emit(num[0], into if len(num) + len(den) == 1 else None)
+            if len(num) + len(den) == 1:
+                return self._scale(acc, coef)
+            acc = self._scale(acc, coef)
+            emitted = {num[0]: acc[0]} if not acc[1] else {}  # a square's base, emitted once
             for a in num[1:]:
-                acc = self._apply("mul", acc, self.emit(a)[0])
+                if a not in emitted:
+                    emitted[a] = self.emit(a)[0]
+                acc = self._apply("mul", acc, emitted[a])
         else:
-            acc = self._apply("reciprocal", self.emit(den.pop(0)))
+            acc = self._scale(self._apply("reciprocal", self.emit(den.pop(0))), coef)
         for a in den:
             acc = self._apply("div", acc, self.emit(a)[0])
-        return self._scale(acc, coef)
+        return acc
 
     def _pow(self, e: sp.Pow) -> tuple[str, bool]:
         if not self.is_elem(e.base) or self.is_elem(e.exp):  # scalar ** elementwise
