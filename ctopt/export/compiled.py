@@ -110,6 +110,8 @@ class CompiledRunner:
         done = set()
         if layout.flat_params:
             done = self._run_flat(layout, keys, {id(p) for p, _ in members}, coef, amp)
+            if len(done) == len(members):  # the usual step: one call updated them all
+                return
         elif len(members) > 1 and len(members) == len(layout.ids) and \
                 {id(p) for p, _ in members} == set(layout.ids) and amp is None:
             ks = layout.steps.tolist()
@@ -176,7 +178,7 @@ class CompiledRunner:
                               amp):
                 break
             layout.steps[a:b].add_(1)
-            done.update(id(p) for p in layout.order[a:b])
+            done.update(map(id, layout.order[a:b]))
         return done
 
     def _run_gathered(self, layout, keys, coef) -> set:

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import operator
 import weakref
 
 import torch
@@ -119,9 +120,9 @@ class FlatLayout:
                 state[key] = view
             state["step"] = self.steps[position]
         self.ptrs = self._ptrs(states)
-        #: (state dict, its tensors) per parameter: an identity check of the layout's states
-        self.owned = [(state, tuple(state[key] for key in (*self.buffers, "step")))
-                      for state in states]
+        #: the state dicts and their tensors, in order: an identity check of the layout's states
+        self.owned_states = list(states)
+        self.owned_tensors = [state[key] for state in states for key in (*self.buffers, "step")]
         self.signature = None
         self.theta = self.grad = None
         if self.flat_params:
@@ -165,11 +166,11 @@ class FlatLayout:
 
     def same_states(self, opt) -> bool:
         """Whether ``opt.state`` still holds this layout's state dicts and views (identity)."""
+        if not all(map(operator.is_, map(opt.state.get, self.params), self.owned_states)):
+            return False
         keys = (*self.buffers, "step")
-        get = opt.state.get
-        return all(get(p) is state and all(state[k] is t for k, t in zip(keys, tensors,
-                                                                           strict=True))
-                   for p, (state, tensors) in zip(self.params, self.owned, strict=True))
+        return all(map(operator.is_, [s[k] for s in self.owned_states for k in keys],
+                       self.owned_tensors))
 
     def intact(self) -> bool:
         """Whether every parameter still points into the parameter buffer."""

@@ -61,7 +61,8 @@ class _Work(NamedTuple):
 
 def _step_counts(state: dict, items) -> list[int]:
     """``k = step + 1`` of each item's state, 0 where it has none yet (one host read)."""
-    steps = [state[it.p]["step"] if state.get(it.p) else None for it in items]
+    get = state.get
+    steps = [s["step"] if s else None for s in map(get, (it.p for it in items))]
     known = [s for s in steps if s is not None]
     try:
         counts = iter(torch.stack(known).tolist()) if known else iter(())

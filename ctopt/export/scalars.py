@@ -56,6 +56,9 @@ def _nan_sign(x):
         >>> _nan_sign(torch.tensor([float("nan"), -2.0, 0.0])).tolist()
         [nan, -1.0, 0.0]
     """
+    if torch.compiler.is_compiling():  # two comparisons vectorize; Inductor's sign does not
+        s = (x > 0).to(x.dtype) - (x < 0).to(x.dtype)
+        return torch.where(x != x, x, s)
     return torch.where(torch.isnan(x), x, torch.sign(x))
 
 

@@ -137,10 +137,18 @@ def fits(value: float, dtype: torch.dtype) -> bool:
         >>> fits(1e5, torch.float16), fits(1e5, torch.bfloat16)
         (False, True)
     """
-    if not math.isfinite(value) or not dtype.is_floating_point and not dtype.is_complex:
+    if not math.isfinite(value):
         return True
-    real = dtype.to_real() if dtype.is_complex else dtype
-    return abs(value) <= torch.finfo(real).max
+    largest = _LARGEST.get(dtype)
+    if largest is None:
+        if not dtype.is_floating_point and not dtype.is_complex:
+            return True
+        largest = _LARGEST[dtype] = torch.finfo(dtype.to_real() if dtype.is_complex else dtype).max
+    return abs(value) <= largest
+
+
+#: the largest finite value of each floating dtype seen (``torch.finfo`` is slow to build)
+_LARGEST: dict = {}
 
 
 def real_view(t: torch.Tensor) -> torch.Tensor:
