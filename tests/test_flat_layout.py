@@ -268,3 +268,63 @@ def test_param_group_changes_never_recompile():
     opt.step()
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     assert_same(model, twin)
+
+
+def test_the_usual_step_skips_per_parameter_planning_and_any_change_leaves_it(monkeypatch):
+    """Once the layout is set up, a step whose parameters, gradients and states are the
+    layout's takes the steady path (one identity check per tensor, then the kernel), an lr
+    edit included; a fresh gradient tensor, a missing gradient or a state replaced by the user
+    take the general path again; the trajectory equals the for-loop path's throughout."""
+    model, opt, twin, ref = pair()
+    train(model, opt, 2, set_to_none=False), train(twin, ref, 2, set_to_none=False)
+    runner = opt._compiled_runner()
+    general = []
+    run = runner.run
+    monkeypatch.setattr(runner, "run", lambda *a, **k: (general.append(1), run(*a, **k)))
+
+    def both(i, edit=lambda m, o: None):
+        for m, o in ((model, opt), (twin, ref)):
+            o.zero_grad(set_to_none=False)
+            loss(m, i).backward()
+            edit(m, o)
+            o.step()
+
+    both(2)
+    assert general == []  # steady
+    both(3, lambda m, o: setattr(m[0].weight, "grad", m[0].weight.grad.clone()))
+    assert general == [1]
+    both(4)
+    assert general == [1]  # the fresh gradient was adopted into the buffer: steady again
+    both(5, lambda m, o: o.param_groups[0].update(lr=0.003))
+    assert general == [1]  # the values are read at every step: still steady
+    both(6, lambda m, o: o.state[m[0].weight].update(
+        exp_avg=o.state[m[0].weight]["exp_avg"].clone()) if o is opt else None)
+    assert general == [1, 1]
+    both(7)
+    assert general == [1, 1]
+    both(8, lambda m, o: setattr(m[2].bias, "grad", None))
+    both(9)  # the bias is a step behind now: the layout runs in spans, on the general path
+    assert general == [1, 1, 1, 1]
+    assert_same(model, twin)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(opt.state[p][key], ref.state[q][key], rtol=PATH_RTOL32,
+                                       atol=1e-6)
+
+
+def test_the_steady_step_refuses_an_overflowing_coefficient_before_any_write():
+    model, opt, _, _ = pair()
+    train(model, opt, 3, set_to_none=False)
+    opt.zero_grad(set_to_none=False)
+    loss(model, 3).backward()
+    opt.param_groups[0]["lr"] = 1e300
+    before = ([p.detach().clone() for p in model.parameters()],
+              [{k: v.clone() for k, v in s.items()} for s in opt.state.values()])
+    with pytest.raises(ctopt.errors.HyperparameterError,
+                       match=r"coefficient at step 4 = .*\(from lr = 1e\+300\) overflows "
+                             r"torch.float32 .* of parameter 0 of param group 0"):
+        opt.step()
+    for p, q in zip(model.parameters(), before[0], strict=True):
+        assert torch.equal(p, q)
+    for s, t in zip(opt.state.values(), before[1], strict=True):
+        assert all(torch.equal(s[k], t[k]) for k in t)

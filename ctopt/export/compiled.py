@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 import shutil
 import types
 import warnings
@@ -98,6 +99,38 @@ class CompiledRunner:
             amp = None if scaling is None else tuple(t.to(device, non_blocking=True)
                                                      for t in scaling)
             self._run_bucket(opt, gi, device, dtype, members, coef, coefficients, amp)
+
+    def steady(self, opt, gi: int):
+        """``(layout, k)`` when group ``gi``'s step is the usual one: its parameters, all with a
+        gradient in the flat buffer, are exactly one intact flat layout's, at one step count
+        ``k - 1``; else None (the general path then checks and repairs everything)."""
+        params = opt.param_groups[gi]["params"]
+        if not params or not self.succeeded or self.failed:
+            return None
+        p0 = params[0]
+        layout = self.flat.get((gi, p0.device, p0.dtype))
+        if layout is None or not layout.flat_params or \
+                layout.signature != (id(params), len(params), len(opt.state)) or \
+                len(layout.order) != len(params) or \
+                not all(map(operator.is_, layout.order, params)) or \
+                not all(map(operator.is_, [p.grad for p in params], layout.grad_views)) or \
+                not layout.intact() or not layout.same_states(opt):
+            return None
+        ks = layout.steps.tolist()
+        if ks.count(ks[0]) != len(ks):
+            return None
+        self.steps += 1
+        return layout, int(ks[0]) + 1
+
+    def run_steady(self, layout, coefficients) -> None:
+        """The usual step over a :meth:`steady` layout: one kernel call, step counters + 1."""
+        dtype = layout.theta.dtype
+        coef = torch.tensor([float(c) for c in coefficients],
+                            dtype=dtype if dtype in (torch.float32, torch.float64) else torch.float32)
+        states = [layout.buffers[key] for key in self.cls.state_keys]
+        self._call(layout.theta, layout.grad, states, coef.to(layout.theta.device,
+                                                              non_blocking=True))
+        layout.steps.add_(1)
 
     def _state_owners(self, opt, gi, device, dtype):
         params = [p for p in opt.param_groups[gi]["params"]

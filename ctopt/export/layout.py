@@ -142,10 +142,10 @@ class FlatLayout:
             self.grad_views = [grad[a:b].view(p.shape) for p, a, b in
                                zip(self.order, self.offsets, self.offsets[1:], strict=False)]
             for p, view in zip(self.order, self.grad_views, strict=True):
-                if p.grad is not None and p.grad.data_ptr() != view.data_ptr() \
-                        and _fits(p.grad, p):
-                    view.copy_(p.grad)
-                    p.grad = view
+                if p.grad is not None and p.grad is not view and _fits(p.grad, p):
+                    if p.grad.data_ptr() != view.data_ptr() or not p.grad.is_contiguous():
+                        view.copy_(p.grad)
+                    p.grad = view  # the very view: the steady step checks identity
             del grads
             if adopted is None:
                 adopted = torch.empty(total, dtype=p0.dtype, device=p0.device)
@@ -197,11 +197,12 @@ class FlatLayout:
             if not present[i]:
                 continue
             grad = p.grad
-            if grad is not self.grad_views[i] and grad.data_ptr() != self.grad_ptrs[i]:
+            if grad is not self.grad_views[i]:
                 if not _fits(grad, p):
                     present[i] = None  # not fusable: the caller updates it on its own
                     continue
-                self.grad_views[i].copy_(grad)
+                if grad.data_ptr() != self.grad_ptrs[i] or not grad.is_contiguous():
+                    self.grad_views[i].copy_(grad)
                 p.grad = self.grad_views[i]
 
     def spans(self, present, ks):

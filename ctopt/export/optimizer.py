@@ -122,9 +122,12 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, Backends, Che
                 loss = closure()
         self._settle_skips()
         scaling = self._scaling_inputs()
-        plans = []
+        plans, steady = [], self._steady_layouts(scaling)
         for i, group in enumerate(self.param_groups):
             values = self._group_values(group, f"param group {i}: ")
+            if steady[i] is not None:  # the usual step: nothing to check per parameter
+                plans.append((group, values, steady[i]))
+                continue
             items = []
             for j, p in enumerate(group["params"]):
                 if p.grad is None:
@@ -140,12 +143,34 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, Backends, Che
             scaling = None
         if self.nonfinite != "propagate" and self._nonfinite(plans):
             return loss
-        prepared = [self._prepare(gi, group, values, items)
+        prepared = [self._prepare_steady(gi, group, values, *items)
+                    if isinstance(items, tuple) else self._prepare(gi, group, values, items)
                     for gi, (group, values, items) in enumerate(plans)]
         for gi, ((group, _, items), ready) in enumerate(zip(plans, prepared, strict=True)):
-            if items:
+            if isinstance(items, tuple):
+                self._compiled_runner().run_steady(items[0], ready)
+            elif items:
                 self._commit(gi, group, items, *ready, scaling=scaling)
         return loss
+
+    def _steady_layouts(self, scaling) -> list:
+        """Per group, the compiled runner's ``(layout, k)`` when its step is the usual one (see
+        :meth:`CompiledRunner.steady`), else None."""
+        if scaling is not None or self.nonfinite != "propagate" or self.reduction_names or \
+                self._runner is None or self._resolve_backend() != "compiled":
+            return [None] * len(self.param_groups)
+        return [self._runner.steady(self, gi) for gi in range(len(self.param_groups))]
+
+    def _prepare_steady(self, gi: int, group: dict, values: dict, layout, k: int) -> tuple:
+        """The per-step coefficients of a steady group at step count ``k``, checked."""
+        gsign = -1.0 if group.get("maximize", False) else 1.0
+        coefficients = tuple(self._scalars(values, k, gsign, None))
+        p = layout.order[0]
+        for c in coefficients:
+            if isinstance(c, (int, float)) and not fits(float(c), p.dtype):
+                self._check_fits(float(c), values, gi, _Work(0, p, p, p.grad),
+                                 f"a per-step coefficient at step {k}")
+        return coefficients
 
     def _param_name(self, gi: int, j: int) -> str:
         names = self.param_groups[gi].get("param_names")
