@@ -79,10 +79,12 @@ class Backends:
             items, states, ks = ([items[i] for i in rest], [states[i] for i in rest],
                                  [ks[i] for i in rest])
             backend = "foreach"
+        items, masters = self._on_masters(items, states)
         if backend == "forloop":
             self._run_forloop(items, states, ks, coefs)
         else:
             self._run_foreach(items, states, ks, coefs)
+        self._write_back(masters)
         torch._foreach_add_([s["step"] for s in states], 1.0)
 
     def _resolve_backend(self) -> str:
