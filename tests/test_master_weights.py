@@ -357,3 +357,31 @@ def test_a_state_stored_as_the_master_copy_or_an_option_named_like_it_is_refused
         _one_state_design(torch_name="master_param")
     with pytest.raises(DesignError, match="hyperparameter name 'master_weights' is reserved"):
         _one_state_design(hyper="master_weights")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_parameter_cast_after_its_first_step_gets_or_drops_its_master_copy(backend):
+    """``model.to(bfloat16)`` after float32 steps: the next step makes the master copy from the
+    parameter and casts the states to float32; back to float32, the copy is dropped."""
+    ps = params(torch.float32)
+    opt = Adam(ps, lr=0.01, backend=backend, master_weights=True)
+    for p, gr in zip(ps, grads(ps, 0), strict=True):
+        p.grad = gr
+    opt.step()
+    assert all(MASTER_KEY not in opt.state[p] for p in ps)
+    for p in ps:
+        p.data, p.grad = p.data.bfloat16(), None
+    qs = [torch.nn.Parameter(p.detach().float()) for p in ps]
+    ref = Adam(qs, lr=0.01, backend=backend)
+    ref.load_state_dict(opt.state_dict())  # the float32 states, cast to float32: unchanged
+    for i in (1, 2):
+        for p, q, gr in zip(ps, qs, grads(ps, i), strict=True):
+            p.grad, q.grad = gr.clone(), gr.float()
+        opt.step()
+        ref.step()
+    assert_masters_equal(opt, ref, ps, qs)
+    for p in ps:
+        p.data, p.grad = p.data.float(), grads([p], 3)[0].float()
+    opt.step()
+    assert all(MASTER_KEY not in opt.state[p] for p in ps)
+    assert all(opt.state[p]["exp_avg"].dtype == torch.float32 for p in ps)

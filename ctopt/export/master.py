@@ -47,6 +47,17 @@ class MasterWeights:
         """The dtype of ``p``'s states (float32 with a master copy, else ``p``'s own)."""
         return torch.float32 if self._keeps_master(p) else p.dtype
 
+    def _repair_master(self, p: torch.Tensor, state: dict, fresh: dict) -> None:
+        """A parameter whose dtype changed since its state was made (``model.to()``): into
+        ``fresh``, a master copy made from it and its states cast to float32 when it keeps one
+        now, or None for a master copy it no longer keeps."""
+        if self._keeps_master(p) and MASTER_KEY not in state:
+            fresh[p] = {key: state[key].to(torch.float32) for key in self.state_keys}
+            fresh[p][MASTER_KEY] = p.detach().to(torch.float32, copy=True,
+                                                 memory_format=torch.preserve_format)
+        elif MASTER_KEY in state and not self._keeps_master(p):
+            fresh[p] = {MASTER_KEY: None}
+
     def _on_masters(self, items, states):
         """``items`` with theta replaced by the master copy and the gradient cast to float32
         where a master copy is kept, and the ``(parameter, master)`` pairs to write back."""

@@ -175,6 +175,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         init = lazy = None
         for i, it in enumerate(items):
             if ks[i]:
+                self._repair_master(it.p, self.state[it.p], fresh)
                 continue
             if init is None:
                 init = self._state_init(values)
