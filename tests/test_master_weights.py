@@ -89,13 +89,14 @@ def test_every_zoo_design_on_masters_equals_a_float32_run_bit_for_bit(name, dtyp
 
 
 @compiled
-def test_compiled_masters_live_in_flat_float32_buffers_and_equal_a_float32_run():
-    ours, ref, ps, qs = run_against_fp32(Adam, HYPER["adam"], "compiled", torch.bfloat16)
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_compiled_masters_live_in_flat_float32_buffers_and_equal_a_float32_run(dtype):
+    ours, ref, ps, qs = run_against_fp32(Adam, HYPER["adam"], "compiled", dtype)
     assert_masters_equal(ours, ref, ps, qs)
     (layout,) = ours._runner.flat.values()
     assert layout.flat_params and set(layout.buffers) == {MASTER_KEY, *Adam.state_keys}
     assert {b.dtype for b in layout.buffers.values()} == {torch.float32}
-    assert layout.theta.dtype == torch.bfloat16  # the parameters stay in their dtype
+    assert layout.theta.dtype == dtype  # the parameters stay in their dtype
     for p, a in zip(layout.order, layout.offsets, strict=False):
         for key, buffer in layout.buffers.items():
             assert ours.state[p][key].data_ptr() == buffer[a:].data_ptr()
