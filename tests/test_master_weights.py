@@ -14,11 +14,13 @@ import copy
 import pytest
 import sympy as sp
 import torch
+from hypothesis import HealthCheck, given, settings
+from strategies import designs
 
 import ctopt
 from ctopt.design import MASTER_KEY as DESIGN_MASTER_KEY
 from ctopt.design import POSITIVE, DesignBuilder, g, theta
-from ctopt.errors import DesignError, HyperparameterError
+from ctopt.errors import CtoptError, DesignError, HyperparameterError
 from ctopt.export.checkpoint import StateDictError
 from ctopt.export.master import LOW_PRECISION, MASTER_KEY
 
@@ -86,6 +88,48 @@ def test_every_zoo_design_on_masters_equals_a_float32_run_bit_for_bit(name, dtyp
     for backend in ("forloop", "foreach"):
         ours, ref, ps, qs = run_against_fp32(cls, HYPER.get(name, {}), backend, dtype)
         assert_masters_equal(ours, ref, ps, qs)
+
+
+def _outcome(run):
+    try:
+        return run()
+    except CtoptError as error:
+        return type(error)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.filter_too_much])
+@given(designs(max_states=2))
+def test_random_designs_on_masters_equal_a_float32_run_bit_for_bit(drawn):
+    """Designs drawn from the IR (states, filters, temporaries, reductions, every function):
+    with master weights on bfloat16, the masters, the states and the step equal the float32 run
+    on the for-loop and foreach paths (NaN where it has NaN), or both runs raise the same
+    error."""
+    if drawn.error is not None:
+        return
+    try:
+        cls = ctopt.to_torch(drawn.design, check=False)
+    except CtoptError:
+        return
+    for backend in ("forloop", "foreach"):
+        result = _outcome(lambda b=backend: run_against_fp32(cls, {}, b, torch.bfloat16,
+                                                             steps=3))
+        if not isinstance(result, tuple):
+            assert result == _outcome(lambda b=backend: run_against_fp32(
+                cls, {}, b, torch.float32, steps=3)), drawn.recipe
+            continue
+        ours, ref, ps, qs = result
+        for p, q in zip(ps, qs, strict=True):
+            pairs = [(ours.state[p][MASTER_KEY], q.detach())]
+            pairs += [(ours.state[p][key], ref.state[q][key]) for key in cls.state_keys]
+            for a, b in pairs:
+                assert a.dtype == torch.float32
+                torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True,
+                                           msg=lambda m: f"{m}\nrecipe: {drawn.recipe}")
+            assert torch.equal(p.detach().isnan(), pairs[0][0].isnan())
+            finite = ~p.detach().isnan()
+            assert torch.equal(p.detach()[finite], pairs[0][0].to(torch.bfloat16)[finite])
 
 
 @compiled
