@@ -356,7 +356,12 @@ def precision_table(lists, args) -> None:
                         bf16(scaled(torch_adam("fused"))),
                     "ctopt adam auto, bf16 state": bf16(ctopt_opt("adam")),
                     "ctopt adam auto, bf16 state, grad_scale + found_inf":
-                        bf16(scaled(ctopt_opt("adam")))}
+                        bf16(scaled(ctopt_opt("adam"))),
+                    "ctopt adam auto, master weights (fp32 master + state)":
+                        bf16(ctopt_opt("adam", master_weights=True)),
+                    "ctopt adam auto, master weights, grad_scale + found_inf":
+                        bf16(scaled(ctopt_opt("adam", master_weights=True))),
+                    "torch fused, fp32 parameters and state": torch_adam("fused")}
         variants = []
         for label, b in builders.items():
             try:

@@ -15,6 +15,7 @@ from .design import (
     _NAME,
     _RESERVED,
     ALLOWED_FUNCTIONS,
+    MASTER_KEY,
     REDUCTION_KINDS,
     RESERVED_HYPERPARAMETERS,
     SIGNALS,
@@ -50,7 +51,7 @@ def _check_hyper_name(name: str) -> None:
 
 
 def _check_state_keys(states: tuple[State, ...]) -> None:
-    """Torch state-dict names: valid names, not ``step``, one state each."""
+    """Torch state-dict names: valid names, not ``step`` or ``master_param``, one state each."""
     owner: dict[str, str] = {}
     for s in states:
         if s.torch_name is not None and not (isinstance(s.torch_name, str)
@@ -62,6 +63,11 @@ def _check_state_keys(states: tuple[State, ...]) -> None:
             raise DesignError(
                 f"state {s.name!r} would be stored under the state-dict name {STEP_KEY!r}, which "
                 "holds the step counter; give it another torch_name")
+        if s.key == MASTER_KEY:
+            raise DesignError(
+                f"state {s.name!r} would be stored under the state-dict name {MASTER_KEY!r}, "
+                "which holds the float32 master copy of master_weights=True; give it another "
+                "torch_name")
         if s.key in owner:
             raise DesignError(
                 f"states {owner[s.key]!r} and {s.name!r} share the state-dict name {s.key!r}; "

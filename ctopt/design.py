@@ -58,10 +58,12 @@ _RESERVED = frozenset({"g", "theta", "k", "z", "lambda", "pi", "E", "I", "S", "N
 #: and a param-group key).
 RESERVED_HYPERPARAMETERS = frozenset({
     "params", "param_names", "betas", "maximize", "backend", "nonfinite", "reduction_group",
-    "differentiable", "foreach", "fused", "capturable",
+    "master_weights", "differentiable", "foreach", "fused", "capturable",
 })
 #: The state-dict key the exported optimizer keeps the step counter under.
 STEP_KEY = "step"
+#: The state-dict key of a parameter's float32 master copy (``master_weights=True``).
+MASTER_KEY = "master_param"
 
 #: Functions an expression may use (from :mod:`ctopt.ops`, which every consumer reads).
 ALLOWED_FUNCTIONS = ops.allowed_functions()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from .compiled import CompiledRunner
+from .master import MASTER_KEY
 from .values import real_view
 
 __all__ = ["AUTO_COMPILE_MIN_NUMEL", "BACKENDS", "Backends"]
@@ -54,6 +55,8 @@ class Backends:
         is ``(grad_scale, found_inf)`` for the compiled kernel."""
         for p, state in fresh.items():
             self.state[p].update(state)
+            if state.get(MASTER_KEY, True) is None:  # a stale master copy (see _repair_master)
+                del self.state[p][MASTER_KEY]
         fresh.clear()  # the states belong to the optimizer now (the layout may move them)
         states = [self.state[it.p] for it in items]
 
@@ -79,10 +82,12 @@ class Backends:
             items, states, ks = ([items[i] for i in rest], [states[i] for i in rest],
                                  [ks[i] for i in rest])
             backend = "foreach"
+        items, masters = self._on_masters(items, states)
         if backend == "forloop":
             self._run_forloop(items, states, ks, coefs)
         else:
             self._run_foreach(items, states, ks, coefs)
+        self._write_back(masters)
         torch._foreach_add_([s["step"] for s in states], 1.0)
 
     def _resolve_backend(self) -> str:

@@ -22,6 +22,7 @@ from collections import defaultdict
 import torch
 
 from .errors import CtoptError, HyperparameterError
+from .master import MASTER_KEY
 from .values import fits, real_view
 
 __all__ = ["Checkpoints", "StateDictError", "FOREIGN_OPTIONS", "STATE_OWNERS", "foreign_option",
@@ -172,28 +173,37 @@ def validated(opt, state_dict) -> tuple[dict, list]:
         if pid not in index:
             raise StateDictError(f"the state dict has state for unknown parameter id {pid!r}")
         p, values = index[pid]
-        checked = _checked_state(cls, entry, p, values, f"state of parameter {pid}")
+        checked = _checked_state(cls, entry, p, values, f"state of parameter {pid}",
+                                 opt._keeps_master(p))
         if checked:
             state[p] = checked
     return state, new_groups
 
 
-def _checked_state(cls, entry, p: torch.Tensor, h: dict, where: str) -> dict:
+def _checked_state(cls, entry, p: torch.Tensor, h: dict, where: str, master: bool) -> dict:
+    """The checked state of ``p``; ``master``: ``p`` keeps a float32 master copy (created from
+    ``p`` when the entry has none) and float32 states."""
     if not isinstance(entry, dict):
         raise StateDictError(f"{where} is not a dict")
     entry = {key: value for key, value in entry.items() if value is not None}
     for key in entry:
-        if key != "step" and key not in cls.state_keys:
+        if key == MASTER_KEY and not master:
+            raise StateDictError(
+                f"{where}: state {key!r} is a float32 master copy, but this optimizer keeps none "
+                f"for this {p.dtype} parameter (only bfloat16/float16 parameters of an optimizer "
+                "made with master_weights=True keep one); drop the key to load the rest")
+        if key != "step" and key != MASTER_KEY and key not in cls.state_keys:
             owner = STATE_OWNERS.get(key)
             raise StateDictError(
                 f"{where}: state {key!r} is not a state of design {cls.design_name!r} (states "
                 f"{list(cls.state_keys)})" + (f"; it is kept by {owner}" if owner else ""))
     if not entry:
         return {}
+    dtype = torch.float32 if master else p.dtype
     out = {}
     for key in cls.state_keys:
         if key in entry:
-            out[key] = _checked_tensor(entry[key], p, f"{where}: {key!r}")
+            out[key] = _checked_tensor(entry[key], p, f"{where}: {key!r}", dtype)
     step = _checked_step(entry.get("step", 1.0), where)
     out["step"] = torch.tensor(step, dtype=torch.float32)
     init = dict(zip(cls.state_keys, cls._state_init(h), strict=False))
@@ -205,10 +215,10 @@ def _checked_state(cls, entry, p: torch.Tensor, h: dict, where: str) -> dict:
                 f"{where}: state {key!r} is missing and, with these hyperparameters, it "
                 "affects the update")
         value = complex(init[key], init[key]) if p.is_complex() else init[key]
-        if not fits(init[key], p.dtype):
+        if not fits(init[key], dtype):
             raise HyperparameterError(f"{where}: the initial value {init[key]!r} of state "
-                                      f"{key!r} overflows {p.dtype}")
-        out[key] = torch.full_like(p, value, memory_format=torch.preserve_format)
+                                      f"{key!r} overflows {dtype}")
+        out[key] = torch.full_like(p, value, dtype=dtype, memory_format=torch.preserve_format)
     for key in cls.state_keys:
         if needs_nonnegative(cls, key, h, int(step) + 1):
             low = float(real_view(out[key]).min()) if out[key].numel() else 0.0
@@ -216,10 +226,14 @@ def _checked_state(cls, entry, p: torch.Tensor, h: dict, where: str) -> dict:
                 raise StateDictError(
                     f"{where}: {key!r} has a negative entry ({low:g}); design "
                     f"{cls.design_name!r} needs it nonnegative (its square root is taken)")
+    if master:  # a checkpoint without master copies: they start from the parameters
+        out[MASTER_KEY] = (_checked_tensor(entry[MASTER_KEY], p, f"{where}: {MASTER_KEY!r}",
+                                           dtype) if MASTER_KEY in entry else
+                           p.detach().to(dtype, copy=True, memory_format=torch.preserve_format))
     return {"step": out.pop("step"), **out}
 
 
-def _checked_tensor(value, p: torch.Tensor, where: str) -> torch.Tensor:
+def _checked_tensor(value, p: torch.Tensor, where: str, dtype=None) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise StateDictError(f"{where} is a {type(value).__name__}, not a tensor")
     if value.layout != torch.strided or value.device.type == "meta":
@@ -234,9 +248,10 @@ def _checked_tensor(value, p: torch.Tensor, where: str) -> torch.Tensor:
     real = real_view(value.detach())
     if real.numel() and not bool(real.isfinite().all()):
         raise StateDictError(f"{where} holds NaN or Inf")
-    if real.numel() and value.dtype != p.dtype and not fits(float(real.abs().max()), p.dtype):
-        raise StateDictError(f"{where} holds values that overflow the parameter dtype {p.dtype}")
-    return value.detach().to(device=p.device, dtype=p.dtype, copy=True,
+    dtype = p.dtype if dtype is None else dtype
+    if real.numel() and value.dtype != dtype and not fits(float(real.abs().max()), dtype):
+        raise StateDictError(f"{where} holds values that overflow the state dtype {dtype}")
+    return value.detach().to(device=p.device, dtype=dtype, copy=True,
                              memory_format=torch.preserve_format)
 
 

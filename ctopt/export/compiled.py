@@ -2,7 +2,9 @@
 
 The generated ``_fused(theta, g, *states, coef)`` is compiled once per (device, dtype) with
 ``torch.compile(dynamic=True, fullgraph=True)``: one fused elementwise kernel (C++/OpenMP on CPU,
-Triton on GPU) that reads theta, g and the states once and writes them once. Everything per-step
+Triton on GPU) that reads theta, g and the states once and writes them once. With master
+weights (see :mod:`.master`) a low-precision bucket runs :func:`.master_update` instead: it reads
+g, the float32 master copy and the float32 states, and writes them and theta. Everything per-step
 (lr, betas, bias corrections, clip factors) arrives in the 1-D tensor ``coef``, so a scheduler
 that changes lr or betas never recompiles.
 
@@ -26,6 +28,7 @@ import warnings
 import torch
 
 from .layout import FlatLayout
+from .master import MASTER_KEY, master_update
 
 __all__ = ["CompiledRunner", "flat_parameters"]
 
@@ -48,6 +51,8 @@ class CompiledRunner:
         self.steps = 0
         self.scaled = None
         self.scaled_ok = False
+        self.masters: dict = {}
+        self.masters_ok: set = set()
 
     def available(self) -> bool:
         """Whether torch.compile can run here (a C++ compiler on CPU; Triton on CUDA)."""
@@ -76,6 +81,19 @@ class CompiledRunner:
                 self.cls._compiled_scaled = scaled
             self.scaled = scaled
         return self.scaled
+
+    def master_kernel(self, scaled: bool):
+        """The compiled :func:`.master_update` (``scaled``: with gradient scaling), shared by
+        every optimizer of the class."""
+        if scaled not in self.masters:
+            kernels = self.cls.__dict__.get("_compiled_masters")
+            if kernels is None:
+                kernels = self.cls._compiled_masters = {}
+            if scaled not in kernels:
+                kernels[scaled] = torch.compile(master_update(self.cls, scaled), dynamic=True,
+                                                fullgraph=True)
+            self.masters[scaled] = kernels[scaled]
+        return self.masters[scaled]
 
     def run(self, opt, gi: int, items, states, coefficients, scaling=None) -> None:
         """Update the parameters ``items`` (with their ``states``) of group ``gi`` and advance
@@ -109,7 +127,7 @@ class CompiledRunner:
             return None
         p0 = params[0]
         layout = self.flat.get((gi, p0.device, p0.dtype))
-        if layout is None or not layout.flat_params or \
+        if layout is None or not layout.flat_params or MASTER_KEY in layout.buffers or \
                 layout.signature != (id(params), len(params), len(opt.state)) or \
                 len(layout.order) != len(params) or \
                 not all(map(operator.is_, layout.order, params)) or \
@@ -138,15 +156,16 @@ class CompiledRunner:
         return params, [opt.state[p] for p in params]
 
     def _run_bucket(self, opt, gi, device, dtype, members, coef, coefficients, amp) -> None:
-        keys = self.cls.state_keys
-        layout = self.layout(opt, gi, device, dtype)
+        master = opt._keeps_master(members[0][0])
+        keys = (MASTER_KEY, *self.cls.state_keys) if master else self.cls.state_keys
+        layout = self.layout(opt, gi, device, dtype, keys)
         done = set()
         if layout.flat_params:
-            done = self._run_flat(layout, keys, {id(p) for p, _ in members}, coef, amp)
+            done = self._run_flat(layout, keys, {id(p) for p, _ in members}, coef, amp, master)
             if len(done) == len(members):  # the usual step: one call updated them all
                 return
         elif len(members) > 1 and len(members) == len(layout.ids) and \
-                {id(p) for p, _ in members} == set(layout.ids) and amp is None:
+                {id(p) for p, _ in members} == set(layout.ids) and amp is None and not master:
             ks = layout.steps.tolist()
             if ks.count(ks[0]) == len(ks):
                 done = self._run_gathered(layout, keys, coef(int(ks[0]) + 1))
@@ -159,9 +178,12 @@ class CompiledRunner:
             if p.numel() >= 2 and p.is_contiguous() and p.grad.is_contiguous() and \
                     all(s.is_contiguous() for s in olds):
                 views = [s.view(-1) for s in olds]
-                if self._call(p.detach().view(-1), p.grad.view(-1), views, coef(k), amp):
+                if self._call(p.detach().view(-1), p.grad.view(-1), views, coef(k), amp, master):
                     continue
-            if amp is None:
+            if master:
+                master_update(self.cls, amp is not None)(p.detach(), p.grad, *olds, coef(k),
+                                                         *(amp or ()))
+            elif amp is None:
                 out = self.cls._elementwise(p, p.grad, *olds, *coefficients(k))
                 p.copy_(out[0])
                 for old, new in zip(olds, out[1:], strict=False):
@@ -169,8 +191,9 @@ class CompiledRunner:
             else:
                 scaled_update(self.cls)(p.detach(), p.grad, *olds, coef(k), *amp)
 
-    def layout(self, opt, gi, device, dtype) -> FlatLayout:
-        """The flat layout of group ``gi`` on (device, dtype), built or repaired as needed."""
+    def layout(self, opt, gi, device, dtype, keys) -> FlatLayout:
+        """The flat layout (of the states ``keys``) of group ``gi`` on (device, dtype), built or
+        repaired as needed."""
         layout = self.flat.get((gi, device, dtype))
         self.steps += 1
         params = opt.param_groups[gi]["params"]
@@ -183,7 +206,7 @@ class CompiledRunner:
         if layout is None or not layout.valid(owners, owner_states):
             if layout is not None:
                 layout.remove_hooks()
-            layout = FlatLayout(self.cls.state_keys, owners, owner_states,
+            layout = FlatLayout(keys, owners, owner_states,
                                 flatten=getattr(opt, "flatten_parameters", True))
             for key, other in list(self.flat.items()):  # e.g. the layout before model.to(dtype)
                 if key[0] == gi and other.flat_params and not other.intact():
@@ -195,7 +218,7 @@ class CompiledRunner:
         layout.signature = signature
         return layout
 
-    def _run_flat(self, layout, keys, member_ids, coef, amp=None) -> set:
+    def _run_flat(self, layout, keys, member_ids, coef, amp=None, master=False) -> set:
         """One kernel call per span of parameters with a gradient (the whole layout when every
         parameter has one); returns the ids of the parameters updated."""
         present = [id(p) in member_ids for p in layout.order]
@@ -208,7 +231,7 @@ class CompiledRunner:
                 continue
             states = [layout.buffers[key][lo:hi] for key in keys]
             if not self._call(layout.theta[lo:hi], layout.grad[lo:hi], states, coef(int(k) + 1),
-                              amp):
+                              amp, master):
                 break
             layout.steps[a:b].add_(1)
             done.update(map(id, layout.order[a:b]))
@@ -238,13 +261,16 @@ class CompiledRunner:
                 done.update(layout.ids)
         return done
 
-    def _call(self, theta, grad, states, coef, amp=None) -> bool:
-        """Run the fused kernel (the scaled one when ``amp`` is ``(grad_scale, found_inf)``); on
-        a first-call compile failure warn once and return False."""
+    def _call(self, theta, grad, states, coef, amp=None, master=False) -> bool:
+        """Run the fused kernel (the scaled one when ``amp`` is ``(grad_scale, found_inf)``; the
+        master-weight one, with the master copy first in ``states``, when ``master``); on a
+        first-call compile failure warn once and return False."""
         if self.failed:
             return False
-        kernel, extra = (self.kernel(), ()) if amp is None else (self.scaled_kernel(), amp)
         theta, grad, states = _plain(theta), _plain(grad), [_plain(s) for s in states]
+        if master:
+            return self._call_master(theta, grad, states, coef, amp)
+        kernel, extra = (self.kernel(), ()) if amp is None else (self.scaled_kernel(), amp)
         if self.succeeded and (amp is None or self.scaled_ok):
             kernel(theta, grad, *states, coef, *extra)
             return True
@@ -257,6 +283,22 @@ class CompiledRunner:
             return False
         self.succeeded = True
         self.scaled_ok = self.scaled_ok or amp is not None
+        return True
+
+    def _call_master(self, theta, grad, states, coef, amp) -> bool:
+        scaled = amp is not None
+        kernel = self.master_kernel(scaled)
+        if scaled in self.masters_ok:
+            kernel(theta, grad, *states, coef, *(amp or ()))
+            return True
+        try:
+            kernel(theta, grad, *states, coef, *(amp or ()))
+        except Exception as error:  # no C++ compiler, unsupported platform, ...
+            self.failed = True
+            warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); the "
+                          "optimizer falls back to eager code", RuntimeWarning, stacklevel=4)
+            return False
+        self.masters_ok.add(scaled)
         return True
 
 

@@ -107,7 +107,9 @@ class FlatLayout:
             self.offsets.append(self.offsets[-1] + n)
         total = self.offsets[-1]
         p0 = params[0]
-        self.buffers = {key: torch.empty(total, dtype=p0.dtype, device=p0.device) for key in keys}
+        # each state in its own dtype (float32 states and master copies of bf16 parameters)
+        self.buffers = {key: torch.empty(total, dtype=states[order[0]][key].dtype,
+                                         device=p0.device) for key in keys}
         self.steps = torch.tensor([float(states[i]["step"]) for i in order], dtype=torch.float32)
         self.scratch = None
         self.rebuilds, self.rebuilt_at = 0, -2

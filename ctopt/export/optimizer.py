@@ -29,6 +29,9 @@ Behaviour, in torch's terms:
   ``"skip"`` (the whole step is skipped; parameters and every state stay bit-identical and
   ``state_dict()["skipped_steps"]`` counts it) or ``"raise"`` (:class:`NonFiniteGradientError`
   naming the parameter; nothing changes).
+- ``master_weights=True``: bfloat16/float16 parameters are stepped on float32 master copies kept
+  in their state (``"master_param"``), with float32 states, and written back rounded (see
+  :mod:`.master`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .backends import AUTO_COMPILE_MIN_NUMEL, BACKENDS, Backends  # noqa: F401
 from .checkpoint import Checkpoints
 from .errors import HyperparameterError, UnsupportedError
 from .groups import GroupValidation
+from .master import MASTER_KEY, MasterWeights
 from .reductions import NonFiniteGradientError, Reductions  # noqa: F401
 from .scaling import GradScaling
 from .values import Hyper, check_unique, fits, real_view  # noqa: F401
@@ -71,8 +75,8 @@ def _step_counts(state: dict, items) -> list[int]:
     return [0 if s is None else int(next(counts)) + 1 for s in steps]
 
 
-class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, Backends, Checkpoints,
-                         torch.optim.Optimizer):
+class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights, Backends,
+                         Checkpoints, torch.optim.Optimizer):
     """Base class of exported optimizers (see the module docstring for the protocol)."""
 
     design_name = ""
@@ -90,13 +94,16 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, Backends, Che
     value_guard = None
 
     def __init__(self, params, hyper: dict, *, betas=None, maximize: bool = False,
-                 backend: str = "auto", nonfinite: str = "propagate", reduction_group=None):
+                 backend: str = "auto", nonfinite: str = "propagate", reduction_group=None,
+                 master_weights: bool = False):
         if backend not in BACKENDS:
             raise UnsupportedError(f"backend {backend!r} is not one of {BACKENDS}")
         if nonfinite not in NONFINITE:
             raise UnsupportedError(f"nonfinite={nonfinite!r} is not one of {NONFINITE}")
         if not isinstance(maximize, bool):
             raise HyperparameterError(f"maximize={maximize!r} must be True or False")
+        if not isinstance(master_weights, bool):
+            raise HyperparameterError(f"master_weights={master_weights!r} must be True or False")
         hyper = dict(hyper)
         if betas is not None:
             hyper = self._merge_betas(hyper, betas, strict=True)
@@ -104,6 +111,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, Backends, Che
         defaults["maximize"] = maximize
         self.backend = backend
         self.nonfinite = nonfinite
+        self.master_weights = master_weights
         self.skipped_steps = 0
         self.reduction_group = reduction_group
         self._runner = None
@@ -193,6 +201,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, Backends, Che
         init = lazy = None
         for i, it in enumerate(items):
             if ks[i]:
+                self._repair_master(it.p, self.state[it.p], fresh)
                 continue
             if init is None:
                 init = self._state_init(values)
@@ -202,13 +211,17 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, Backends, Che
             value_of = (lambda v: complex(v, v)) if it.p.is_complex() else (lambda v: v)
             if lazy is None:
                 lazy = self._resolve_backend() == "compiled"
+            dtype = self._state_dtype(it.p)
             if lazy and self._fuses(it):  # the flat layout copies it into its buffers
-                made = {key: torch.full((), v, dtype=it.p.dtype, device=it.p.device)
+                made = {key: torch.full((), v, dtype=dtype, device=it.p.device)
                         .expand(it.p.shape) for key, v in zip(self.state_keys, init, strict=False)}
             else:
-                made = {key: torch.full_like(it.p, value_of(v),
+                made = {key: torch.full_like(it.p, value_of(v), dtype=dtype,
                                              memory_format=torch.preserve_format)
                         for key, v in zip(self.state_keys, init, strict=False)}
+            if self._keeps_master(it.p):
+                made[MASTER_KEY] = it.p.detach().to(torch.float32, copy=True,
+                                                    memory_format=torch.preserve_format)
             fresh[it.p] = {"step": torch.tensor(0.0, dtype=torch.float32), **made}
             ks[i] = 1
         coefficients = {}
@@ -231,13 +244,14 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, Backends, Che
         return fresh, ks, coefficients
 
     def _check_fits(self, value: float, values: dict, gi: int, it, what: str) -> None:
-        dtype = real_view(it.p).dtype
+        stored = self._state_dtype(it.p)  # the states' (and the step's) dtype
+        dtype = stored.to_real() if stored.is_complex else stored
         if fits(value, dtype):
             return
         big = [f"{n} = {v!r}" for n, v in values.items() if not fits(v, dtype)]
         source = f" (from {', '.join(big)})" if big else " (from the hyperparameters)"
         raise HyperparameterError(
-            f"param group {gi}: {what} = {value!r}{source} overflows {it.p.dtype} (largest "
+            f"param group {gi}: {what} = {value!r}{source} overflows {stored} (largest "
             f"finite {torch.finfo(dtype).max:g}) of {self._param_name(gi, it.j)}; nothing was "
             "changed")
 
@@ -260,13 +274,14 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, Backends, Che
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state.update(backend=self.backend, nonfinite=self.nonfinite,
-                     skipped_steps=self.skipped_steps)
+                     skipped_steps=self.skipped_steps, master_weights=self.master_weights)
         state.pop("reduction_group", None)  # a process group belongs to this process only
         return state
 
     def __setstate__(self, state: dict) -> None:
         for name, default in (("backend", "auto"), ("nonfinite", "propagate"),
-                              ("skipped_steps", 0), ("reduction_group", None)):
+                              ("skipped_steps", 0), ("reduction_group", None),
+                              ("master_weights", False)):
             if name not in state and not hasattr(self, name):
                 state[name] = default
         state["_runner"] = None
@@ -277,5 +292,6 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, Backends, Che
     def __repr__(self) -> str:
         text = super().__repr__()
         head = f"{type(self).__name__} (design {self.design_name!r}, backend={self.backend!r}, " \
-               f"nonfinite={self.nonfinite!r})"
+               f"nonfinite={self.nonfinite!r}" + \
+            (", master_weights=True)" if self.master_weights else ")")
         return head + text[len(type(self).__name__):]
