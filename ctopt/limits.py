@@ -164,17 +164,22 @@ def time_limit(seconds: float | None, what: str = "symbolic analysis") -> Iterat
 
     def _expired(signum, frame):
         if own_deadline < outer["deadline"] or time.monotonic() >= own_deadline:
+            # again every 50 ms until the block is left: library code that catches the
+            # exception (sympy has broad ``except Exception`` clauses) cannot run on unbounded
+            signal.setitimer(signal.ITIMER_REAL, _REPEAT, _REPEAT)
             raise AnalysisTimeout(f"{what} did not finish within {seconds:g} s (timeout)")
         # the enclosing deadline came first: it is the enclosing limit's to act on
         outer["deadline"] = (time.monotonic() + outer_interval if outer_interval > 0
                              else math.inf)
         signal.signal(signal.SIGALRM, previous)
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL:
-            signal.raise_signal(signal.SIGALRM)
-        signal.signal(signal.SIGALRM, _expired)  # the enclosing handler let the block go on
-        _arm()
+        try:
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGALRM)
+        finally:  # the enclosing handler let the block go on, or its exception was swallowed:
+            signal.signal(signal.SIGALRM, _expired)  # this limit still holds
+            _arm()
 
     signal.signal(signal.SIGALRM, _expired)
     _arm()
@@ -186,6 +191,10 @@ def time_limit(seconds: float | None, what: str = "symbolic analysis") -> Iterat
         if outer["deadline"] < math.inf:  # re-arm the enclosing alarm with its remaining time
             left = max(outer["deadline"] - time.monotonic(), 1e-6)
             signal.setitimer(signal.ITIMER_REAL, left, outer_interval)
+
+
+#: how often an expired limit raises again while its block has not been left (seconds)
+_REPEAT = 0.05
 
 
 def timed(what: str, default: float | None = None) -> Callable[[Callable], Callable]:
