@@ -105,13 +105,11 @@ class CompiledRunner:
             else:
                 state["step"] += 1
         for (device, dtype), members in buckets.items():
-            cdtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
             cache: dict = {}
 
-            def coef(k, device=device, cdtype=cdtype, cache=cache):
+            def coef(k, device=device, dtype=dtype, cache=cache):
                 if k not in cache:
-                    values = [float(c) for c in coefficients(k)]
-                    cache[k] = torch.tensor(values, dtype=cdtype).to(device, non_blocking=True)
+                    cache[k] = _coef_tensor(coefficients(k), dtype, device)
                 return cache[k]
 
             amp = None if scaling is None else tuple(t.to(device, non_blocking=True)
@@ -142,12 +140,9 @@ class CompiledRunner:
 
     def run_steady(self, layout, coefficients) -> None:
         """The usual step over a :meth:`steady` layout: one kernel call, step counters + 1."""
-        dtype = layout.theta.dtype
-        coef = torch.tensor([float(c) for c in coefficients],
-                            dtype=dtype if dtype in (torch.float32, torch.float64) else torch.float32)
+        coef = _coef_tensor(coefficients, layout.theta.dtype, layout.theta.device)
         states = [layout.buffers[key] for key in self.cls.state_keys]
-        self._call(layout.theta, layout.grad, states, coef.to(layout.theta.device,
-                                                              non_blocking=True))
+        self._call(layout.theta, layout.grad, states, coef)
         layout.steps.add_(1)
 
     def _state_owners(self, opt, gi, device, dtype):
@@ -300,6 +295,19 @@ class CompiledRunner:
             return False
         self.masters_ok.add(scaled)
         return True
+
+
+def _coef_tensor(coefficients, dtype: torch.dtype, device) -> torch.Tensor:
+    """The kernel's 1-D ``coef`` on ``device``: float32 for low-precision tensors (computed in
+    float32 inside the kernel), else the tensors' own dtype.
+
+    Example:
+        >>> _coef_tensor((0.5, 2), torch.bfloat16, "cpu").dtype
+        torch.float32
+    """
+    cdtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    return torch.tensor([float(c) for c in coefficients], dtype=cdtype).to(device,
+                                                                          non_blocking=True)
 
 
 def _plain(t: torch.Tensor) -> torch.Tensor:

@@ -174,11 +174,15 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         gsign = -1.0 if group.get("maximize", False) else 1.0
         coefficients = tuple(self._scalars(values, k, gsign, None))
         p = layout.order[0]
-        for c in coefficients:
-            if isinstance(c, (int, float)) and not fits(float(c), p.dtype):
-                self._check_fits(float(c), values, gi, _Work(0, p, p, p.grad),
-                                 f"a per-step coefficient at step {k}")
+        self._check_coefficients(coefficients, values, gi, _Work(0, p, p, p.grad), k)
         return coefficients
+
+    def _check_coefficients(self, coefficients: tuple, values: dict, gi: int, it, k: int):
+        """Every per-step coefficient at step count ``k`` fits ``it``'s dtype (else a named
+        :class:`HyperparameterError`)."""
+        for c in coefficients:
+            if isinstance(c, (int, float)):
+                self._check_fits(float(c), values, gi, it, f"a per-step coefficient at step {k}")
 
     def _param_name(self, gi: int, j: int) -> str:
         names = self.param_groups[gi].get("param_names")
@@ -231,10 +235,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         for it, k in zip(items, ks, strict=True):
             if (k, it.p.dtype) not in checked:  # the first parameter of each dtype is named
                 checked.add((k, it.p.dtype))
-                for c in coefficients[k]:
-                    if isinstance(c, (int, float)):
-                        self._check_fits(float(c), values, gi, it,
-                                         f"a per-step coefficient at step {k}")
+                self._check_coefficients(coefficients[k], values, gi, it, k)
             if it.p.grad.is_sparse and not self._zero_gradient_is_identity(coefficients[k]):
                 raise UnsupportedError(
                     f"{self._param_name(gi, it.j)} has a sparse gradient; design "
