@@ -8,8 +8,9 @@
 peak of the device (2 x memory clock x bus width). (2) The model lists of bench_step.py against
 torch's fused CUDA Adam (interleaved rounds, medians). (3) Mixed precision: bfloat16 with
 GradScaler's ``grad_scale``/``found_inf``, and whether that step synchronizes with the host
-(``torch.cuda.set_sync_debug_mode("error")``). (4) CUDA-graph capture of one step (torch's
-``capturable=True`` fused Adam beside it). Nothing is asserted; failures are printed.
+(``torch.cuda.set_sync_debug_mode("error")``). (4) CUDA-graph capture of one step, ctopt's
+``capturable=True`` beside torch's ``capturable=True`` fused Adam. Nothing is asserted; failures
+are printed.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def capture_table(args) -> None:
     for label, make in (("torch fused capturable",
                          lambda ps: torch.optim.Adam(ps, lr=torch.tensor(1e-3, device="cuda"),
                                                      fused=True, capturable=True)),
-                        ("ctopt adam compiled", lambda ps: Adam(ps, backend="compiled"))):
+                        ("ctopt adam capturable",
+                         lambda ps: Adam(ps, backend="compiled", capturable=True))):
         ps = bench_step.model_list("transformer", args.quick, "cuda")
         opt = make(ps)
         try:

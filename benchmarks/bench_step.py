@@ -14,10 +14,13 @@ iteration (zero_grad, forward, backward, step), which also pays what the flat la
 the backward pass; (6) compile time, cold and warm, in fresh processes, for growing tensor
 counts.
 
-Roofline: the bytes a step must move (a design with S states reads theta, g and the states and
-writes theta and the states, and each of its R group reductions reads g once: (3 + 2S + R) x
-4 B per float32 element) over the best bandwidth of
-simple streaming kernels (copy, in-place add, in-place scale), measured in the same rounds.
+Roofline: the bytes a step must move at the best bandwidth the machine gives each kind of pass,
+measured in the same rounds. A design with S states reads theta, g and the states and writes
+theta and the states, (3 + 2S) x 4 B per float32 element, at the best bandwidth of copy,
+in-place add and in-place scale; each of its R group reductions is a pass of its own that reads
+g once, R x 4 B, at the best bandwidth of sum and dot (a read-only stream is slower on one
+core). Table (2) also prints the share of the cruder one-bandwidth roofline (every byte at the
+read-write bandwidth).
 Memory: optimizer state counts the bytes of every state tensor; peak transient memory is the
 growth of the process's peak resident set during one step (Linux ``VmHWM`` after ``clear_refs``,
 with glibc made to return large blocks at once so that a freed temporary leaves the resident
@@ -96,11 +99,13 @@ def sync(device):
 
 
 def stream_bandwidth(numel: int, device: str, pool=None) -> dict:
-    """Bandwidth of copy, in-place add and in-place scale on ``numel`` float32 elements, each on
-    buffers rotated over eight arrays (so a kernel finds its operands evicted, as a step does)."""
+    """Bandwidth of simple streaming kernels on ``numel`` float32 elements, each on buffers
+    rotated over eight arrays (so a kernel finds its operands evicted, as a step does): copy,
+    in-place add and in-place scale (read and write), and sum and dot (read only)."""
     pool = pool or [torch.randn(numel, device=device) for _ in range(8)]
     kernels = {"copy": (lambda a, b: a.copy_(b), 8), "add_": (lambda a, b: a.add_(b), 12),
-               "scale_": (lambda a, b: a.mul_(1.0000001), 8)}
+               "scale_": (lambda a, b: a.mul_(1.0000001), 8), "sum": (lambda a, b: a.sum(), 4),
+               "dot": (lambda a, b: torch.dot(a, b), 8)}
     out = {}
     for turn, (name, (fn, width)) in enumerate(kernels.items()):
         a, b = pool[(2 * turn) % 8], pool[(2 * turn + 1) % 8]
@@ -110,6 +115,9 @@ def stream_bandwidth(numel: int, device: str, pool=None) -> dict:
         sync(device)
         out[name] = width * a.numel() / (time.perf_counter() - t0)
     return out
+
+
+READ_WRITE, READ_ONLY = ("copy", "add_", "scale_"), ("sum", "dot")
 
 
 def peak_rss_delta(fn) -> float | None:
@@ -188,9 +196,10 @@ class Variant:
         return statistics.median(self.times) * 1e3
 
 
-def interleaved(variants, reps: int, device: str, numel: int) -> float:
+def interleaved(variants, reps: int, device: str, numel: int) -> tuple[float, float]:
     """Round-robin timing of ``variants`` with the streaming kernels; returns the roofline
-    bandwidth (the best kernel by its median over the rounds)."""
+    bandwidths ``(read and write, read only)``: the best kernel of each kind by its median over
+    the rounds."""
     pool = [torch.randn(min(numel, 16_000_000), device=device) for _ in range(8)]
     samples: dict = {}
     for _ in range(reps):
@@ -199,7 +208,8 @@ def interleaved(variants, reps: int, device: str, numel: int) -> float:
         for v in variants:
             v.tick()
     del pool
-    return max(statistics.median(values) for values in samples.values())
+    best = {name: statistics.median(values) for name, values in samples.items()}
+    return max(best[n] for n in READ_WRITE), max(best[n] for n in READ_ONLY)
 
 
 def mb(x) -> str:
@@ -235,7 +245,7 @@ def adam_table(lists, args) -> None:
             builders.pop("torch foreach")
         variants = [Variant(label, b, name, args.quick, args.device, 28)
                     for label, b in builders.items()]
-        bandwidth = interleaved(variants, args.reps, args.device, variants[0].numel)
+        bandwidth, _ = interleaved(variants, args.reps, args.device, variants[0].numel)
         fused = variants[0].ms
         for v in variants:
             exact = "yes" if v.state == 2 * v.param_bytes else f"no ({v.state / v.param_bytes:g}x)"
@@ -252,21 +262,25 @@ def zoo_table(lists, designs, args) -> None:
     print("\n## (2) every zoo design, backend='auto', on each list (own rounds with torch fused "
           "Adam)")
     print("| list | design | bytes/elem | step ms | vs torch fused Adam | % own roofline | "
-          "state MB | state = S x params |")
-    print("|---|---|---|---|---|---|---|---|")
+          "% one-bandwidth roofline | state MB | state = S x params |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in lists:
         fused = Variant("torch fused", torch_adam("fused"), name, args.quick, args.device, 28)
         for design in designs:
             d = ctopt.zoo.get(design)
-            per = (3 + 2 * len(d.states) + len(d.reductions)) * 4  # a reduction reads g once
+            update, reads = (3 + 2 * len(d.states)) * 4, len(d.reductions) * 4
             warm_kernel(design, args.device)
-            v = Variant(design, ctopt_opt(design), name, args.quick, args.device, per)
+            v = Variant(design, ctopt_opt(design), name, args.quick, args.device,
+                        update + reads)
             fused.times = []
-            bandwidth = interleaved([fused, v], max(args.reps // 2, 3), args.device, v.numel)
+            rw, ro = interleaved([fused, v], max(args.reps // 2, 3), args.device, v.numel)
+            # a reduction is its own pass, which only reads: at the read-only bandwidth
+            roof = v.numel * (update / rw + reads / ro)
+            flat = v.numel * (update + reads) / rw
             exact = "yes" if v.state == len(d.states) * v.param_bytes else "no"
-            print(f"| {LIST_TITLES[name]} | {design} | {per} | {v.ms:.2f} | "
-                  f"{v.ms / fused.ms:.2f}x | {100 * per * v.numel / bandwidth / (v.ms / 1e3):.0f} %"
-                  f" | {mb(v.state)} | {exact} |")
+            print(f"| {LIST_TITLES[name]} | {design} | {update + reads} | {v.ms:.2f} | "
+                  f"{v.ms / fused.ms:.2f}x | {100 * roof / (v.ms / 1e3):.0f} % | "
+                  f"{100 * flat / (v.ms / 1e3):.0f} % | {mb(v.state)} | {exact} |")
             v.finish()
         fused.finish()
         print(f"<!-- {name}: {load()} -->")

@@ -93,6 +93,8 @@ class Backends:
     def _resolve_backend(self) -> str:
         if self.backend != "auto":
             return self.backend
+        if getattr(self, "capturable", False):  # its steps are the compiled path's
+            return "compiled" if self._compiled_runner().available() else "foreach"
         count = sum(len(g["params"]) for g in self.param_groups)
         if getattr(self, "_auto_for", (None,))[0] != count:  # cached per parameter count
             numel = sum(p.numel() for g in self.param_groups for p in g["params"])

@@ -27,6 +27,7 @@ import warnings
 
 import torch
 
+from .capture import DeviceHyper
 from .layout import FlatLayout
 from .master import MASTER_KEY, master_update
 
@@ -132,18 +133,30 @@ class CompiledRunner:
                 not all(map(operator.is_, [p.grad for p in params], layout.grad_views)) or \
                 not layout.intact() or not layout.same_states(opt):
             return None
-        ks = layout.steps.tolist()
-        if ks.count(ks[0]) != len(ks):
-            return None
+        if not opt.capturable or layout.host_step is None:
+            ks = layout.steps.tolist()  # free on the host; capturable steps read it back once
+            if ks.count(ks[0]) != len(ks):
+                return None
+            layout.host_step = int(ks[0])
         self.steps += 1
-        return layout, int(ks[0]) + 1
+        return layout, layout.host_step + 1
 
-    def run_steady(self, layout, coefficients) -> None:
-        """The usual step over a :meth:`steady` layout: one kernel call, step counters + 1."""
-        coef = _coef_tensor(coefficients, layout.theta.dtype, layout.theta.device)
+    def run_steady(self, layout, coefficients, device_values=None) -> None:
+        """The usual step over a :meth:`steady` layout: one kernel call, step counters + 1.
+        ``device_values`` (capturable steps): ``(values, gsign)``, from which the kernel's
+        coefficients are computed on the device (see :mod:`.capture`)."""
+        theta = layout.theta
+        if device_values is None:
+            coef = _coef_tensor(coefficients, theta.dtype, theta.device)
+        else:
+            if layout.device_hyper is None:
+                layout.device_hyper = DeviceHyper()
+            coef = layout.device_hyper.coefficients(self.cls, *device_values, layout.steps,
+                                                    theta.dtype)
         states = [layout.buffers[key] for key in self.cls.state_keys]
-        self._call(layout.theta, layout.grad, states, coef)
+        self._call(theta, layout.grad, states, coef)
         layout.steps.add_(1)
+        layout.host_step += 1
 
     def _state_owners(self, opt, gi, device, dtype):
         params = [p for p in opt.param_groups[gi]["params"]
@@ -164,6 +177,7 @@ class CompiledRunner:
             ks = layout.steps.tolist()
             if ks.count(ks[0]) == len(ks):
                 done = self._run_gathered(layout, keys, coef(int(ks[0]) + 1))
+        layout.host_step = None  # counters stepped one by one: read them back at the next step
         for p, state in members:
             if id(p) in done:
                 continue
@@ -202,7 +216,8 @@ class CompiledRunner:
             if layout is not None:
                 layout.remove_hooks()
             layout = FlatLayout(keys, owners, owner_states,
-                                flatten=getattr(opt, "flatten_parameters", True))
+                                flatten=getattr(opt, "flatten_parameters", True),
+                                steps_on_device=getattr(opt, "capturable", False))
             for key, other in list(self.flat.items()):  # e.g. the layout before model.to(dtype)
                 if key[0] == gi and other.flat_params and not other.intact():
                     other.remove_hooks()
@@ -218,7 +233,10 @@ class CompiledRunner:
         parameter has one); returns the ids of the parameters updated."""
         present = [id(p) in member_ids for p in layout.order]
         layout.adopt_gradients(present)
-        ks = layout.steps.tolist()
+        if layout.host_step is not None and layout.steps.device.type != "cpu":
+            ks = [float(layout.host_step)] * len(present)  # capturable: nothing read back
+        else:
+            ks = layout.steps.tolist()
         done: set = set()
         for a, b, k in layout.spans(present, ks):
             lo, hi = layout.offsets[a], layout.offsets[b]
@@ -230,7 +248,15 @@ class CompiledRunner:
                 break
             layout.steps[a:b].add_(1)
             done.update(map(id, layout.order[a:b]))
+        everyone = layout.host_step is not None and len(done) == len(layout.order)
+        layout.host_step = layout.host_step + 1 if everyone else None
         return done
+
+    def forget_steps(self) -> None:
+        """The step counters were changed outside the kernels (a skipped step undone): the
+        host's counts are read back at the next step."""
+        for layout in self.flat.values():
+            layout.host_step = None
 
     def _run_gathered(self, layout, keys, coef) -> set:
         """Parameters not laid out flat: the small ones in one call on gathered copies of theta

@@ -89,7 +89,7 @@ class FlatLayout:
     (and, when ``flatten``, the parameters and gradients) are moved into the buffers.
     """
 
-    def __init__(self, keys, params, states, flatten: bool):
+    def __init__(self, keys, params, states, flatten: bool, steps_on_device: bool = False):
         self.ids = tuple(id(p) for p in params)
         self.params = list(params)
         adopted = flat_view(params)  # laid out already (flat_parameters)
@@ -110,7 +110,15 @@ class FlatLayout:
         # each state in its own dtype (float32 states and master copies of bf16 parameters)
         self.buffers = {key: torch.empty(total, dtype=states[order[0]][key].dtype,
                                          device=p0.device) for key in keys}
-        self.steps = torch.tensor([float(states[i]["step"]) for i in order], dtype=torch.float32)
+        counts = torch.stack([torch.as_tensor(states[i]["step"]).reshape(()).float().cpu()
+                              for i in order]).tolist()
+        # on the device for capturable steps (see .capture), else on the host as in torch
+        self.steps = torch.tensor(counts, dtype=torch.float32,
+                                  device=p0.device if steps_on_device else None)
+        #: the common step count as the host knows it (None: unknown or unequal; read back)
+        self.host_step = int(counts[0]) if counts.count(counts[0]) == len(counts) else None
+        #: the capturable step's device hyperparameters (a .capture.DeviceHyper), made on use
+        self.device_hyper = None
         self.scratch = None
         self.rebuilds, self.rebuilt_at = 0, -2
         for position, i in enumerate(order):

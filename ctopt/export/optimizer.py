@@ -32,6 +32,9 @@ Behaviour, in torch's terms:
 - ``master_weights=True``: bfloat16/float16 parameters are stepped on float32 master copies kept
   in their state (``"master_param"``), with float32 states, and written back rounded (see
   :mod:`.master`).
+- ``capturable=True``: the compiled path keeps the step counters on the parameters' device and
+  computes the per-step numbers there, so the usual step can be captured in a CUDA graph (see
+  :mod:`.capture`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import NamedTuple
 import torch
 
 from .backends import AUTO_COMPILE_MIN_NUMEL, BACKENDS, Backends  # noqa: F401
+from .capture import check_capturable
 from .checkpoint import Checkpoints
 from .errors import HyperparameterError, UnsupportedError
 from .groups import GroupValidation
@@ -95,7 +99,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
 
     def __init__(self, params, hyper: dict, *, betas=None, maximize: bool = False,
                  backend: str = "auto", nonfinite: str = "propagate", reduction_group=None,
-                 master_weights: bool = False):
+                 master_weights: bool = False, capturable: bool = False):
         if backend not in BACKENDS:
             raise UnsupportedError(f"backend {backend!r} is not one of {BACKENDS}")
         if nonfinite not in NONFINITE:
@@ -104,6 +108,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
             raise HyperparameterError(f"maximize={maximize!r} must be True or False")
         if not isinstance(master_weights, bool):
             raise HyperparameterError(f"master_weights={master_weights!r} must be True or False")
+        check_capturable(type(self), capturable, backend)
         hyper = dict(hyper)
         if betas is not None:
             hyper = self._merge_betas(hyper, betas, strict=True)
@@ -112,6 +117,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         self.backend = backend
         self.nonfinite = nonfinite
         self.master_weights = master_weights
+        self.capturable = capturable
         self.skipped_steps = 0
         self.reduction_group = reduction_group
         self._runner = None
@@ -156,7 +162,9 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
                     for gi, (group, values, items) in enumerate(plans)]
         for gi, ((group, _, items), ready) in enumerate(zip(plans, prepared, strict=True)):
             if isinstance(items, tuple):
-                self._compiled_runner().run_steady(items[0], ready)
+                device = (values, -1.0 if group.get("maximize", False) else 1.0) \
+                    if self.capturable else None
+                self._compiled_runner().run_steady(items[0], ready, device)
             elif items:
                 self._commit(gi, group, items, *ready, scaling=scaling)
         return loss

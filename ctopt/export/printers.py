@@ -4,8 +4,9 @@ Two printers, one per kind of code, and the two renderings the in-place printer 
 paths (:mod:`ctopt.export.inplace`) writes operations in (:class:`ForeachRendering`,
 :class:`TensorRendering`):
 
-- :func:`scalar_code` — the per-step scalar part, plain Python floats (float64); ``Piecewise``
-  becomes ``a if c else b`` so an untaken branch is never evaluated.
+- :func:`scalar_code` — the per-step scalar part, plain Python floats (float64) or 0-d tensors
+  (a capturable step, :mod:`ctopt.export.capture`); ``Piecewise`` becomes ``_choose(c, a, b)``,
+  which computes both sides (the IEEE helpers raise nothing) and picks one.
 - :func:`tensor_code` — the elementwise part with torch operators; it runs on tensors with Python
   floats (the for-loop path) or 0-d tensors (the compiled path) as coefficients.
 
@@ -19,7 +20,7 @@ Example:
     >>> tensor_code(c * x / sp.sqrt(x + 1))
     '((c * x) / torch.sqrt((1.0 + x)))'
     >>> scalar_code(sp.Piecewise((0, sp.Eq(c, 1)), (1 / c, True)))
-    '(0.0 if (c == 1.0) else _div(1.0, c))'
+    '_choose((c == 1.0), 0.0, _div(1.0, c))'
 """
 
 from __future__ import annotations
@@ -150,7 +151,9 @@ class _ScalarPrinter(_Printer):
     recip = "_div(1.0, {x})"
     square = ""
     pow = "_pow({base}, {exp})"
-    choose = "({a} if {c} else {b})"
+    # both sides are computed (IEEE helpers: nothing raises), so that the same scalar part runs
+    # on 0-d tensors, where a choice is torch.where (see .export.capture)
+    choose = "_choose({c}, {a}, {b})"
     target = "scalar"
     what = "scalar code"
 

@@ -2,9 +2,14 @@
 zero is an infinity, not an exception), and the list filler of the foreach code. Torch only —
 copied into standalone exports.
 
+The helpers also take 0-d tensors (then they are torch operations, read nothing back to the
+host): a capturable step (see :mod:`.capture`) runs the same scalar part on the device.
+
 Example:
     >>> _div(1.0, 0.0), _sqrt(-1.0) != _sqrt(-1.0), _max(1.0, 2.0)
     (inf, True, 2.0)
+    >>> _max(torch.tensor(1.0, dtype=torch.float64), 2.0), _sqrt(torch.tensor(-1.0)).isnan()
+    (tensor(2., dtype=torch.float64), tensor(True))
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ def _div(a, b):
 
 def _pow(a, b):
     try:
-        return a ** b
+        out = a ** b
+        return math.nan if isinstance(out, complex) else out  # (-8.0) ** 0.5 is NaN in IEEE
     except ZeroDivisionError:
         return math.inf
     except OverflowError:
@@ -31,10 +37,14 @@ def _pow(a, b):
 
 
 def _sqrt(a):
+    if isinstance(a, torch.Tensor):
+        return torch.sqrt(a)
     return math.sqrt(a) if a >= 0 else math.nan
 
 
 def _exp(a):
+    if isinstance(a, torch.Tensor):
+        return torch.exp(a)
     try:
         return math.exp(a)
     except OverflowError:
@@ -42,10 +52,14 @@ def _exp(a):
 
 
 def _log(a):
+    if isinstance(a, torch.Tensor):
+        return torch.log(a)
     return math.log(a) if a > 0 else (-math.inf if a == 0 else math.nan)
 
 
 def _sign(a):
+    if isinstance(a, torch.Tensor):
+        return _nan_sign(a)
     return float((a > 0) - (a < 0)) if a == a else math.nan
 
 
@@ -63,11 +77,28 @@ def _nan_sign(x):
 
 
 def _max(*args):
+    if any(isinstance(a, torch.Tensor) for a in args):
+        return _extreme(torch.maximum, "min", args)
     return math.nan if any(a != a for a in args) else max(args)
 
 
 def _min(*args):
+    if any(isinstance(a, torch.Tensor) for a in args):
+        return _extreme(torch.minimum, "max", args)
     return math.nan if any(a != a for a in args) else min(args)
+
+
+def _extreme(pair, bound: str, args):
+    """Max/Min of tensors and numbers on the tensors' device (NaN wins, as for numbers): the
+    numbers are bounds of ``torch.clamp``, so no number is copied to the device."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    out = tensors[0]
+    for t in tensors[1:]:
+        out = pair(out, t)
+    for a in args:
+        if not isinstance(a, torch.Tensor):
+            out = out + a if a != a else torch.clamp(out, **{bound: a})
+    return out
 
 
 def _choose(cond, a, b):
@@ -79,8 +110,13 @@ def _choose(cond, a, b):
         (1.0, [2.0])
         >>> _choose(False, torch.ones(2, dtype=torch.float64), 2.0)
         tensor([2., 2.], dtype=torch.float64)
+        >>> _choose(torch.tensor(True), 0.001, 0.25).dtype  # a per-step choice on the device
+        torch.float64
     """
     if isinstance(cond, torch.Tensor):
+        if cond.dim() == 0 and not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
+            a = torch.full((), a, dtype=torch.float64, device=cond.device)  # where() of two
+            # numbers would be float32; a fill is a kernel, not a copy from the host
         return torch.where(cond != 0, a, b)
     pick, other = (a, b) if cond else (b, a)
     if isinstance(other, torch.Tensor) and not isinstance(pick, torch.Tensor):

@@ -73,6 +73,7 @@ class GradScaling:
         if found.device.type != "cuda":  # a host tensor: reading it costs nothing
             if float(found) != 0 and steps:
                 torch._foreach_sub_(steps, 1.0)
+                self._forget_steps()
             return
         host = torch.empty((), dtype=found.dtype, pin_memory=True)
         host.copy_(found, non_blocking=True)
@@ -91,4 +92,9 @@ class GradScaling:
                 event.synchronize()  # that step's copy finished long ago; later work runs on
             if float(host) != 0 and steps:
                 torch._foreach_sub_(steps, 1.0)
+                self._forget_steps()
         pending.clear()
+
+    def _forget_steps(self) -> None:
+        if self._runner is not None:
+            self._runner.forget_steps()

@@ -37,7 +37,8 @@ __all__ = ["RUNTIME_MODULES", "class_name", "class_source", "module_source", "ru
 #: The runtime: the modules of :mod:`ctopt.export` that exported optimizers run on, in ctopt and
 #: (as bundled copies) in standalone exports. Each imports only torch, the standard library and
 #: its siblings (relatively); ``runtime`` names what generated code sees as globals.
-RUNTIME_MODULES = ("errors", "scalars", "values", "layout", "master", "compiled", "checkpoint",
+RUNTIME_MODULES = ("errors", "scalars", "values", "layout", "master", "capture", "compiled",
+                   "checkpoint",
                    "groups",
                    "reductions", "scaling", "backends", "optimizer", "runtime")
 
@@ -189,6 +190,10 @@ def _class_source(design: Design, cls: str) -> str:
     logic = (sp.core.relational.Relational, sp.logic.boolalg.BooleanFunction,
              sp.logic.boolalg.BooleanAtom)
     conditions = {name for name, expr in p.scalars if isinstance(expr, logic)}
+    # the scalar part runs on the device as it is (see .capture) unless it reads reductions or
+    # uses operations without a tensor form in the scalar helpers
+    on_device = not design.reductions and not any(
+        expr.has(sp.And, sp.Or, sp.Not, sp.tanh) for _, expr in p.scalars)
     betas = beta_names(design)
     # the constructor's keywords are the design's names (its API); its body reads only them,
     # the underscore names and __class__ (the design refuses names that clash with the options)
@@ -225,14 +230,15 @@ def _class_source(design: Design, cls: str) -> str:
         f"    state_names = {tuple(s.name for s in design.states)!r}",
         f"    state_keys = {tuple(s.key for s in design.states)!r}",
         f"    reduction_names = {tuple(r.name for r in design.reductions)!r}",
+        f"    scalars_on_device = {on_device!r}",
         "",
         f"    def __init__(_self, params, {hyper_args}, *, betas=None, maximize=False,",
         '                 backend="auto", nonfinite="propagate", reduction_group=None,',
-        '                 master_weights=False):',
+        '                 master_weights=False, capturable=False):',
         f"        __class__.__mro__[1].__init__(_self, params, {{{hyper_dict}}}, betas=betas,",
         "                                      maximize=maximize, backend=backend,",
         "                                      nonfinite=nonfinite, reduction_group=reduction_group,",
-        "                                      master_weights=master_weights)",
+        "                                      master_weights=master_weights, capturable=capturable)",
         "",
         "    @staticmethod",
         "    def _state_init(h):",
@@ -368,7 +374,8 @@ def module_source(design: Design, name: str | None = None) -> str:
         "Standalone: needs torch only. Usage::\n\n"
         f"    opt = {cls}(model.parameters(), lr=...)\n"
         f'    # backend="auto"|"forloop"|"foreach"|"compiled", nonfinite="propagate"|"skip"|"raise",\n'
-        "    # master_weights=False|True (float32 master copies of bf16/fp16 parameters)\n\n"
+        "    # master_weights=False|True (float32 master copies of bf16/fp16 parameters),\n"
+        "    # capturable=False|True (step counts and per-step numbers on the device)\n\n"
         "The runtime it runs on (the modules of ctopt.export listed in _RUNTIME, verbatim) is "
         "bundled\nbelow and loaded as a package of real modules.\n"
         '"""\n\n'
