@@ -312,6 +312,31 @@ def test_the_usual_step_skips_per_parameter_planning_and_any_change_leaves_it(mo
                                        atol=1e-6)
 
 
+@pytest.mark.parametrize("name, values", [("dgclip", dict(lr=0.05, gamma=0.5, delta=0.1)),
+                                          ("adan", dict(lr=0.01, max_grad_norm=0.5)),
+                                          ("adan", dict(lr=0.01, max_grad_norm=0.0))])
+def test_a_design_with_a_group_reduction_takes_the_steady_step(monkeypatch, name, values):
+    """Its reduction is one pass over the flat gradient buffer; equal to the for-loop path, and
+    a reduction a choice does not take (Adan without clipping) is not computed."""
+    cls = ctopt.to_torch(ctopt.zoo.get(name))
+    model = net()
+    twin = copy.deepcopy(model)
+    opt = cls(model.parameters(), backend="compiled", **values)
+    ref = cls(twin.parameters(), backend="forloop", **values)
+    train(model, opt, 2, set_to_none=False), train(twin, ref, 2, set_to_none=False)
+    runner, general, norms = opt._compiled_runner(), [], []
+    run, norm = runner.run, torch.linalg.vector_norm
+    monkeypatch.setattr(runner, "run", lambda *a, **k: (general.append(1), run(*a, **k)))
+    monkeypatch.setattr(torch.linalg, "vector_norm", lambda *a, **k: (norms.append(1),
+                                                                       norm(*a, **k))[1])
+    train(model, opt, 3, start=2, set_to_none=False)
+    monkeypatch.undo()
+    train(twin, ref, 3, start=2, set_to_none=False)
+    assert general == []
+    assert len(norms) == (0 if values.get("max_grad_norm") == 0.0 else 3)
+    assert_same(model, twin)
+
+
 def test_the_steady_step_refuses_an_overflowing_coefficient_before_any_write():
     model, opt, _, _ = pair()
     train(model, opt, 3, set_to_none=False)

@@ -84,26 +84,38 @@ def test_reduction_designs_unscale_on_the_host():
 
 
 @compiled
-def test_grad_scaler_loop_equals_torch_fused():
+@pytest.mark.parametrize("set_to_none, capturable", [(True, False), (False, False),
+                                                     (False, True)])
+def test_grad_scaler_loop_equals_torch_fused(monkeypatch, set_to_none, capturable):
+    """After the first step the gradients are the flat buffer's (zeroed in place, or moved
+    there by the backward's hooks): every step is steady, the scale and the skip handled in the
+    kernel (a capturable step counts a skipped step out on the device)."""
     torch.manual_seed(0)
     nets = [torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2))
             for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
-    opts = [Adam(nets[0].parameters(), lr=0.01, backend="compiled"),
+    opts = [Adam(nets[0].parameters(), lr=0.01, backend="compiled", capturable=capturable),
             torch.optim.Adam(nets[1].parameters(), lr=0.01, fused=True)]
     scalers = [torch.amp.GradScaler("cpu", init_scale=2.0 ** 10) for _ in range(2)]
-    for i in range(5):
+    general = []
+    for i in range(6):
+        if i == 1:
+            runner = opts[0]._compiled_runner()
+            run = runner.run
+            monkeypatch.setattr(runner, "run", lambda *a, **k: (general.append(i), run(*a, **k)))
         gen = torch.Generator().manual_seed(i)
         x = torch.randn(8, 4, generator=gen)
         for net, opt, scaler in zip(nets, opts, scalers, strict=True):
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=set_to_none)
             loss = net(x).square().mean() * (float("inf") if i == 2 else 1.0)  # one overflow
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+    assert general == []
     assert scalers[0].get_scale() == scalers[1].get_scale() < 2.0 ** 10
     for p, q in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=TORCH_RTOL32, atol=1e-6)
+        assert float(opts[0].state[p]["step"]) == float(opts[1].state[q]["step"]) == 5.0
 
 
 def test_bad_scaling_inputs_are_refused():

@@ -40,7 +40,8 @@ class Backends:
         if self._resolve_backend() != "compiled" or self.reduction_names or \
                 self.nonfinite != "propagate" or not self._compiled_runner().available():
             return False
-        return all(self._fuses(it) for _, _, items in plans for it in items)
+        return all(isinstance(items, tuple) or all(map(self._fuses, items))  # steady: fused
+                   for _, _, items in plans)
 
     @staticmethod
     def _fuses(it) -> bool:

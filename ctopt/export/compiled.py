@@ -1,8 +1,9 @@
 """The compiled path and the flat parameter layout. Torch only — copied into standalone exports.
 
 The generated ``_fused(theta, g, *states, coef)`` is compiled once per (device, dtype) with
-``torch.compile(dynamic=True, fullgraph=True)``: one fused elementwise kernel (C++/OpenMP on CPU,
-Triton on GPU) that reads theta, g and the states once and writes them once. With master
+``torch.compile(dynamic=True, fullgraph=True)`` (and then called directly, see :mod:`.direct`):
+one fused elementwise kernel (C++/OpenMP on CPU, Triton on GPU) that reads theta, g and the
+states once and writes them once. With master
 weights (see :mod:`.master`) a low-precision bucket runs :func:`.master_update` instead: it reads
 g, the float32 master copy and the float32 states, and writes them and theta. Everything per-step
 (lr, betas, bias corrections, clip factors) arrives in the 1-D tensor ``coef``, so a scheduler
@@ -28,6 +29,7 @@ import warnings
 import torch
 
 from .capture import DeviceHyper
+from .direct import Kernel
 from .layout import FlatLayout
 from .master import MASTER_KEY, master_update
 
@@ -67,7 +69,7 @@ class CompiledRunner:
         if self.fused is None:
             fused = self.cls.__dict__.get("_compiled_fused")
             if fused is None:
-                fused = torch.compile(self.cls._fused, dynamic=True, fullgraph=True)
+                fused = Kernel(self.cls._fused)
                 self.cls._compiled_fused = fused
             self.fused = fused
         return self.fused
@@ -78,7 +80,7 @@ class CompiledRunner:
         if self.scaled is None:
             scaled = self.cls.__dict__.get("_compiled_scaled")
             if scaled is None:
-                scaled = torch.compile(scaled_update(self.cls), dynamic=True, fullgraph=True)
+                scaled = Kernel(scaled_update(self.cls))
                 self.cls._compiled_scaled = scaled
             self.scaled = scaled
         return self.scaled
@@ -91,8 +93,7 @@ class CompiledRunner:
             if kernels is None:
                 kernels = self.cls._compiled_masters = {}
             if scaled not in kernels:
-                kernels[scaled] = torch.compile(master_update(self.cls, scaled), dynamic=True,
-                                                fullgraph=True)
+                kernels[scaled] = Kernel(master_update(self.cls, scaled))
             self.masters[scaled] = kernels[scaled]
         return self.masters[scaled]
 
@@ -141,10 +142,12 @@ class CompiledRunner:
         self.steps += 1
         return layout, layout.host_step + 1
 
-    def run_steady(self, layout, coefficients, device_values=None) -> None:
+    def run_steady(self, layout, coefficients, device_values=None, scaling=None) -> None:
         """The usual step over a :meth:`steady` layout: one kernel call, step counters + 1.
         ``device_values`` (capturable steps): ``(values, gsign)``, from which the kernel's
-        coefficients are computed on the device (see :mod:`.capture`)."""
+        coefficients are computed on the device (see :mod:`.capture`); ``scaling``:
+        ``(grad_scale, found_inf)`` for the kernel (a capturable step counts a skipped step
+        out on the device; otherwise the optimizer undoes the count as in :meth:`run`)."""
         theta = layout.theta
         if device_values is None:
             coef = _coef_tensor(coefficients, theta.dtype, theta.device)
@@ -154,9 +157,14 @@ class CompiledRunner:
             coef = layout.device_hyper.coefficients(self.cls, *device_values, layout.steps,
                                                     theta.dtype)
         states = [layout.buffers[key] for key in self.cls.state_keys]
-        self._call(theta, layout.grad, states, coef)
-        layout.steps.add_(1)
-        layout.host_step += 1
+        amp = None if scaling is None else tuple(t.to(theta.device, non_blocking=True)
+                                                 for t in scaling)
+        self._call(theta, layout.grad, states, coef, amp)
+        if amp is not None and device_values is not None:
+            layout.steps.add_((amp[1] == 0).to(layout.steps.dtype))
+        else:
+            layout.steps.add_(1)
+        layout.host_step += 1  # with a capturable skipped step: the steps the host ran
 
     def _state_owners(self, opt, gi, device, dtype):
         params = [p for p in opt.param_groups[gi]["params"]

@@ -67,6 +67,19 @@ class _Work(NamedTuple):
     grad: torch.Tensor
 
 
+def _items(group: dict) -> list[_Work]:
+    """The parameters of ``group`` that have a gradient, as the step reads them."""
+    items = []
+    for j, p in enumerate(group["params"]):
+        if p.grad is None:
+            continue
+        grad = p.grad
+        if grad.is_sparse:
+            grad = grad.coalesce().to_dense()
+        items.append(_Work(j, p, real_view(p), real_view(grad)))
+    return items
+
+
 def _step_counts(state: dict, items) -> list[int]:
     """``k = step + 1`` of each item's state, 0 where it has none yet (one host read)."""
     get = state.get
@@ -139,19 +152,11 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         plans, steady = [], self._steady_layouts(scaling)
         for i, group in enumerate(self.param_groups):
             values = self._group_values(group, f"param group {i}: ")
-            if steady[i] is not None:  # the usual step: nothing to check per parameter
-                plans.append((group, values, steady[i]))
-                continue
-            items = []
-            for j, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if grad.is_sparse:
-                    grad = grad.coalesce().to_dense()
-                items.append(_Work(j, p, real_view(p), real_view(grad)))
-            plans.append((group, values, items))
+            # the usual step (steady): nothing to check per parameter
+            plans.append((group, values, _items(group) if steady[i] is None else steady[i]))
         if scaling is not None and not self._scales_in_kernel(plans):
+            plans = [(group, values, _items(group) if isinstance(items, tuple) else items)
+                     for group, values, items in plans]
             if self._unscale_on_host(plans, *scaling):
                 return loss
             scaling = None
@@ -164,7 +169,10 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
             if isinstance(items, tuple):
                 device = (values, -1.0 if group.get("maximize", False) else 1.0) \
                     if self.capturable else None
-                self._compiled_runner().run_steady(items[0], ready, device)
+                layout = items[0]
+                self._compiled_runner().run_steady(layout, ready, device, scaling)
+                if scaling is not None and not self.capturable:
+                    self._defer_skip(scaling[1], [layout.steps])
             elif items:
                 self._commit(gi, group, items, *ready, scaling=scaling)
         return loss
@@ -172,7 +180,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
     def _steady_layouts(self, scaling) -> list:
         """Per group, the compiled runner's ``(layout, k)`` when its step is the usual one (see
         :meth:`CompiledRunner.steady`), else None."""
-        if scaling is not None or self.nonfinite != "propagate" or self.reduction_names or \
+        if (scaling is not None and self.reduction_names) or self.nonfinite != "propagate" or \
                 self._runner is None or self._resolve_backend() != "compiled":
             return [None] * len(self.param_groups)
         return [self._runner.steady(self, gi) for gi in range(len(self.param_groups))]
@@ -180,8 +188,14 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
     def _prepare_steady(self, gi: int, group: dict, values: dict, layout, k: int) -> tuple:
         """The per-step coefficients of a steady group at step count ``k``, checked."""
         gsign = -1.0 if group.get("maximize", False) else 1.0
-        coefficients = tuple(self._scalars(values, k, gsign, None))
         p = layout.order[0]
+        red = None
+        if self.reduction_names:  # over the whole flat gradient: one pass per reduction
+            red = self._reducer(values, gsign, [_Work(0, p, layout.theta, layout.grad)])
+            if self.reduction_group is not None:  # collective: every rank, every group, in order
+                for name in self.reduction_names:
+                    red(name)
+        coefficients = tuple(self._scalars(values, k, gsign, red))
         self._check_coefficients(coefficients, values, gi, _Work(0, p, p, p.grad), k)
         return coefficients
 
@@ -283,14 +297,15 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state.update(backend=self.backend, nonfinite=self.nonfinite,
-                     skipped_steps=self.skipped_steps, master_weights=self.master_weights)
+                     skipped_steps=self.skipped_steps, master_weights=self.master_weights,
+                     capturable=self.capturable)
         state.pop("reduction_group", None)  # a process group belongs to this process only
         return state
 
     def __setstate__(self, state: dict) -> None:
         for name, default in (("backend", "auto"), ("nonfinite", "propagate"),
                               ("skipped_steps", 0), ("reduction_group", None),
-                              ("master_weights", False)):
+                              ("master_weights", False), ("capturable", False)):
             if name not in state and not hasattr(self, name):
                 state[name] = default
         state["_runner"] = None
@@ -302,5 +317,6 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         text = super().__repr__()
         head = f"{type(self).__name__} (design {self.design_name!r}, backend={self.backend!r}, " \
                f"nonfinite={self.nonfinite!r}" + \
-            (", master_weights=True)" if self.master_weights else ")")
+            (", master_weights=True" if self.master_weights else "") + \
+            (", capturable=True)" if self.capturable else ")")
         return head + text[len(type(self).__name__):]

@@ -115,11 +115,11 @@ class _Printer:
                 if cond is sp.true:
                     out = p(value) if like is None or i else f"torch.full_like({like}, {p(value)})"
                 else:
-                    out = self.choose.format(c=p(cond), a=p(value), b=out)
+                    out = self.choice(p(cond), p(value), out)
             return out
         if isinstance(e, sp.ITE):  # sympy's form of a comparison of an inlined Piecewise
             c, a, b = (p(arg) for arg in e.args)
-            return self.choose.format(c=c, a=a, b=b)
+            return self.choice(c, a, b)
         if type(e) in ops.RELATIONS:
             return f"({p(e.lhs)} {ops.RELATIONS[type(e)].text} {p(e.rhs)})"
         if type(e) in ops.LOGIC:
@@ -133,6 +133,9 @@ class _Printer:
         raise UnsupportedError(
             f"cannot print {type(e).__name__} in {self.what}: {e} (sympy rewrote an inlined "
             "expression into a form the generated code has no operation for)")
+
+    def choice(self, c: str, a: str, b: str) -> str:
+        return self.choose.format(c=c, a=a, b=b)
 
     def like(self, e: sp.Piecewise) -> str | None:
         """A tensor a ``Piecewise`` with elementwise conditions and number values takes its
@@ -159,6 +162,11 @@ class _ScalarPrinter(_Printer):
 
     def __init__(self, names: dict[str, str]):
         self.names = names
+
+    def choice(self, c: str, a: str, b: str) -> str:
+        if "red(" in a or "red(" in b:  # a group reduction is a pass over the gradients: only
+            return f"({a} if {c} else {b})"  # when chosen (such parts never run on the device)
+        return self.choose.format(c=c, a=a, b=b)
 
     def name(self, symbol: sp.Symbol) -> str:
         return self.names.get(symbol.name, python_name(symbol.name))

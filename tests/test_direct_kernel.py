@@ -1,0 +1,96 @@
+"""The compiled kernels called directly (``ctopt.export.direct``): equal to the ordinary
+``torch.compile`` call bit for bit, checked once per (devices, dtypes), refused (the ordinary
+call kept) when anything does not fit; the generated code still checks sizes and strides."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ctopt
+from ctopt.export import direct
+from ctopt.export.direct import Kernel
+
+Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
+COEF = torch.tensor([1.0, 0.0, 0.9, 0.1, 0.999, 0.001, 1.0, 1e-8, -1e-3])
+
+
+def tensors(n, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    theta, g, m = (torch.randn(n, generator=gen, dtype=dtype) for _ in range(3))
+    return [theta, g, m, torch.rand(n, generator=gen, dtype=dtype)]
+
+
+def test_the_direct_call_equals_the_ordinary_call_bit_for_bit():
+    kernel = Kernel(Adam._fused)
+    ordinary = torch.compile(Adam._fused, dynamic=True, fullgraph=True)
+    for n in (1000, 37, 5000):  # one graph for every size
+        ours, theirs = tensors(n), tensors(n)
+        for _ in range(3):
+            kernel(*ours, COEF)
+            ordinary(*theirs, COEF)
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert len(kernel.direct) == 1 and not kernel.refused
+    assert len(kernel.graphs) == 1
+
+
+def test_each_dtype_gets_its_own_checked_direct_call():
+    kernel = Kernel(Adam._fused)
+    kernel(*tensors(100), COEF)
+    kernel(*tensors(100, torch.float64), COEF.double())
+    assert len(kernel.direct) == 2 and len(kernel.graphs) == 2
+
+
+def test_the_generated_code_still_checks_sizes():
+    kernel = Kernel(Adam._fused)
+    kernel(*tensors(100), COEF)
+    theta, g, m, v = tensors(100)
+    with pytest.raises(AssertionError):
+        kernel(theta[:50], g, m, v, COEF)  # theta shorter than the gradient
+
+
+def test_an_input_order_it_cannot_read_keeps_the_ordinary_call(monkeypatch):
+    monkeypatch.setattr(direct, "_SOURCE", direct.re.compile(r"no such source"))
+    kernel = Kernel(Adam._fused)
+    ours, theirs = tensors(100), tensors(100)
+    kernel(*ours, COEF)
+    kernel(*ours, COEF)
+    Adam._fused(*theirs, COEF)
+    Adam._fused(*theirs, COEF)
+    assert not kernel.direct and len(kernel.refused) == 1
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_a_direct_call_that_disagrees_is_refused(monkeypatch):
+    """A wrong input order (theta and the gradient swapped) is caught by the one-time check."""
+    recipe = Kernel._recipe
+
+    def swapped(self, gm):
+        out = recipe(self, gm)
+        return [(1 - i if i < 2 else i, dim) for i, dim in out]
+
+    monkeypatch.setattr(Kernel, "_recipe", swapped)
+    kernel = Kernel(Adam._fused)
+    ours = tensors(100)
+    kernel(*ours, COEF)
+    assert not kernel.direct and len(kernel.refused) == 1
+
+
+def test_the_compiled_path_uses_direct_calls_and_equals_the_for_loop_path():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    twin = [torch.nn.Parameter(p.detach().clone()) for p in model.parameters()]
+    opt = Adam(model.parameters(), lr=0.01, backend="compiled")
+    ref = Adam(twin, lr=0.01, backend="forloop")
+    for i in range(4):
+        opt.zero_grad(set_to_none=False)
+        model(torch.randn(8, 6, generator=torch.Generator().manual_seed(i))).square().mean() \
+            .backward()
+        for p, q in zip(model.parameters(), twin, strict=True):
+            q.grad = p.grad.clone()
+        opt.step()
+        ref.step()
+    assert opt._runner.kernel().direct
+    for p, q in zip(model.parameters(), twin, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
