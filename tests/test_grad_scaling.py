@@ -102,7 +102,8 @@ def test_grad_scaler_loop_equals_torch_fused(monkeypatch, set_to_none, capturabl
         if i == 1:
             runner = opts[0]._compiled_runner()
             run = runner.run
-            monkeypatch.setattr(runner, "run", lambda *a, **k: (general.append(i), run(*a, **k)))
+            monkeypatch.setattr(runner, "run",
+                                lambda *a, run=run, **k: (general.append(1), run(*a, **k)))
         gen = torch.Generator().manual_seed(i)
         x = torch.randn(8, 4, generator=gen)
         for net, opt, scaler in zip(nets, opts, scalers, strict=True):
