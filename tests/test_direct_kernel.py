@@ -4,6 +4,8 @@ call kept) when anything does not fit; the generated code still checks sizes and
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 
@@ -15,6 +17,13 @@ Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
 COEF = torch.tensor([1.0, 0.0, 0.9, 0.1, 0.999, 0.001, 1.0, 1e-8, -1e-3])
 
 
+def fresh():
+    """Adam's kernel source as a new function (dynamo keeps compiled code per code object, and
+    a limited number per object: each test compiles its own)."""
+    fn = Adam._fused
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__)
+
+
 def tensors(n, dtype=torch.float32, seed=0):
     gen = torch.Generator().manual_seed(seed)
     theta, g, m = (torch.randn(n, generator=gen, dtype=dtype) for _ in range(3))
@@ -22,8 +31,8 @@ def tensors(n, dtype=torch.float32, seed=0):
 
 
 def test_the_direct_call_equals_the_ordinary_call_bit_for_bit():
-    kernel = Kernel(Adam._fused)
-    ordinary = torch.compile(Adam._fused, dynamic=True, fullgraph=True)
+    kernel = Kernel(fresh())
+    ordinary = torch.compile(fresh(), dynamic=True, fullgraph=True)
     for n in (1000, 37, 5000):  # one graph for every size
         ours, theirs = tensors(n), tensors(n)
         for _ in range(3):
@@ -35,14 +44,14 @@ def test_the_direct_call_equals_the_ordinary_call_bit_for_bit():
 
 
 def test_each_dtype_gets_its_own_checked_direct_call():
-    kernel = Kernel(Adam._fused)
+    kernel = Kernel(fresh())
     kernel(*tensors(100), COEF)
     kernel(*tensors(100, torch.float64), COEF.double())
     assert len(kernel.direct) == 2 and len(kernel.graphs) == 2
 
 
 def test_the_generated_code_still_checks_sizes():
-    kernel = Kernel(Adam._fused)
+    kernel = Kernel(fresh())
     kernel(*tensors(100), COEF)
     theta, g, m, v = tensors(100)
     with pytest.raises(AssertionError):
@@ -51,7 +60,7 @@ def test_the_generated_code_still_checks_sizes():
 
 def test_an_input_order_it_cannot_read_keeps_the_ordinary_call(monkeypatch):
     monkeypatch.setattr(direct, "_SOURCE", direct.re.compile(r"no such source"))
-    kernel = Kernel(Adam._fused)
+    kernel = Kernel(fresh())
     ours, theirs = tensors(100), tensors(100)
     kernel(*ours, COEF)
     kernel(*ours, COEF)
@@ -70,7 +79,7 @@ def test_a_direct_call_that_disagrees_is_refused(monkeypatch):
         return [(1 - i if i < 2 else i, dim) for i, dim in out]
 
     monkeypatch.setattr(Kernel, "_recipe", swapped)
-    kernel = Kernel(Adam._fused)
+    kernel = Kernel(fresh())
     ours = tensors(100)
     kernel(*ours, COEF)
     assert not kernel.direct and len(kernel.refused) == 1

@@ -22,6 +22,7 @@ from ctopt.design import MASTER_KEY as DESIGN_MASTER_KEY
 from ctopt.design import POSITIVE, DesignBuilder, g, theta
 from ctopt.errors import CtoptError, DesignError, HyperparameterError
 from ctopt.export.checkpoint import StateDictError
+from ctopt.export.compiled import CompiledRunner
 from ctopt.export.master import LOW_PRECISION, MASTER_KEY
 
 Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
@@ -42,10 +43,13 @@ def grads(ps, i, scale=1.0):
     return [(torch.randn(p.shape, generator=gen) * scale).to(p.dtype) for p in ps]
 
 
-def run_against_fp32(cls, hyper, backend, dtype, steps=5, scaling=None, **options):
+def run_against_fp32(cls, hyper, backend, dtype, steps=5, scaling=None, in_place=False,
+                     **options):
     """Run ``cls`` with master weights on ``dtype`` parameters and, beside it, in float32 on
     float32 copies with the same gradients cast up; returns both optimizers and parameter
-    lists. ``scaling(i)`` gives the step's ``(grad_scale, found_inf)`` or None."""
+    lists. ``scaling(i)`` gives the step's ``(grad_scale, found_inf)`` or None; ``in_place``:
+    after the first step, gradients are copied into ``.grad`` (the compiled path's steady
+    step)."""
     ps = params(dtype)
     qs = [torch.nn.Parameter(p.detach().float()) for p in ps]
     ours = cls(ps, **hyper, backend=backend, master_weights=True, **options)
@@ -54,7 +58,11 @@ def run_against_fp32(cls, hyper, backend, dtype, steps=5, scaling=None, **option
         scale, found = scaling(i) if scaling else (None, None)
         for p, q, gr in zip(ps, qs, grads(ps, i, 1.0 if scale is None else float(scale)),
                             strict=True):
-            p.grad, q.grad = gr.clone(), gr.float()
+            if in_place and i:
+                p.grad.copy_(gr)
+                q.grad.copy_(gr)
+            else:
+                p.grad, q.grad = gr.clone(), gr.float()
         for opt in (ours, ref):
             if scale is not None:
                 opt.grad_scale, opt.found_inf = scale.clone(), found.clone()
@@ -144,6 +152,24 @@ def test_compiled_masters_live_in_flat_float32_buffers_and_equal_a_float32_run(d
     for p, a in zip(layout.order, layout.offsets, strict=False):
         for key, buffer in layout.buffers.items():
             assert ours.state[p][key].data_ptr() == buffer[a:].data_ptr()
+
+
+@compiled
+@pytest.mark.parametrize("scaled", [False, True])
+def test_steady_master_steps_equal_a_float32_run(monkeypatch, scaled):
+    """Gradients copied into the flat buffer: steady steps (no general path after the first),
+    the master kernel with and without GradScaler's tensors, a skipped step included."""
+    general = []
+    run = CompiledRunner.run
+    monkeypatch.setattr(CompiledRunner, "run",
+                        lambda self, *a, **k: (general.append(1), run(self, *a, **k)))
+    scaling = (lambda i: (torch.tensor(64.0), torch.tensor(1.0 if i == 2 else 0.0))) \
+        if scaled else None
+    ours, ref, ps, qs = run_against_fp32(Adam, HYPER["adam"], "compiled", torch.bfloat16,
+                                         scaling=scaling, in_place=True)
+    assert_masters_equal(ours, ref, ps, qs)
+    assert len(general) == 2  # the first step of each optimizer
+    assert float(ours.state[ps[0]]["step"]) == (4.0 if scaled else 5.0)
 
 
 @compiled

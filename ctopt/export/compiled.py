@@ -123,11 +123,12 @@ class CompiledRunner:
         gradient in the flat buffer, are exactly one intact flat layout's, at one step count
         ``k - 1``; else None (the general path then checks and repairs everything)."""
         params = opt.param_groups[gi]["params"]
-        if not params or not self.succeeded or self.failed:
+        if not params or self.failed:
             return None
         p0 = params[0]
         layout = self.flat.get((gi, p0.device, p0.dtype))
-        if layout is None or not layout.flat_params or MASTER_KEY in layout.buffers or \
+        if layout is None or not layout.flat_params or \
+                not (self.masters_ok if MASTER_KEY in layout.buffers else self.succeeded) or \
                 layout.signature != (id(params), len(params), len(opt.state)) or \
                 len(layout.order) != len(params) or \
                 not all(map(operator.is_, layout.order, params)) or \
@@ -156,10 +157,11 @@ class CompiledRunner:
                 layout.device_hyper = DeviceHyper()
             coef = layout.device_hyper.coefficients(self.cls, *device_values, layout.steps,
                                                     theta.dtype)
-        states = [layout.buffers[key] for key in self.cls.state_keys]
+        master = MASTER_KEY in layout.buffers
+        keys = (MASTER_KEY, *self.cls.state_keys) if master else self.cls.state_keys
         amp = None if scaling is None else tuple(t.to(theta.device, non_blocking=True)
                                                  for t in scaling)
-        self._call(theta, layout.grad, states, coef, amp)
+        self._call(theta, layout.grad, [layout.buffers[key] for key in keys], coef, amp, master)
         if amp is not None and device_values is not None:
             layout.steps.add_((amp[1] == 0).to(layout.steps.dtype))
         else:
