@@ -50,12 +50,35 @@ def test_each_dtype_gets_its_own_checked_direct_call():
     assert len(kernel.direct) == 2 and len(kernel.graphs) == 2
 
 
+def test_a_graph_compiled_for_equal_sizes_serves_only_equal_sizes():
+    """Compiled when the coefficient vector was as long as theta (9 elements); a 1000-element
+    call is its own key, served (by a graph of its own or the same one) and checked."""
+    kernel = Kernel(fresh())
+    small, big = tensors(9), tensors(1000)
+    small_ref, big_ref = tensors(9), tensors(1000)
+    kernel(*small, COEF)
+    kernel(*big, COEF)
+    fn = fresh()
+    fn(*small_ref, COEF)
+    fn(*big_ref, COEF)
+    torch.testing.assert_close(small + big, small_ref + big_ref)
+    assert len(kernel.direct) + len(kernel.refused) == 2 and kernel.direct
+
+
 def test_the_generated_code_still_checks_sizes():
+    """A gradient that is not as long as theta is another key (the ordinary call, which
+    refuses it); the coefficient vector's length is part of the key."""
     kernel = Kernel(fresh())
     kernel(*tensors(100), COEF)
     theta, g, m, v = tensors(100)
-    with pytest.raises(AssertionError):
-        kernel(theta[:50], g, m, v, COEF)  # theta shorter than the gradient
+    with pytest.raises(Exception, match="size"):
+        kernel(theta, g[:50], m, v, COEF)
+    longer = torch.cat([COEF, torch.zeros(3)])  # the kernel reads the first nine
+    ours, theirs = tensors(100), tensors(100)
+    kernel(*ours, longer)
+    fresh()(*theirs, COEF)
+    torch.testing.assert_close(ours, theirs)
+    assert {k[-1][2] for k in kernel.direct} == {torch.Size([9]), torch.Size([12])}
 
 
 def test_an_input_order_it_cannot_read_keeps_the_ordinary_call(monkeypatch):

@@ -7,8 +7,9 @@ runtime wrapper before Inductor's generated code runs: about 35 µs warm on a CP
 model (measured in ``docs/performance.md``). :class:`Kernel` compiles a function as
 ``torch.compile(fn, dynamic=True, fullgraph=True)`` does, keeping the graph Inductor compiled and
 the order of its inputs, and then calls that graph directly for the (devices, dtypes) it was
-compiled for. The generated code checks every input's sizes and strides itself; devices and
-dtypes are the key. Each direct call is checked once against the ordinary call, bit for bit, on
+compiled for. The key: the devices and dtypes, which arguments are as long as the first (the
+elementwise ones) and the shapes of the others (the coefficient vector); the generated code
+checks every input's sizes and strides itself, before any write. Each direct call is checked once against the ordinary call, bit for bit, on
 small copies of the first arguments; any difference, or a torch whose internals differ, leaves
 the ordinary call in use.
 
@@ -56,39 +57,43 @@ class Kernel:
     def __call__(self, *args) -> None:
         if torch.compiler.is_compiling():  # inside a user's compiled step: trace fn itself
             return self.compiled(*args)
-        key = tuple((a.device, a.dtype) for a in args)
+        # dynamo gives equal sizes one symbol ("duck sizing"): a graph compiled when, say, the
+        # coefficient vector was as long as theta holds only where that is so again; the other
+        # arguments (the coefficients, GradScaler's scalars) are keyed by their very shape
+        shape = args[0].shape
+        key = tuple((a.device, a.dtype, True if a.shape == shape else a.shape) for a in args)
         direct = self.direct.get(key)
         if direct is not None:
-            direct(args)
-        elif key in self.refused:
+            try:
+                direct(args)
+                return None
+            except AssertionError:  # the generated code's own size check, before any write
+                del self.direct[key]
+                self.refused.add(key)
+        if key in self.refused:
             self.compiled(*args)
         else:
-            known = len(self.graphs)
-            with _no_autograd_cache():  # so that the backend sees Inductor's compiled graph
+            known, seen = len(self.graphs), []
+            with _watching(seen):  # Inductor's graph, compiled or from a cache
                 self.compiled(*args)
-            if len(self.graphs) == known + 1:  # this call compiled the graph that serves key
-                self._adopt(key, args)
-            else:
-                self.refused.add(key)
+            kinds = tuple(k[:2] for k in key)
+            if len(self.graphs) == known + 1 and len(seen) == 1:  # this call's own graph
+                self.graphs[-1].update(graph=seen[0], kinds=kinds)
+                self._adopt(key, args, self.graphs[-1])
+            else:  # a graph compiled before served it: the one for these devices and dtypes
+                served = [e for e in self.graphs if e.get("kinds") == kinds]
+                if len(served) == 1:
+                    self._adopt(key, args, served[0])
+                else:
+                    self.refused.add(key)
         return None
 
     # ------------------------------------------------------------------ capture
     def _backend(self, gm, example_inputs):
-        from torch._inductor.compile_fx import compile_fx, compile_fx_inner
+        from torch._inductor.compile_fx import compile_fx
 
-        entry: dict = {"recipe": self._recipe(gm)}
-
-        def inner(*args, **kwargs):
-            graph = compile_fx_inner(*args, **kwargs)
-            entry["graph"] = graph
-            return graph
-
-        self.graphs.append(entry)
-        try:
-            return compile_fx(gm, example_inputs, inner_compile=inner)
-        except TypeError:  # a torch without ``inner_compile``: the ordinary path only
-            entry.pop("recipe", None)
-            return compile_fx(gm, example_inputs)
+        self.graphs.append({"recipe": self._recipe(gm)})
+        return compile_fx(gm, example_inputs)
 
     def _recipe(self, gm):
         """``[(argument index, size dim or None)]`` per graph input, or None."""
@@ -112,9 +117,9 @@ class Kernel:
             return None
         return out
 
-    def _adopt(self, key, args) -> None:
-        """Make the direct call of the newest captured graph for ``key`` after checking it."""
-        entry = self.graphs[-1] if self.graphs else {}
+    def _adopt(self, key, args, entry: dict) -> None:
+        """Make the direct call of the captured graph ``entry`` for ``key`` after checking it
+        (on copies shaped like ``args``: a graph that does not fit fails its size check)."""
         graph, recipe = entry.get("graph"), entry.get("recipe")
         call = getattr(graph, "current_callable", None)
         if call is None or recipe is None or not getattr(graph, "_boxed_call", False):
@@ -150,12 +155,22 @@ def _agrees(ordinary, direct, args) -> bool:
 
 
 @contextlib.contextmanager
-def _no_autograd_cache():
-    """AOTAutograd's cache, off: a hit there would skip the compile the capture watches (the
-    Inductor graph cache still serves the compiled code)."""
-    config = getattr(torch._functorch, "config", None)
-    if config is None or not hasattr(config, "enable_autograd_cache"):
+def _watching(seen: list):
+    """Record every Inductor graph made ready while the block runs (``post_compile`` runs on a
+    fresh compile and on a cache hit alike)."""
+    try:
+        from torch._inductor.output_code import CompiledFxGraph
+        original = CompiledFxGraph.post_compile
+    except (ImportError, AttributeError):  # another torch: nothing seen, nothing adopted
         yield
         return
-    with config.patch(enable_autograd_cache=False):
+
+    def post_compile(graph, *args, **kwargs):
+        seen.append(graph)
+        return original(graph, *args, **kwargs)
+
+    CompiledFxGraph.post_compile = post_compile
+    try:
         yield
+    finally:
+        CompiledFxGraph.post_compile = original
