@@ -36,7 +36,7 @@ def check_capturable(cls, capturable, backend: str) -> None:
     """Refuse ``capturable`` values and designs the capturable step cannot run (named errors).
 
     Example:
-        >>> import ctopt
+        >>> import torch, ctopt
         >>> check_capturable(ctopt.to_torch(ctopt.zoo.get("adam")), True, "auto") is None
         True
     """
