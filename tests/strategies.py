@@ -67,6 +67,20 @@ class Drawn:
     recipe: list
 
 
+def exported_class(drawn: Drawn):
+    """The exported optimizer class of a drawn design, or None when building or exporting it
+    was refused (with a ctopt error)."""
+    import ctopt
+    from ctopt.errors import CtoptError
+
+    if drawn.error is not None:
+        return None
+    try:
+        return ctopt.to_torch(drawn.design, check=False)
+    except CtoptError:
+        return None
+
+
 def _bounded(x):
     return x / (1 + sp.Abs(x))
 

@@ -10,12 +10,12 @@ import math
 import pytest
 import torch
 from hypothesis import given, settings
-from strategies import designs
+from strategies import designs, exported_class
 from test_generative_export import SETTINGS
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import ctopt
-from ctopt.errors import CtoptError, HyperparameterError, UnsupportedError
+from ctopt.errors import HyperparameterError, UnsupportedError
 from ctopt.export.capture import DeviceHyper
 from ctopt.export.compiled import _coef_tensor
 
@@ -190,13 +190,8 @@ def test_many_random_scalar_parts_run_on_tensors_as_on_floats():
 def check_scalars_on_tensors(drawn):
     """The scalar part of a drawn design on 0-d float64 tensors (the capturable step) equals
     the same code on floats, for every design whose scalar part runs on the device."""
-    if drawn.error is not None:
-        return
-    try:
-        cls = ctopt.to_torch(drawn.design, check=False)
-    except CtoptError:
-        return
-    if not cls.scalars_on_device:
+    cls = exported_class(drawn)
+    if cls is None or not cls.scalars_on_device:
         return
     values = {h.name: float(h.default) for h in cls.hyperparameters}
     for k in (1, 2, 7, 300):

@@ -15,7 +15,7 @@ import pytest
 import sympy as sp
 import torch
 from hypothesis import HealthCheck, given, settings
-from strategies import designs
+from strategies import designs, exported_class
 
 import ctopt
 from ctopt.design import MASTER_KEY as DESIGN_MASTER_KEY
@@ -114,11 +114,8 @@ def test_random_designs_on_masters_equal_a_float32_run_bit_for_bit(drawn):
     with master weights on bfloat16, the masters, the states and the step equal the float32 run
     on the for-loop and foreach paths (NaN where it has NaN), or both runs raise the same
     error."""
-    if drawn.error is not None:
-        return
-    try:
-        cls = ctopt.to_torch(drawn.design, check=False)
-    except CtoptError:
+    cls = exported_class(drawn)
+    if cls is None:
         return
     for backend in ("forloop", "foreach"):
         result = _outcome(lambda b=backend: run_against_fp32(cls, {}, b, torch.bfloat16,
