@@ -73,13 +73,14 @@ class Function:
 
 #: The functions of one argument. ``sign`` has no in-place form: torch's sign turns NaN into 0,
 #: so it is printed as the runtime's ``_nan_sign``. Scalar helpers (``_exp``, ``_log``,
-#: ``_sign``) come from the runtime and return IEEE values instead of raising.
+#: ``_sign``, ``_tanh``) come from the runtime and return IEEE values instead of raising; they
+#: take 0-d tensors too (the capturable step runs the scalar part on the device).
 FUNCTIONS: tuple[Function, ...] = (
     Function("Abs", sp.Abs, np.abs, "abs({x})", "torch.abs({x})", "abs"),
     Function("sign", sp.sign, np.sign, "_sign({x})", "_nan_sign({x})", None),
     Function("exp", sp.exp, np.exp, "_exp({x})", "torch.exp({x})", "exp"),
     Function("log", sp.log, np.log, "_log({x})", "torch.log({x})", "log", guard="log"),
-    Function("tanh", sp.tanh, np.tanh, "math.tanh({x})", "torch.tanh({x})", "tanh"),
+    Function("tanh", sp.tanh, np.tanh, "_tanh({x})", "torch.tanh({x})", "tanh"),
 )
 
 _BY_CLASS: dict[type, Function] = {f.sympy: f for f in FUNCTIONS}

@@ -6,8 +6,7 @@ standalone exports.
 The per-step numbers are the design's own scalar part (``_scalars``), run on 0-d float64
 tensors: ``k = step + 1`` is read on the device, the hyperparameters are device copies made when
 they change (floats, read on the host as ever); a choice is ``torch.where``. Designs whose
-scalar part takes group reductions, a logical operation or ``tanh`` are refused: those would
-read back.
+scalar part takes group reductions or a logical operation are refused: those would read back.
 
 What is captured is the steady step of the compiled path: the group's parameters, all with a
 gradient, in its intact flat layout (see :mod:`.layout`); run a few steps before capturing, as
@@ -48,8 +47,7 @@ def check_capturable(cls, capturable, backend: str) -> None:
         raise UnsupportedError(f"capturable=True runs on the compiled path; backend={backend!r} "
                                "is eager (use 'compiled' or 'auto')")
     if not cls.scalars_on_device:
-        why = "takes group reductions" if cls.reduction_names else \
-            "uses a logical operation or tanh"
+        why = "takes group reductions" if cls.reduction_names else "uses a logical operation"
         raise UnsupportedError(f"capturable=True: the per-step scalar part of {cls.__name__} "
                                f"{why}, which would read values back to the host")
 

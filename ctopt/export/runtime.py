@@ -19,11 +19,24 @@ from .checkpoint import StateDictError
 from .compiled import flat_parameters
 from .errors import CtoptError, HyperparameterError, UnsupportedError
 from .optimizer import GeneratedOptimizer, NonFiniteGradientError
-from .scalars import _choose, _div, _exp, _fe_full, _log, _max, _min, _nan_sign, _pow, _sign, _sqrt
+from .scalars import (
+    _choose,
+    _div,
+    _exp,
+    _fe_full,
+    _log,
+    _max,
+    _min,
+    _nan_sign,
+    _pow,
+    _sign,
+    _sqrt,
+    _tanh,
+)
 from .values import Hyper
 
 __all__ = [
     "CtoptError", "GeneratedOptimizer", "Hyper", "HyperparameterError", "NonFiniteGradientError",
     "StateDictError", "UnsupportedError", "_choose", "_div", "_exp", "_fe_full", "_log", "_max",
-    "_min", "_nan_sign", "_pow", "_sign", "_sqrt", "flat_parameters", "math", "torch",
+    "_min", "_nan_sign", "_pow", "_sign", "_sqrt", "_tanh", "flat_parameters", "math", "torch",
 ]

@@ -57,6 +57,10 @@ def _log(a):
     return math.log(a) if a > 0 else (-math.inf if a == 0 else math.nan)
 
 
+def _tanh(a):
+    return torch.tanh(a) if isinstance(a, torch.Tensor) else math.tanh(a)
+
+
 def _sign(a):
     if isinstance(a, torch.Tensor):
         return _nan_sign(a)

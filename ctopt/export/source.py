@@ -26,6 +26,7 @@ from pathlib import Path
 
 import sympy as sp
 
+from .. import ops
 from ..design import Design
 from ..errors import DesignError
 from .codegen import Program, build_program, code_name, code_symbols, rename, state_symbol
@@ -190,9 +191,8 @@ def _class_source(design: Design, cls: str) -> str:
              sp.logic.boolalg.BooleanAtom)
     conditions = {name for name, expr in p.scalars if isinstance(expr, logic)}
     # the scalar part runs on the device as it is (see .capture) unless it reads reductions or
-    # uses operations without a tensor form in the scalar helpers
-    on_device = not design.reductions and not any(
-        expr.has(sp.And, sp.Or, sp.Not, sp.tanh) for _, expr in p.scalars)
+    # takes a logical operation (Python's and/or/not, which read a tensor back)
+    on_device = not design.reductions and not any(expr.has(*ops.LOGIC) for _, expr in p.scalars)
     betas = beta_names(design)
     # the constructor's keywords are the design's names (its API); its body reads only them,
     # the underscore names and __class__ (the design refuses names that clash with the options)
