@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch._dynamo.utils
+from spies import kernel_calls
 from test_export_parity import (
     CASES,
     PATH_RTOL32,
@@ -122,10 +123,7 @@ def test_flat_layout_is_one_call_and_keeps_gradients_in_place():
     Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
     opt = Adam(model.parameters(), lr=0.01, backend="compiled")
     ref = Adam(twin.parameters(), lr=0.01, backend="forloop")
-    calls = []
-    runner = opt._compiled_runner()
-    original = runner._call
-    runner._call = lambda *a: calls.append(a[0].numel()) or original(*a)
+    calls = kernel_calls(opt)
     x = torch.randn(8, 5)
     for _ in range(4):
         for m, o in ((model, opt), (twin, ref)):
@@ -191,10 +189,7 @@ def test_large_tensors_direct_small_ones_gathered(monkeypatch):
     b = [torch.nn.Parameter(p.detach().clone()) for p in a]
     opt, ref = Adam(a, lr=0.01, backend="compiled"), Adam(b, lr=0.01, backend="foreach")
     opt.flatten_parameters = False
-    calls = []
-    runner = opt._compiled_runner()
-    original = runner._call
-    runner._call = lambda *args: calls.append(args[0].numel()) or original(*args)
+    calls = kernel_calls(opt)
     for _ in range(3):
         for p, q in zip(a, b, strict=True):
             p.grad = torch.randn_like(p)

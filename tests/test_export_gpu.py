@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from spies import kernel_calls
 from test_export_parity import CASES, PATH_RTOL32, TORCH_RTOL32, design_of, problem, rel_err
 
 import ctopt
@@ -96,10 +97,7 @@ def test_cuda_flat_layout_is_one_call_and_equals_forloop():
     Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
     opt = Adam(model.parameters(), lr=0.01, backend="compiled")
     ref = Adam(twin.parameters(), lr=0.01, backend="forloop")
-    calls = []
-    runner = opt._compiled_runner()
-    original = runner._call
-    runner._call = lambda *a: calls.append(a[0].numel()) or original(*a)
+    calls = kernel_calls(opt)
     x = torch.randn(16, 5, device="cuda")
     for _ in range(4):
         for m, o in ((model, opt), (twin, ref)):

@@ -11,6 +11,7 @@ import copy
 
 import pytest
 import torch
+from spies import kernel_calls
 from test_export_parity import PATH_RTOL32
 
 import ctopt
@@ -71,10 +72,7 @@ class CountCalls:
     """Counts the compiled kernel's calls (and their sizes) of an optimizer."""
 
     def __init__(self, opt):
-        self.sizes = []
-        runner = opt._compiled_runner()
-        original = runner._call
-        runner._call = lambda *a: self.sizes.append(a[0].numel()) or original(*a)
+        self.sizes = kernel_calls(opt)
 
 
 @pytest.mark.parametrize("set_to_none", [True, False])

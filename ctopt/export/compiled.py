@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import operator
 import shutil
 import types
 import warnings
@@ -29,8 +28,8 @@ import warnings
 import torch
 
 from .capture import DeviceHyper
-from .direct import Kernel
-from .layout import FlatLayout
+from .direct import HostVector, Kernel
+from .layout import FlatLayout, same_marks
 from .master import MASTER_KEY, master_update
 
 __all__ = ["CompiledRunner", "flat_parameters"]
@@ -118,10 +117,12 @@ class CompiledRunner:
                                                      for t in scaling)
             self._run_bucket(opt, gi, device, dtype, members, coef, coefficients, amp)
 
-    def steady(self, opt, gi: int):
+    def steady(self, opt, gi: int, marks=None):
         """``(layout, k)`` when group ``gi``'s step is the usual one: its parameters, all with a
         gradient in the flat buffer, are exactly one intact flat layout's, at one step count
-        ``k - 1``; else None (the general path then checks and repairs everything)."""
+        ``k - 1``; else None (the general path then checks and repairs everything). ``marks``:
+        the optimizer's :func:`.state_marks` now (when they equal those of the layout's last
+        check, its states need no look)."""
         params = opt.param_groups[gi]["params"]
         if not params or self.failed:
             return None
@@ -130,11 +131,12 @@ class CompiledRunner:
         if layout is None or not layout.flat_params or \
                 not (self.masters_ok if MASTER_KEY in layout.buffers else self.succeeded) or \
                 layout.signature != (id(params), len(params), len(opt.state)) or \
-                len(layout.order) != len(params) or \
-                not all(map(operator.is_, layout.order, params)) or \
-                not all(map(operator.is_, [p.grad for p in params], layout.grad_views)) or \
-                not layout.intact() or not layout.same_states(opt):
+                not layout.in_place(params):
             return None
+        if not same_marks(marks, layout.marks):
+            if not layout.same_states(opt):
+                return None
+            layout.marks = marks
         if not opt.capturable or layout.host_step is None:
             ks = layout.steps.tolist()  # free on the host; capturable steps read it back once
             if ks.count(ks[0]) != len(ks):
@@ -149,6 +151,11 @@ class CompiledRunner:
         coefficients are computed on the device (see :mod:`.capture`); ``scaling``:
         ``(grad_scale, found_inf)`` for the kernel (a capturable step counts a skipped step
         out on the device; otherwise the optimizer undoes the count as in :meth:`run`)."""
+        if device_values is None and scaling is None and layout.bound is not False and \
+                self._run_bound(layout, coefficients):
+            layout.steps.add_(1)
+            layout.host_step += 1
+            return
         theta = layout.theta
         if device_values is None:
             coef = _coef_tensor(coefficients, theta.dtype, theta.device)
@@ -167,6 +174,33 @@ class CompiledRunner:
         else:
             layout.steps.add_(1)
         layout.host_step += 1  # with a capturable skipped step: the steps the host ran
+
+    def _run_bound(self, layout, coefficients) -> bool:
+        """The steady step's kernel call on the host, bound to the layout's buffers once (see
+        :meth:`.Kernel.bind`), its coefficients written into the bound ``coef`` in place;
+        False (nothing written) where there is none."""
+        if layout.bound is None:
+            theta = layout.theta
+            if theta.device.type != "cpu" or MASTER_KEY in layout.buffers:
+                layout.bound = False
+                return False
+            if torch.compiler.is_compiling():
+                return False
+            coef = HostVector(_coef_tensor(coefficients, theta.dtype, theta.device))
+            states = [_plain(layout.buffers[key]) for key in self.cls.state_keys]
+            call = self.kernel().bind(_plain(theta), _plain(layout.grad), *states, coef.tensor)
+            layout.bound = False if call is None else (call, coef)
+            if call is None:
+                return False
+        call, coef = layout.bound
+        if not coef.write(coefficients):
+            return False
+        try:
+            call()
+        except AssertionError:  # the generated code's size check, before any write
+            layout.bound = False
+            return False
+        return True
 
     def _state_owners(self, opt, gi, device, dtype):
         params = [p for p in opt.param_groups[gi]["params"]

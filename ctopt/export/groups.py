@@ -12,12 +12,22 @@ Example:
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from .errors import HyperparameterError
 from .values import check_unique
 
 __all__ = ["GroupValidation"]
+
+
+def _constant(entry) -> bool:
+    """Whether a group entry is an immutable number (or a tuple of them, as ``betas``): the same
+    object then always holds the same value."""
+    if type(entry) is tuple:
+        return all(type(x) in (int, float, bool) for x in entry)
+    return entry is None or type(entry) in (int, float, bool)
 
 
 class GroupValidation:
@@ -83,6 +93,26 @@ class GroupValidation:
             raise HyperparameterError(f"{where}'maximize' = {group['maximize']!r} must be True "
                                       "or False")
         return values
+
+    def _step_values(self, gi: int, group: dict) -> dict:
+        """:meth:`_group_values` of group ``gi`` at this step, validated again only when an entry
+        of the group is another object than at the last step (a tensor entry, read live, is
+        validated at every step)."""
+        names = type(self).__dict__.get("_entry_names")
+        if names is None:
+            names = tuple(s.name for s in self.hyperparameters if s.name not in self.beta_names)
+            names = type(self)._entry_names = names + ("betas", "maximize")
+        entries = tuple(map(group.get, names))
+        cache = self.__dict__.setdefault("_values_seen", {})
+        seen = cache.get(gi)
+        if seen is not None and all(map(operator.is_, entries, seen[0])):
+            return dict(seen[1])
+        values = self._group_values(group, f"param group {gi}: ")
+        if all(map(_constant, entries)):
+            cache[gi] = (entries, values)
+        else:
+            cache.pop(gi, None)
+        return dict(values)
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group; its hyperparameters (design names, or ``betas``) are validated first,

@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import operator
 import weakref
+from itertools import chain
 
 import torch
 
-__all__ = ["DIRECT_NUMEL", "FlatLayout", "flat_view"]
+__all__ = ["DIRECT_NUMEL", "FlatLayout", "flat_view", "same_marks", "state_marks"]
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+_DATA_PTR, _GRAD = torch.Tensor.data_ptr, operator.attrgetter("grad")
 
 #: without a flat parameter layout, tensors at least this large get their own kernel call
 DIRECT_NUMEL = 1 << 20
@@ -70,6 +72,32 @@ def flat_view(tensors: list[torch.Tensor]) -> torch.Tensor | None:
         offset += t.numel()
     total = offset - first.storage_offset()
     return first.detach().as_strided((total,), (1,), first.storage_offset())
+
+
+def state_marks(state: dict) -> tuple | None:
+    """Every key, state dict and state value of an optimizer's ``state``, in order: when two
+    marks are the same objects one by one, nothing in it was replaced, added or removed.
+
+    Example:
+        >>> import torch
+        >>> p = torch.zeros(1)
+        >>> state = {p: {"step": torch.tensor(0.0)}}
+        >>> before = state_marks(state)
+        >>> state[p]["step"] = torch.tensor(0.0)
+        >>> same_marks(before, state_marks(state))
+        False
+    """
+    dicts = tuple(state.values())
+    try:
+        return (*state, *dicts, *chain.from_iterable(map(dict.values, dicts)))
+    except TypeError:  # a state entry that is not a dict: nothing is known
+        return None
+
+
+def same_marks(a: tuple | None, b: tuple | None) -> bool:
+    """Whether two :func:`state_marks` hold the same objects (None: unknown, never the same)."""
+    return a is not None and b is not None and len(a) == len(b) and \
+        all(map(operator.is_, a, b))
 
 
 def _gatherable(p: torch.Tensor) -> bool:
@@ -134,7 +162,12 @@ class FlatLayout:
         self.owned_states = list(states)
         self.owned_tensors = [state[key] for state in states for key in (*self.buffers, "step")]
         self.signature = None
+        #: the optimizer's :func:`state_marks` when :meth:`same_states` last held
+        self.marks = None
         self.theta = self.grad = None
+        #: the steady step's kernel call bound to these buffers (see ``CompiledRunner``): None
+        #: until made, False where none can be
+        self.bound = None
         if self.flat_params:
             self._flatten(adopted)
         self.hooks: list = []
@@ -143,6 +176,7 @@ class FlatLayout:
     def _flatten(self, adopted) -> None:
         """Make the parameters and gradients views of two flat buffers (keeping their values)."""
         p0, total = self.order[0], self.offsets[-1]
+        self.bound = None
         with torch.no_grad():  # gradients first: their old storage is freed before theta's
             grads = [p.grad for p in self.order]
             grad = flat_view(grads)
@@ -184,7 +218,14 @@ class FlatLayout:
 
     def intact(self) -> bool:
         """Whether every parameter still points into the parameter buffer."""
-        return tuple(p.data_ptr() for p in self.order) == self.theta_ptrs
+        return tuple(map(_DATA_PTR, self.order)) == self.theta_ptrs
+
+    def in_place(self, params) -> bool:
+        """Whether ``params`` are the layout's parameters, in order, each pointing into the
+        parameter buffer with its gradient the very view of the gradient buffer (the steady
+        step's check: identities and pointers only)."""
+        return len(params) == len(self.order) and all(map(operator.is_, params, self.order)) \
+            and all(map(operator.is_, map(_GRAD, params), self.grad_views)) and self.intact()
 
     def rebuild(self, now: int) -> None:
         """Lay the (moved) parameters out again (``now`` counts steps); after ``MAX_REBUILDS``

@@ -49,6 +49,8 @@ from .capture import check_capturable
 from .checkpoint import Checkpoints
 from .errors import HyperparameterError, UnsupportedError
 from .groups import GroupValidation
+from .layout import state_marks
+from .listened import listened_step
 from .master import MASTER_KEY, MasterWeights
 from .reductions import NonFiniteGradientError, Reductions  # noqa: F401
 from .scaling import GradScaling
@@ -139,7 +141,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         super().__init__(params, defaults)
 
     # ------------------------------------------------------------------ the step
-    @torch.no_grad()
+    @listened_step
     def step(self, closure=None):
         """One optimization step (``closure`` re-evaluates the loss, as in torch). Everything
         the step needs is computed and checked before anything is written."""
@@ -147,25 +149,38 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if torch.compiler.is_compiling():
+            with torch.no_grad():
+                self._step()
+            return loss
+        enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)  # torch.no_grad(), without its Python layers
+        try:
+            self._step()
+        finally:
+            torch._C._set_grad_enabled(enabled)
+        return loss
+
+    def _step(self) -> None:
         self._settle_skips()
         scaling = self._scaling_inputs()
         plans, steady = [], self._steady_layouts(scaling)
         for i, group in enumerate(self.param_groups):
-            values = self._group_values(group, f"param group {i}: ")
+            values = self._step_values(i, group)
             # the usual step (steady): nothing to check per parameter
             plans.append((group, values, _items(group) if steady[i] is None else steady[i]))
         if scaling is not None and not self._scales_in_kernel(plans):
             plans = [(group, values, _items(group) if isinstance(items, tuple) else items)
                      for group, values, items in plans]
             if self._unscale_on_host(plans, *scaling):
-                return loss
+                return
             scaling = None
         if self.nonfinite != "propagate" and self._nonfinite(plans):
-            return loss
+            return
         prepared = [self._prepare_steady(gi, group, values, *items)
                     if isinstance(items, tuple) else self._prepare(gi, group, values, items)
                     for gi, (group, values, items) in enumerate(plans)]
-        for gi, ((group, _, items), ready) in enumerate(zip(plans, prepared, strict=True)):
+        for gi, ((group, values, items), ready) in enumerate(zip(plans, prepared, strict=True)):
             if isinstance(items, tuple):
                 device = (values, -1.0 if group.get("maximize", False) else 1.0) \
                     if self.capturable else None
@@ -175,7 +190,6 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
                     self._defer_skip(scaling[1], [layout.steps])
             elif items:
                 self._commit(gi, group, items, *ready, scaling=scaling)
-        return loss
 
     def _steady_layouts(self, scaling) -> list:
         """Per group, the compiled runner's ``(layout, k)`` when its step is the usual one (see
@@ -183,7 +197,8 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         if (scaling is not None and self.reduction_names) or self.nonfinite != "propagate" or \
                 self._runner is None or self._resolve_backend() != "compiled":
             return [None] * len(self.param_groups)
-        return [self._runner.steady(self, gi) for gi in range(len(self.param_groups))]
+        marks = state_marks(self.state)
+        return [self._runner.steady(self, gi, marks) for gi in range(len(self.param_groups))]
 
     def _prepare_steady(self, gi: int, group: dict, values: dict, layout, k: int) -> tuple:
         """The per-step coefficients of a steady group at step count ``k``, checked."""

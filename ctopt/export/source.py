@@ -40,7 +40,7 @@ __all__ = ["RUNTIME_MODULES", "class_name", "class_source", "module_source", "ru
 #: its siblings (relatively); ``runtime`` names what generated code sees as globals.
 RUNTIME_MODULES = ("errors", "scalars", "values", "layout", "master", "capture", "direct",
                    "compiled", "checkpoint", "groups", "reductions", "scaling", "backends",
-                   "optimizer", "runtime")
+                   "listened", "optimizer", "runtime")
 
 _INDENT = "        "
 
