@@ -61,6 +61,22 @@ def test_capturable_equals_the_compiled_path_bit_for_bit(name):
     assert float(ob.state[b[0]]["step"]) == 7.0
 
 
+def test_each_param_group_steps_with_its_own_values():
+    cls = ctopt.to_torch(ctopt.zoo.get("adam"))
+    gen = torch.Generator().manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in SHAPES]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    groups = lambda ps: [{"params": ps[:2], "lr": 0.1}, {"params": ps[2:], "lr": 0.001,
+                                                         "betas": (0.5, 0.9)}]
+    oa = cls(groups(a), backend="compiled")
+    ob = cls(groups(b), backend="compiled", capturable=True)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        step_both(a, b, oa, ob, gen)
+    for pa, pb in zip(a, b, strict=True):
+        assert torch.equal(pa, pb)
+
+
 class ReadBacks(TorchDispatchMode):
     """Records what hands a tensor's value to the host: the dispatcher's ``item`` and
     ``_local_scalar_dense``, and the Python conversions (``tolist``, ``float()``...), which on

@@ -35,6 +35,8 @@ import struct
 
 import torch
 
+from .warm import known_isa
+
 __all__ = ["HostVector", "Kernel"]
 
 #: a graph input's source as dynamo names it: an argument, an item of ``*args``, or a size
@@ -112,7 +114,8 @@ class Kernel:
         from torch._inductor.compile_fx import compile_fx
 
         self.graphs.append({"recipe": self._recipe(gm)})
-        return compile_fx(gm, example_inputs)
+        with known_isa():
+            return compile_fx(gm, example_inputs)
 
     def _recipe(self, gm):
         """``[(argument index, size dim or None)]`` per graph input, or None."""

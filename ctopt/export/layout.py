@@ -95,7 +95,13 @@ def state_marks(state: dict) -> tuple | None:
 
 
 def same_marks(a: tuple | None, b: tuple | None) -> bool:
-    """Whether two :func:`state_marks` hold the same objects (None: unknown, never the same)."""
+    """Whether two :func:`state_marks` hold the same objects (None: unknown, never the same).
+
+    Example:
+        >>> a, b = (1.5, "x"), (float("1.5"), "x")
+        >>> same_marks(a, a), same_marks(a, b), same_marks(None, None)
+        (True, False, False)
+    """
     return a is not None and b is not None and len(a) == len(b) and \
         all(map(operator.is_, a, b))
 

@@ -38,7 +38,22 @@ except ImportError:  # another torch: always its own wrapper
 def listened_step(func):
     """``func`` (an optimizer's ``step``) behind torch's step wrapper only when it is heard: a
     profiler, a step hook or torch.compile (see the module docstring). Marked ``hooked`` so
-    that ``torch.optim.Optimizer`` does not wrap it again."""
+    that ``torch.optim.Optimizer`` does not wrap it again.
+
+    Example:
+        >>> import torch
+        >>> class Plain(torch.optim.Optimizer):
+        ...     def __init__(self, params):
+        ...         super().__init__(params, {})
+        ...     @listened_step
+        ...     def step(self, closure=None):
+        ...         return "stepped"
+        >>> opt = Plain([torch.nn.Parameter(torch.ones(1))])
+        >>> heard = []
+        >>> _ = opt.register_step_pre_hook(lambda o, args, kwargs: heard.append(1))
+        >>> opt.step(), heard, Plain.step.hooked
+        ('stepped', [1], True)
+    """
     wrapped = torch.optim.Optimizer.profile_hook_step(func)
     profiling = getattr(getattr(torch._C, "_autograd", None), "_profiler_enabled", None)
     if _global_optimizer_pre_hooks is None or profiling is None:
