@@ -66,8 +66,10 @@ def test_each_param_group_steps_with_its_own_values():
     gen = torch.Generator().manual_seed(0)
     a = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in SHAPES]
     b = [torch.nn.Parameter(p.detach().clone()) for p in a]
-    groups = lambda ps: [{"params": ps[:2], "lr": 0.1}, {"params": ps[2:], "lr": 0.001,
-                                                         "betas": (0.5, 0.9)}]
+
+    def groups(ps):
+        return [{"params": ps[:2], "lr": 0.1}, {"params": ps[2:], "lr": 0.001, "betas": (0.5, 0.9)}]
+
     oa = cls(groups(a), backend="compiled")
     ob = cls(groups(b), backend="compiled", capturable=True)
     gen = torch.Generator().manual_seed(1)

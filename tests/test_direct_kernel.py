@@ -126,3 +126,34 @@ def test_the_compiled_path_uses_direct_calls_and_equals_the_for_loop_path():
     for p, q in zip(model.parameters(), twin, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
 
+
+
+def test_a_kernel_is_compiled_at_a_representative_size(monkeypatch):
+    """Whatever the first call's size, Inductor sees elementwise arguments of
+    ``_COMPILE_NUMEL`` elements (its vector width and threading follow the size it compiles
+    at); the other arguments keep their shapes; the first call's own update is still made."""
+    seen = []
+    backend = Kernel._backend
+
+    def spy(self, gm, example_inputs):
+        seen.append([tuple(int(s) for s in t.shape) for t in example_inputs
+                     if isinstance(t, torch.Tensor)])
+        return backend(self, gm, example_inputs)
+
+    monkeypatch.setattr(Kernel, "_backend", spy)
+    kernel = Kernel(fresh())
+    ours = tensors(5, dtype=torch.bfloat16)
+    theirs = [t.clone() for t in ours]
+    kernel(*ours, COEF)
+    torch.compile(fresh(), dynamic=True, fullgraph=True)(*theirs, COEF)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    big = (direct._COMPILE_NUMEL,)
+    assert len(seen) == 1 and sorted(seen[0]) == sorted([big] * 4 + [tuple(COEF.shape)])
+
+
+def test_stand_ins_copy_everything_and_lengthen_only_the_elementwise_arguments():
+    theta, coef, scalar = torch.ones(3), torch.ones(3, 2), torch.tensor(2.0)
+    out = direct._stand_ins([theta, torch.zeros(3, dtype=torch.bfloat16), coef, scalar])
+    assert [t.shape for t in out] == [(direct._COMPILE_NUMEL,)] * 2 + [(3, 2), ()]
+    assert out[1].dtype == torch.bfloat16 and all(a is not b for a, b in zip(out, [theta, coef]))
+    assert out[2].data_ptr() != coef.data_ptr() and float(out[3]) == 2.0

@@ -215,16 +215,22 @@ def test_grad_scaler_overflow_leaves_masters_untouched(backend):
                                          scaling=scaling)
     assert_masters_equal(ours, ref, ps, qs)
     assert [float(ours.state[p]["step"]) for p in ps] == [3.0] * len(ps)
-    if backend == "compiled":  # unscaled and skipped inside the master-weight kernel
-        assert ours._runner.masters_ok == {True}
+    if backend == "compiled":  # unscaled and skipped on the device (the gradient apart)
+        assert ours._runner.masters_ok == {"scaled apart"}
     before = {p: ours.state[p][MASTER_KEY].clone() for p in ps}
     values = [p.detach().clone() for p in ps]
-    for p, gr in zip(ps, grads(ps, 9), strict=True):
-        p.grad = gr
+    scaled = grads(ps, 9)
+    for p, gr in zip(ps, scaled, strict=True):
+        p.grad = gr.clone()
     ours.grad_scale, ours.found_inf = torch.tensor(2.0), torch.tensor(1.0)
     ours.step()
-    for p, v in zip(ps, values, strict=True):
+    for p, v, gr in zip(ps, values, scaled, strict=True):
         assert torch.equal(ours.state[p][MASTER_KEY], before[p]) and torch.equal(p.detach(), v)
+        assert torch.equal(p.grad, gr)  # a skipped step leaves the gradient scaled
+    ours.grad_scale, ours.found_inf = torch.tensor(3.0), torch.tensor(0.0)
+    ours.step()
+    for p, gr in zip(ps, scaled, strict=True):  # written back unscaled, as torch's fused Adam
+        assert torch.equal(p.grad, (gr.float() / 3.0).to(p.dtype))
 
 
 @pytest.mark.parametrize("backend", ["forloop", "foreach"])

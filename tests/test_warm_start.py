@@ -53,9 +53,8 @@ def test_a_failed_probe_keeps_inductors_own_check(cache, monkeypatch):
 
 
 def test_the_users_own_setting_and_other_machines_are_left_alone(cache, monkeypatch):
-    with config.patch({"cpp.vec_isa_ok": False}):
-        with warm.known_isa():
-            assert config.cpp.vec_isa_ok is False
+    with config.patch({"cpp.vec_isa_ok": False}), warm.known_isa():
+        assert config.cpp.vec_isa_ok is False
     monkeypatch.setattr(warm.platform, "machine", lambda: "aarch64")
     with warm.known_isa():
         assert config.cpp.vec_isa_ok is None

@@ -30,7 +30,7 @@ import torch
 from .capture import DeviceHyper
 from .direct import HostVector, Kernel
 from .layout import FlatLayout, same_marks
-from .master import MASTER_KEY, master_update
+from .master import MASTER_KEY, master_update, unscale_grad
 
 __all__ = ["CompiledRunner", "flat_parameters"]
 
@@ -84,17 +84,19 @@ class CompiledRunner:
             self.scaled = scaled
         return self.scaled
 
-    def master_kernel(self, scaled: bool):
-        """The compiled :func:`.master_update` (``scaled``: with gradient scaling), shared by
-        every optimizer of the class."""
-        if scaled not in self.masters:
+    def master_kernel(self, kind: str):
+        """A compiled master-weight kernel, shared by every optimizer of the class: ``kind`` is
+        "plain" (:func:`.master_update`), "scaled" (with gradient scaling), "scaled apart"
+        (scaled, the gradient's write-back left to "unscale": :func:`.unscale_grad`)."""
+        if kind not in self.masters:
             kernels = self.cls.__dict__.get("_compiled_masters")
             if kernels is None:
                 kernels = self.cls._compiled_masters = {}
-            if scaled not in kernels:
-                kernels[scaled] = Kernel(master_update(self.cls, scaled))
-            self.masters[scaled] = kernels[scaled]
-        return self.masters[scaled]
+            if kind not in kernels:
+                kernels[kind] = Kernel(unscale_grad if kind == "unscale" else master_update(
+                    self.cls, kind != "plain", write_grad=kind == "scaled"))
+            self.masters[kind] = kernels[kind]
+        return self.masters[kind]
 
     def run(self, opt, gi: int, items, states, coefficients, scaling=None) -> None:
         """Update the parameters ``items`` (with their ``states``) of group ``gi`` and advance
@@ -351,19 +353,27 @@ class CompiledRunner:
         return True
 
     def _call_master(self, theta, grad, states, coef, amp) -> bool:
-        scaled = amp is not None
-        kernel = self.master_kernel(scaled)
-        if scaled in self.masters_ok:
+        # on a CPU core the scaled kernel's fifth output stream (the unscaled gradient) costs
+        # more than a pass of its own: see .unscale_grad
+        kind = "plain" if amp is None else "scaled apart" if theta.device.type == "cpu" \
+            else "scaled"
+        kernel = self.master_kernel(kind)
+        unscale = self.master_kernel("unscale") if kind == "scaled apart" else None
+        if kind not in self.masters_ok:
+            try:
+                if unscale is not None:  # compiled before anything is written
+                    unscale(grad[:2].clone(), *amp)
+                kernel(theta, grad, *states, coef, *(amp or ()))
+            except Exception as error:  # no C++ compiler, unsupported platform, ...
+                self.failed = True
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); the "
+                              "optimizer falls back to eager code", RuntimeWarning, stacklevel=4)
+                return False
+            self.masters_ok.add(kind)
+        else:
             kernel(theta, grad, *states, coef, *(amp or ()))
-            return True
-        try:
-            kernel(theta, grad, *states, coef, *(amp or ()))
-        except Exception as error:  # no C++ compiler, unsupported platform, ...
-            self.failed = True
-            warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); the "
-                          "optimizer falls back to eager code", RuntimeWarning, stacklevel=4)
-            return False
-        self.masters_ok.add(scaled)
+        if unscale is not None:
+            unscale(grad, *amp)
         return True
 
 
