@@ -87,14 +87,16 @@ class CompiledRunner:
     def master_kernel(self, kind: str):
         """A compiled master-weight kernel, shared by every optimizer of the class: ``kind`` is
         "plain" (:func:`.master_update`), "scaled" (with gradient scaling), "scaled apart"
-        (scaled, the gradient's write-back left to "unscale": :func:`.unscale_grad`)."""
+        (scaled, ``found_inf`` read as zero on the host, the gradient's write-back left to
+        "unscale": :func:`.unscale_grad`)."""
         if kind not in self.masters:
             kernels = self.cls.__dict__.get("_compiled_masters")
             if kernels is None:
                 kernels = self.cls._compiled_masters = {}
             if kind not in kernels:
                 kernels[kind] = Kernel(unscale_grad if kind == "unscale" else master_update(
-                    self.cls, kind != "plain", write_grad=kind == "scaled"))
+                    self.cls, kind != "plain", write_grad=kind == "scaled",
+                    skips=kind == "scaled"))
             self.masters[kind] = kernels[kind]
         return self.masters[kind]
 
@@ -353,17 +355,21 @@ class CompiledRunner:
         return True
 
     def _call_master(self, theta, grad, states, coef, amp) -> bool:
-        # on a CPU core the scaled kernel's fifth output stream (the unscaled gradient) costs
-        # more than a pass of its own: see .unscale_grad
+        # on the host found_inf costs nothing to read: a skipped step writes nothing, and the
+        # kernel of the others chooses nothing per element; its fifth output stream (the
+        # unscaled gradient) costs more than a pass of its own (see .unscale_grad)
         kind = "plain" if amp is None else "scaled apart" if theta.device.type == "cpu" \
             else "scaled"
+        if kind == "scaled apart" and float(amp[1]) != 0:
+            return True  # the step counters are moved back as for any skipped scaled step
+        args = (amp[0],) if kind == "scaled apart" else amp or ()
         kernel = self.master_kernel(kind)
         unscale = self.master_kernel("unscale") if kind == "scaled apart" else None
         if kind not in self.masters_ok:
             try:
                 if unscale is not None:  # compiled before anything is written
                     unscale(grad[:2].clone(), *amp)
-                kernel(theta, grad, *states, coef, *(amp or ()))
+                kernel(theta, grad, *states, coef, *args)
             except Exception as error:  # no C++ compiler, unsupported platform, ...
                 self.failed = True
                 warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); the "
@@ -371,7 +377,7 @@ class CompiledRunner:
                 return False
             self.masters_ok.add(kind)
         else:
-            kernel(theta, grad, *states, coef, *(amp or ()))
+            kernel(theta, grad, *states, coef, *args)
         if unscale is not None:
             unscale(grad, *amp)
         return True

@@ -78,13 +78,15 @@ class MasterWeights:
             torch._foreach_copy_([p for p, _ in pairs], [m for _, m in pairs])
 
 
-def master_update(cls, scaled: bool, write_grad: bool = True):
+def master_update(cls, scaled: bool, write_grad: bool = True, skips: bool = True):
     """``update(theta, g, master, *states, coef[, grad_scale, found_inf])``: the design's step
     computed on the float32 ``master`` with ``g`` cast up (divided by ``grad_scale`` when
     ``scaled``), written to ``master`` and the states, and ``theta`` := the new master rounded to
     its dtype; where ``found_inf`` is non-zero nothing changes (the unscaled gradient is written
     back to ``g`` otherwise, as torch's fused optimizers do — unless ``write_grad`` is False:
-    then :func:`unscale_grad` writes it, after this update).
+    then :func:`unscale_grad` writes it, after this update). With ``skips`` False the scaled
+    update takes no ``found_inf`` (the caller has read it as zero on the host) and chooses
+    nothing per element.
 
     Example:
         >>> import torch, ctopt
@@ -122,7 +124,19 @@ def master_update(cls, scaled: bool, write_grad: bool = True):
         if write_grad:
             g.copy_(torch.where(skip, g.to(op), grad))
 
-    fn = scaled_update if scaled else update
+    def unskipped_update(theta, g, master, *rest):
+        states, coef, scale = rest[:-2], rest[-2], rest[-1]
+        op = master.dtype
+        grad = g.to(op) / scale.to(op)
+        out = elementwise(master, grad, *states, *[coef[i].to(op) for i in range(count)])
+        theta.copy_(out[0])
+        master.copy_(out[0])
+        for state, new in zip(states, out[1:], strict=True):
+            state.copy_(new)
+        if write_grad:
+            g.copy_(grad)
+
+    fn = (scaled_update if skips else unskipped_update) if scaled else update
     # run with the generated code's globals, so that the compiler traces one namespace
     return types.FunctionType(fn.__code__, elementwise.__globals__, "master_update", None,
                               fn.__closure__)
