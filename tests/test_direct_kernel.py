@@ -155,5 +155,5 @@ def test_stand_ins_copy_everything_and_lengthen_only_the_elementwise_arguments()
     theta, coef, scalar = torch.ones(3), torch.ones(3, 2), torch.tensor(2.0)
     out = direct._stand_ins([theta, torch.zeros(3, dtype=torch.bfloat16), coef, scalar])
     assert [t.shape for t in out] == [(direct._COMPILE_NUMEL,)] * 2 + [(3, 2), ()]
-    assert out[1].dtype == torch.bfloat16 and all(a is not b for a, b in zip(out, [theta, coef]))
+    assert out[1].dtype == torch.bfloat16 and out[0] is not theta and out[2] is not coef
     assert out[2].data_ptr() != coef.data_ptr() and float(out[3]) == 2.0
