@@ -6,6 +6,7 @@ edited entries, and the bound kernel call against the ordinary call, bit for bit
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -284,3 +285,35 @@ def test_a_rebuilt_layout_binds_again():
     assert layout.intact()
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------- compile failures
+@pytest.mark.parametrize("master", [False, True])
+def test_a_kernel_that_fails_to_compile_leaves_eager_code_with_one_warning(monkeypatch, master):
+    """No C++ compiler, an unsupported platform: the first call raises, nothing is written by
+    it, one RuntimeWarning says so, and every step from then on follows the for-loop path."""
+    dtype = torch.bfloat16 if master else torch.float32
+    a, b = params(dtype=dtype), params(dtype=dtype)
+    opt = Adam(a, lr=0.05, backend="compiled", master_weights=master)
+    ref = Adam(b, lr=0.05, backend="forloop", master_weights=master)
+    runner = opt._compiled_runner()
+
+    def broken(*args):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(runner, "master_kernel" if master else "kernel", lambda *kind: broken)
+    for i in range(3):
+        give_grads(a, i), give_grads(b, i)
+        if i == 0:
+            with pytest.warns(RuntimeWarning, match="torch.compile failed .*no compiler here"):
+                opt.step()
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)  # warned once, not again
+                opt.step()
+        ref.step()
+    assert runner.failed and not runner.available()
+    for p, q in zip(a, b, strict=True):  # the eager code rounds as the for-loop code may not
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+        for k in ref.state[q]:
+            torch.testing.assert_close(opt.state[p][k], ref.state[q][k], rtol=1e-5, atol=1e-7)

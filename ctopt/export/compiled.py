@@ -343,15 +343,22 @@ class CompiledRunner:
         if self.succeeded and (amp is None or self.scaled_ok):
             kernel(theta, grad, *states, coef, *extra)
             return True
-        try:
-            kernel(theta, grad, *states, coef, *extra)
-        except Exception as error:  # no C++ compiler, unsupported platform, ...
-            self.failed = True
-            warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); the "
-                          "optimizer falls back to eager code", RuntimeWarning, stacklevel=3)
+        if not self._first_call(lambda: kernel(theta, grad, *states, coef, *extra)):
             return False
         self.succeeded = True
         self.scaled_ok = self.scaled_ok or amp is not None
+        return True
+
+    def _first_call(self, run) -> bool:
+        """A kernel's first call (``run()``, which compiles it); on a failure warn once and
+        return False: the optimizer then falls back to eager code."""
+        try:
+            run()
+        except Exception as error:  # no C++ compiler, unsupported platform, ...
+            self.failed = True
+            warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); the "
+                          "optimizer falls back to eager code", RuntimeWarning, stacklevel=4)
+            return False
         return True
 
     def _call_master(self, theta, grad, states, coef, amp) -> bool:
@@ -365,19 +372,17 @@ class CompiledRunner:
         args = (amp[0],) if kind == "scaled apart" else amp or ()
         kernel = self.master_kernel(kind)
         unscale = self.master_kernel("unscale") if kind == "scaled apart" else None
-        if kind not in self.masters_ok:
-            try:
+        if kind in self.masters_ok:
+            kernel(theta, grad, *states, coef, *args)
+        else:
+            def first():
                 if unscale is not None:  # compiled before anything is written
                     unscale(grad[:2].clone(), *amp)
                 kernel(theta, grad, *states, coef, *args)
-            except Exception as error:  # no C++ compiler, unsupported platform, ...
-                self.failed = True
-                warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); the "
-                              "optimizer falls back to eager code", RuntimeWarning, stacklevel=4)
+
+            if not self._first_call(first):
                 return False
             self.masters_ok.add(kind)
-        else:
-            kernel(theta, grad, *states, coef, *args)
         if unscale is not None:
             unscale(grad, *amp)
         return True
