@@ -122,7 +122,7 @@ class Kernel:
         from torch._inductor.compile_fx import compile_fx
 
         self.graphs.append({"recipe": self._recipe(gm)})
-        with known_isa():
+        with known_isa() if _on_cpu(example_inputs) else contextlib.nullcontext():
             return compile_fx(gm, example_inputs)
 
     def _recipe(self, gm):
@@ -163,6 +163,17 @@ class Kernel:
             self.direct[key] = (call, recipe)
         else:
             self.refused.add(key)
+
+
+def _on_cpu(inputs) -> bool:
+    """Whether a graph's inputs put its kernel on the CPU (where Inductor probes vector ISAs:
+    see :mod:`.warm`); a CUDA kernel's inputs are all on the device.
+
+    Example:
+        >>> _on_cpu([torch.ones(2), 3]), _on_cpu([torch.ones(2, device="meta")])
+        (True, False)
+    """
+    return any(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in inputs)
 
 
 def _stand_ins(args) -> list:
