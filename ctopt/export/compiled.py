@@ -37,8 +37,9 @@ __all__ = ["CompiledRunner", "flat_parameters"]
 
 @functools.cache
 def _compiler_present() -> bool:
-    return shutil.which("c++") is not None or shutil.which("g++") is not None or \
-        torch.cuda.is_available()
+    return hasattr(torch, "compile") and (shutil.which("c++") is not None or
+                                          shutil.which("g++") is not None or
+                                          torch.cuda.is_available())
 
 
 class CompiledRunner:
@@ -58,9 +59,7 @@ class CompiledRunner:
 
     def available(self) -> bool:
         """Whether torch.compile can run here (a C++ compiler on CPU; Triton on CUDA)."""
-        if self.failed or not hasattr(torch, "compile"):
-            return False
-        return _compiler_present()
+        return not self.failed and _compiler_present()
 
     def kernel(self):
         """The compiled ``_fused``, shared by every optimizer of the class (compiled once per

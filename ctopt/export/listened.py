@@ -6,9 +6,9 @@ only — copied into standalone exports.
 With no profiler running and no hook registered that wrapper still costs about 0.1 ms a step
 when a backward pass has just evicted the caches — as much as a small model's whole update.
 :func:`listened_step` runs torch's very wrapper whenever a profiler runs, a step hook is
-registered or the step is being traced by torch.compile, and the bare step (then
-``_optimizer_step_code``, the profiler's entry point, as torch does) otherwise. The one thing a
-bare step skips is the ``record_function`` range itself, which only a running profiler reads.
+registered or the step is being traced by torch.compile, and the bare step otherwise. What a
+bare step skips, the ``record_function`` range and ``_optimizer_step_code`` (the entry point of
+the profiler's Python tracer), only a running profiler reads.
 
 Example:
     >>> import torch, ctopt
@@ -66,9 +66,7 @@ def listened_step(func):
         if compiling() or _global_optimizer_pre_hooks or _global_optimizer_post_hooks or \
                 self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or profiling():
             return wrapped(self, *args, **kwargs)
-        out = func(self, *args, **kwargs)
-        self._optimizer_step_code()
-        return out
+        return func(self, *args, **kwargs)
 
     step.hooked = True
     return step
