@@ -94,8 +94,7 @@ class CompiledRunner:
                 kernels = self.cls._compiled_masters = {}
             if kind not in kernels:
                 kernels[kind] = Kernel(unscale_grad if kind == "unscale" else master_update(
-                    self.cls, kind != "plain", write_grad=kind == "scaled",
-                    skips=kind == "scaled"))
+                    self.cls, kind != "plain", found_on_host=kind == "scaled apart"))
             self.masters[kind] = kernels[kind]
         return self.masters[kind]
 

@@ -63,11 +63,7 @@ class Kernel:
     def __call__(self, *args) -> None:
         if torch.compiler.is_compiling():  # inside a user's compiled step: trace fn itself
             return self.compiled(*args)
-        # dynamo gives equal sizes one symbol ("duck sizing"): a graph compiled when, say, the
-        # coefficient vector was as long as theta holds only where that is so again; the other
-        # arguments (the coefficients, GradScaler's scalars) are keyed by their very shape
-        shape = args[0].shape
-        key = tuple((a.device, a.dtype, True if a.shape == shape else a.shape) for a in args)
+        key = _key(args)
         direct = self.direct.get(key)
         if direct is not None:
             try:
@@ -108,10 +104,8 @@ class Kernel:
 
         A bound call raises ``AssertionError`` (before any write) when an argument's sizes or
         strides have changed since; the caller then calls the kernel as usual."""
-        shape = args[0].shape
-        key = tuple((a.device, a.dtype, True if a.shape == shape else a.shape) for a in args)
-        direct = self.direct.get(key)
-        if direct is None or torch.compiler.is_compiling():
+        direct = self.direct.get(_key(args))
+        if direct is None:
             return None
         call, recipe = direct
         inputs = _inputs(recipe, args)
@@ -163,6 +157,15 @@ class Kernel:
             self.direct[key] = (call, recipe)
         else:
             self.refused.add(key)
+
+
+def _key(args) -> tuple:
+    """A direct call's key: each argument's device, dtype and, as dynamo gives equal sizes one
+    symbol ("duck sizing"), True where it is as long as the first (a graph compiled when, say,
+    the coefficient vector was as long as theta holds only where that is so again), else its
+    very shape (the coefficients, GradScaler's scalars)."""
+    shape = args[0].shape
+    return tuple((a.device, a.dtype, True if a.shape == shape else a.shape) for a in args)
 
 
 def _on_cpu(inputs) -> bool:

@@ -78,15 +78,14 @@ class MasterWeights:
             torch._foreach_copy_([p for p, _ in pairs], [m for _, m in pairs])
 
 
-def master_update(cls, scaled: bool, write_grad: bool = True, skips: bool = True):
+def master_update(cls, scaled: bool, found_on_host: bool = False):
     """``update(theta, g, master, *states, coef[, grad_scale, found_inf])``: the design's step
     computed on the float32 ``master`` with ``g`` cast up (divided by ``grad_scale`` when
     ``scaled``), written to ``master`` and the states, and ``theta`` := the new master rounded to
     its dtype; where ``found_inf`` is non-zero nothing changes (the unscaled gradient is written
-    back to ``g`` otherwise, as torch's fused optimizers do — unless ``write_grad`` is False:
-    then :func:`unscale_grad` writes it, after this update). With ``skips`` False the scaled
-    update takes no ``found_inf`` (the caller has read it as zero on the host) and chooses
-    nothing per element.
+    back to ``g`` otherwise, as torch's fused optimizers do). With ``found_on_host`` the scaled
+    update takes no ``found_inf`` (the caller has read it as zero on the host), chooses nothing
+    per element and leaves the gradient's write-back to :func:`unscale_grad`, after it.
 
     Example:
         >>> import torch, ctopt
@@ -121,10 +120,9 @@ def master_update(cls, scaled: bool, write_grad: bool = True, skips: bool = True
         master.copy_(torch.where(skip, master, out[0]))
         for state, new in zip(states, out[1:], strict=True):
             state.copy_(torch.where(skip, state, new))
-        if write_grad:
-            g.copy_(torch.where(skip, g.to(op), grad))
+        g.copy_(torch.where(skip, g.to(op), grad))
 
-    def unskipped_update(theta, g, master, *rest):
+    def host_found_update(theta, g, master, *rest):
         states, coef, scale = rest[:-2], rest[-2], rest[-1]
         op = master.dtype
         grad = g.to(op) / scale.to(op)
@@ -133,10 +131,8 @@ def master_update(cls, scaled: bool, write_grad: bool = True, skips: bool = True
         master.copy_(out[0])
         for state, new in zip(states, out[1:], strict=True):
             state.copy_(new)
-        if write_grad:
-            g.copy_(grad)
 
-    fn = (scaled_update if skips else unskipped_update) if scaled else update
+    fn = (host_found_update if found_on_host else scaled_update) if scaled else update
     # run with the generated code's globals, so that the compiler traces one namespace
     return types.FunctionType(fn.__code__, elementwise.__globals__, "master_update", None,
                               fn.__closure__)
@@ -144,7 +140,7 @@ def master_update(cls, scaled: bool, write_grad: bool = True, skips: bool = True
 
 def unscale_grad(g, scale, found) -> None:
     """``g`` := ``g / scale`` computed in float32 (float64 for float64), where ``found`` is zero:
-    the gradient write-back of a scaled :func:`master_update` made with ``write_grad=False``.
+    the gradient write-back of a scaled :func:`master_update` made with ``found_on_host``.
 
     On a CPU core the fused scaled master-weight kernel, with this store as its fifth output
     stream, took 2.4 times as long as without it (17.5 vs 7.1 ms on 10M bfloat16 elements); as a

@@ -8,8 +8,8 @@ kernel comes from the cache. :func:`known_isa` runs that check through Inductor 
 (torch, compiler, CPU) and, when every advertised set passed, writes a marker beside Inductor's
 cache; every compile of ctopt's CPU kernels then runs with ``cpp.vec_isa_ok = True``
 (Inductor's own switch to skip the probe), so the first process and the later ones pick the
-same instruction set and share cache entries. Where a probe failed, where the machine is not x86, or where torch's
-internals differ, nothing is patched and Inductor checks as usual.
+same instruction set and share cache entries. Where a probe failed, where the machine is not
+x86, or where torch's internals differ, nothing is patched and Inductor checks as usual.
 """
 
 from __future__ import annotations
