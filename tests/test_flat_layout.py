@@ -216,11 +216,12 @@ def test_add_param_group_and_optimizer_checkpoint():
 
 
 def ddp_single_process(folder: str, bucket_view: bool) -> None:
-    """DDP (gloo, one process) around a compiled-path Adam; its twin on the for-loop path."""
+    """DDP (gloo, one process) around a compiled-path Adam; its twin on the for-loop path. Each
+    mode has a store file of its own (a group never rendezvouses on a file another one left)."""
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=0, world_size=1,
-                            timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store-{bucket_view}", rank=0,
+                            world_size=1, timeout=datetime.timedelta(seconds=60))
     try:
         model, opt, twin, ref = pair()
         ddp = torch.nn.parallel.DistributedDataParallel(model,
