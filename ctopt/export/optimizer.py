@@ -54,6 +54,7 @@ from .listened import listened_step
 from .master import MASTER_KEY, MasterWeights
 from .reductions import NonFiniteGradientError, Reductions  # noqa: F401
 from .scaling import GradScaling
+from .usual import remember
 from .values import Hyper, check_unique, fits, real_view  # noqa: F401
 
 NONFINITE = ("propagate", "skip", "raise")
@@ -136,6 +137,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         self.skipped_steps = 0
         self.reduction_group = reduction_group
         self._runner = None
+        self._usual = None  # the usual step, remembered (see .usual)
         self._probes: dict = {}
         self._pending_skips: list = []
         super().__init__(params, defaults)
@@ -156,12 +158,17 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         enabled = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)  # torch.no_grad(), without its Python layers
         try:
-            self._step()
+            usual, self._usual = self._usual, None
+            if usual is not None and usual(self):
+                self._usual = usual
+            else:
+                self._usual = remember(self, self._step())
         finally:
             torch._C._set_grad_enabled(enabled)
         return loss
 
-    def _step(self) -> None:
+    def _step(self) -> list | None:
+        """The step; returns its plans when nothing was scaled (see :func:`.remember`)."""
         self._settle_skips()
         scaling = self._scaling_inputs()
         plans, steady = [], self._steady_layouts(scaling)
@@ -173,10 +180,10 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
             plans = [(group, values, _items(group) if isinstance(items, tuple) else items)
                      for group, values, items in plans]
             if self._unscale_on_host(plans, *scaling):
-                return
+                return None
             scaling = None
         if self.nonfinite != "propagate" and self._nonfinite(plans):
-            return
+            return None
         prepared = [self._prepare_steady(gi, group, values, *items)
                     if isinstance(items, tuple) else self._prepare(gi, group, values, items)
                     for gi, (group, values, items) in enumerate(plans)]
@@ -190,6 +197,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
                     self._defer_skip(scaling[1], [layout.steps])
             elif items:
                 self._commit(gi, group, items, *ready, scaling=scaling)
+        return plans if scaling is None else None
 
     def _steady_layouts(self, scaling) -> list:
         """Per group, the compiled runner's ``(layout, k)`` when its step is the usual one (see
@@ -204,15 +212,20 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         """The per-step coefficients of a steady group at step count ``k``, checked."""
         gsign = -1.0 if group.get("maximize", False) else 1.0
         p = layout.order[0]
-        red = None
-        if self.reduction_names:  # over the whole flat gradient: one pass per reduction
-            red = self._reducer(values, gsign, [_Work(0, p, layout.theta, layout.grad)])
-            if self.reduction_group is not None:  # collective: every rank, every group, in order
-                for name in self.reduction_names:
-                    red(name)
+        red = self._steady_reducer(values, gsign, layout) if self.reduction_names else None
         coefficients = tuple(self._scalars(values, k, gsign, red))
         self._check_coefficients(coefficients, values, gi, _Work(0, p, p, p.grad), k)
         return coefficients
+
+    def _steady_reducer(self, values: dict, gsign: float, layout):
+        """The group reductions of a steady layout: over its whole flat gradient, one pass per
+        reduction (with a ``reduction_group``, each one now: every rank, every group, in
+        order)."""
+        red = self._reducer(values, gsign, [_Work(0, layout.order[0], layout.theta, layout.grad)])
+        if self.reduction_group is not None:
+            for name in self.reduction_names:
+                red(name)
+        return red
 
     def _check_coefficients(self, coefficients: tuple, values: dict, gi: int, it, k: int):
         """Every per-step coefficient at step count ``k`` fits ``it``'s dtype (else a named
@@ -323,7 +336,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
                               ("master_weights", False), ("capturable", False)):
             if name not in state and not hasattr(self, name):
                 state[name] = default
-        state["_runner"] = None
+        state["_runner"] = state["_usual"] = None
         state["_probes"] = {}
         state["_pending_skips"] = []
         super().__setstate__(state)

@@ -40,7 +40,7 @@ __all__ = ["RUNTIME_MODULES", "class_name", "class_source", "module_source", "ru
 #: its siblings (relatively); ``runtime`` names what generated code sees as globals.
 RUNTIME_MODULES = ("errors", "scalars", "values", "layout", "master", "capture", "warm", "direct",
                    "compiled", "checkpoint", "groups", "reductions", "scaling", "backends",
-                   "listened", "optimizer", "runtime")
+                   "listened", "usual", "optimizer", "runtime")
 
 _INDENT = "        "
 

@@ -1,0 +1,113 @@
+"""The usual step, remembered. Torch only — copied into standalone exports.
+
+A training loop takes the same step again and again: every param group steady (see
+``CompiledRunner.steady``), each one bound kernel call on the host. The general step finds that
+out anew at every step, through layers of checks and plans, and when a backward pass has just
+evicted the caches every layer is paid in memory misses: about 0.15 ms of a small model's step
+(measured in ``docs/performance.md``). After such a step the optimizer keeps a
+:class:`UsualStep`: what that step relied on, by identity — the optimizer's settings, its groups
+and their entries, each layout's parameters, gradients and states — and at the next step checks
+exactly that, in one pass, and runs the same calls. Where anything differs (a scheduler's new lr,
+a replaced gradient, a state edited, GradScaler's scale set, a step counter changed) it declines
+before any write and the general step runs, which checks, repairs and remembers anew.
+
+Example:
+    >>> import torch, ctopt
+    >>> cls = ctopt.to_torch(ctopt.zoo.get("sgd"))
+    >>> ps = [torch.nn.Parameter(torch.ones(4)) for _ in range(2)]
+    >>> opt = cls(ps, lr=0.5, backend="compiled")
+    >>> for _ in range(3):
+    ...     for p in ps:
+    ...         p.grad = torch.ones(4) if p.grad is None else p.grad
+    ...     opt.step()
+    >>> ps[0].tolist(), opt._usual is None or opt._usual.groups is opt.param_groups
+    ([-0.5, -0.5, -0.5, -0.5], True)
+"""
+
+from __future__ import annotations
+
+from operator import is_
+
+from .layout import same_marks, state_marks
+from .values import fits
+
+__all__ = ["UsualStep", "remember"]
+
+
+class UsualStep:
+    """What a step over steady, bound layouts relied on (``runs``: per group ``(layout,
+    values)``, the group's validated values), checked and run again by :meth:`__call__`."""
+
+    def __init__(self, opt, runs):
+        names = type(opt)._entry_names  # set by the step's group values (GroupValidation)
+        self.groups, self.members = opt.param_groups, tuple(opt.param_groups)
+        self.settings = _settings(opt)
+        self.runner, self.state, self.count = opt._runner, opt.state, len(opt.state)
+        self.marks = state_marks(opt.state)
+        self.names = names
+        self.runs = []
+        for group, (layout, values) in zip(opt.param_groups, runs, strict=True):
+            params = group["params"]
+            stored = opt._state_dtype(layout.order[0])  # as the general step checks it
+            dtype = stored.to_real() if stored.is_complex else stored
+            self.runs.append((group, params, len(params), tuple(map(group.get, names)), values,
+                              -1.0 if group.get("maximize", False) else 1.0, layout, dtype))
+
+    def __call__(self, opt) -> bool:
+        """Run the remembered step when everything it relied on still holds; False, with
+        nothing written, where anything differs."""
+        d = opt.__dict__
+        if opt.param_groups is not self.groups or len(self.groups) != len(self.members) or \
+                not all(map(is_, self.groups, self.members)) or _settings(opt) != self.settings or \
+                d.get("grad_scale") is not None or d.get("found_inf") is not None or \
+                d.get("_pending_skips") or opt._runner is not self.runner or \
+                self.runner.failed or opt.state is not self.state or \
+                len(self.state) != self.count:
+            return False
+        names = self.names
+        for group, params, n, entries, _, _, layout, _ in self.runs:
+            if group["params"] is not params or len(params) != n or \
+                    not all(map(is_, map(group.get, names), entries)) or \
+                    type(layout.bound) is not tuple or not layout.in_place(params):
+                return False
+        if not same_marks(state_marks(self.state), self.marks):
+            return False
+        ready = []
+        for _, _, _, _, values, gsign, layout, dtype in self.runs:
+            ks = layout.steps.tolist()  # the counters as they are (a user may have set them)
+            if ks.count(ks[0]) != len(ks):
+                return False
+            k = int(ks[0]) + 1
+            red = None
+            if opt.reduction_names:  # over the whole flat gradient, as the general step does
+                red = opt._steady_reducer(values, gsign, layout)
+            coefficients = tuple(opt._scalars(values, k, gsign, red))
+            if not all(fits(float(c), dtype) for c in coefficients
+                       if isinstance(c, (int, float))):
+                return False  # the general step names the overflow
+            ready.append((layout, k, coefficients))
+        runner = self.runner
+        for layout, k, coefficients in ready:
+            runner.steps += 1
+            layout.host_step = k - 1
+            runner.run_steady(layout, coefficients)
+        return True
+
+
+def remember(opt, plans) -> UsualStep | None:
+    """A :class:`UsualStep` of the step just taken, when each of its ``plans`` (``(group,
+    values, items)`` per group) was a steady layout (``items``: ``(layout, k)``) that ran as a
+    bound call with cached group values; else None."""
+    if not plans or opt.capturable or opt._runner is None:
+        return None
+    seen = opt.__dict__.get("_values_seen", {})
+    runs = []
+    for gi, (_, _, items) in enumerate(plans):
+        if type(items) is not tuple or type(items[0].bound) is not tuple or gi not in seen:
+            return None
+        runs.append((items[0], seen[gi][1]))
+    return UsualStep(opt, runs)
+
+
+def _settings(opt) -> tuple:
+    return opt.backend, opt.nonfinite, opt.capturable, opt.master_weights

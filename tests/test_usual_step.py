@@ -1,0 +1,184 @@
+"""The usual step, remembered (ctopt.export.usual): after a steady step the next one checks what
+that step relied on and runs the same calls; anything a user changes in between makes it
+decline before any write. Checked against torch's own Adam on random sequences of what users
+do between steps (hypothesis), and by spies that the remembered step is the one that runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ctopt
+from ctopt.export import usual
+
+pytestmark = pytest.mark.skipif(not ctopt.export.compiled.CompiledRunner(object).available(),
+                                reason="torch.compile has no compiler here")
+
+Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
+SIZES = (6, 5, 4, 3)
+
+
+def params(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(n, generator=gen)) for n in SIZES]
+
+
+class Spy:
+    """Counts the remembered step's outcomes (True: it ran the step; False: it declined)."""
+
+    def __init__(self, monkeypatch):
+        self.outcomes: list[bool] = []
+        call = usual.UsualStep.__call__
+
+        def spy(memo, opt):
+            done = call(memo, opt)
+            self.outcomes.append(done)
+            return done
+
+        monkeypatch.setattr(usual.UsualStep, "__call__", spy)
+
+
+def grads(ps, i, fresh=False):
+    """Gradient ``i`` of every parameter: written into ``p.grad`` (a backward pass accumulating
+    into zeroed gradients), or as a fresh tensor where there is none or ``fresh``."""
+    gen = torch.Generator().manual_seed(1000 + i)
+    for p in ps:
+        g = torch.randn(p.shape, generator=gen)
+        if p.grad is None or fresh:
+            p.grad = g
+        else:
+            p.grad.copy_(g)
+
+
+def holds(opt, p) -> bool:
+    return any(q is p for group in opt.param_groups for q in group["params"])
+
+
+# what a user does between two steps, to ctopt's Adam and torch's alike
+EDITS = ("none", "lr", "betas", "fresh grad", "no grad", "data", "state", "step counter",
+         "zero_grad none", "zero_grad zeros", "load_state_dict", "group params", "backend")
+
+
+def edit(kind: str, i: int, opt, ps, extra) -> None:
+    j = i % len(ps)
+    if kind == "lr":
+        opt.param_groups[0]["lr"] = 0.01 * (1 + i % 3)
+    elif kind == "betas":
+        opt.param_groups[0]["betas"] = (0.8, 0.99)
+    elif kind == "fresh grad":
+        ps[j].grad = ps[j].grad.clone()
+    elif kind == "no grad":
+        ps[j].grad = None
+    elif kind == "data":
+        ps[j].data = ps[j].data.clone()
+    elif kind == "state" and opt.state[ps[j]]:
+        opt.state[ps[j]]["exp_avg"] = opt.state[ps[j]]["exp_avg"] * 0.5
+    elif kind == "step counter" and opt.state[ps[j]]:
+        opt.state[ps[j]]["step"].fill_(float(i % 2))
+    elif kind == "load_state_dict":
+        opt.load_state_dict(opt.state_dict())
+    elif kind == "group params" and not holds(opt, extra):
+        opt.add_param_group({"params": [extra]})
+    elif kind == "backend" and isinstance(opt, Adam):
+        opt.backend = "foreach" if opt.backend == "compiled" else "compiled"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(EDITS), min_size=4, max_size=12))
+def test_random_edits_between_steps_give_torchs_trajectory(monkeypatch, edits):
+    """Each step: zero_grad, gradients, maybe one edit, step — to both optimizers alike. The
+    trajectories (parameters, moments, step counts) equal torch's Adam throughout."""
+    spy = Spy(monkeypatch)
+    ours, theirs = params(), params()
+    extras = [torch.nn.Parameter(torch.ones(7)), torch.nn.Parameter(torch.ones(7))]
+    opt = Adam(ours, lr=0.02, backend="compiled")
+    ref = torch.optim.Adam(theirs, lr=0.02, foreach=False)
+    for i, kind in enumerate(["none", "none", "none", *edits]):
+        for o, ps, extra in ((opt, ours, extras[0]), (ref, theirs, extras[1])):
+            if kind.startswith("zero_grad"):
+                o.zero_grad(set_to_none=kind == "zero_grad none")
+            grads(ps + ([extra] if holds(o, extra) else []), i)
+            edit(kind, i, o, ps, extra)
+            o.step()
+    for p, q in zip(ours + extras[:1], theirs + extras[1:], strict=True):
+        torch.testing.assert_close(p, q, rtol=2e-5, atol=1e-6)
+        assert bool(opt.state.get(p)) == bool(ref.state.get(q))
+        for key in ("exp_avg", "exp_avg_sq", "step") if ref.state.get(q) else ():
+            torch.testing.assert_close(opt.state[p][key], ref.state[q][key], rtol=2e-5,
+                                       atol=1e-6)
+    assert spy.outcomes[0] is True  # the third step, as the general one would
+
+
+def test_plain_steps_run_the_remembered_step_only(monkeypatch):
+    """Steady steps run the remembered step and nothing of the general step; a second group
+    edited declines the whole step (group 0 is not stepped twice)."""
+    spy = Spy(monkeypatch)
+    ours, theirs = params(), params()
+    opt = Adam([{"params": ours[:2]}, {"params": ours[2:], "lr": 0.03}], lr=0.02,
+               backend="compiled")
+    ref = torch.optim.Adam([{"params": theirs[:2]}, {"params": theirs[2:], "lr": 0.03}],
+                           lr=0.02, foreach=False)
+    general = []
+    step = type(opt)._step
+    monkeypatch.setattr(type(opt), "_step", lambda o: (general.append(1), step(o))[1])
+    for i in range(8):
+        for o, ps in ((opt, ours), (ref, theirs)):
+            grads(ps, i)
+            if i == 5:
+                o.param_groups[1]["lr"] = 0.01
+            o.step()
+    # steps 0-2 set the layouts up (group 0's before group 1 had states), 3 and 4 are
+    # remembered, 5 declined (the lr of group 1) and took the general step, 6 and 7 remembered
+    assert general == [1, 1, 1, 1] and spy.outcomes == [True, True, False, True, True]
+    for p, q in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(p, q, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("change", ["grad_scale", "found_inf", "pending skip", "nonfinite",
+                                    "capturable", "state dict"])
+def test_what_else_the_step_relies_on_declines_it(monkeypatch, change):
+    """Settings and GradScaler's inputs, set between steps, are seen: the remembered step
+    declines, nothing written."""
+    spy = Spy(monkeypatch)
+    ps = params()
+    opt = Adam(ps, lr=0.02, backend="compiled")
+    for i in range(3):
+        grads(ps, i)
+        opt.step()
+    memo, before = opt._usual, [p.detach().clone() for p in ps]
+    assert spy.outcomes == [True]
+    if change in ("grad_scale", "found_inf"):
+        setattr(opt, change, torch.ones(()))
+    elif change == "pending skip":
+        opt._pending_skips = [(torch.zeros(()), None, [])]
+    elif change == "nonfinite":
+        opt.nonfinite = "skip"
+    elif change == "capturable":
+        opt.capturable = True
+    else:
+        opt.state[ps[0]] = dict(opt.state[ps[0]])
+    assert memo(opt) is False
+    assert all(torch.equal(p, q) for p, q in zip(ps, before, strict=True))
+
+
+def test_a_standalone_export_remembers_its_usual_step(tmp_path):
+    """The module is bundled with standalone exports, and their steps use it."""
+    import importlib.util
+
+    path = tmp_path / "adam_export.py"
+    path.write_text(ctopt.export_source(ctopt.zoo.get("adam")))
+    spec = importlib.util.spec_from_file_location("adam_export", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cls = next(v for k, v in vars(module).items() if isinstance(v, type) and
+               issubclass(v, torch.optim.Optimizer) and k != "GeneratedOptimizer" and
+               v.__module__ == "adam_export")
+    ps = params()
+    opt = cls(ps, lr=0.02, backend="compiled")
+    for i in range(3):
+        grads(ps, i)
+        opt.step()
+    assert type(opt._usual).__module__ != usual.__name__ and opt._usual(opt) is True
