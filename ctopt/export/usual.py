@@ -97,7 +97,14 @@ class UsualStep:
 def remember(opt, plans) -> UsualStep | None:
     """A :class:`UsualStep` of the step just taken, when each of its ``plans`` (``(group,
     values, items)`` per group) was a steady layout (``items``: ``(layout, k)``) that ran as a
-    bound call with cached group values; else None."""
+    bound call with cached group values; else None.
+
+    Example:
+        >>> import torch, ctopt
+        >>> opt = ctopt.to_torch(ctopt.zoo.get("sgd"))([torch.nn.Parameter(torch.ones(2))])
+        >>> remember(opt, []) is None  # nothing was planned (no step yet)
+        True
+    """
     if not plans or opt.capturable or opt._runner is None:
         return None
     seen = opt.__dict__.get("_values_seen", {})
