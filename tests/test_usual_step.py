@@ -57,7 +57,7 @@ def holds(opt, p) -> bool:
 
 
 # what a user does between two steps, to ctopt's Adam and torch's alike
-EDITS = ("none", "lr", "betas", "fresh grad", "no grad", "data", "state", "step counter",
+EDITS = ("none", "lr", "betas", "fresh grad", "grad data", "no grad", "data", "state", "step counter",
          "zero_grad none", "zero_grad zeros", "load_state_dict", "group params", "backend")
 
 
@@ -69,6 +69,8 @@ def edit(kind: str, i: int, opt, ps, extra) -> None:
         opt.param_groups[0]["betas"] = (0.8, 0.99)
     elif kind == "fresh grad":
         ps[j].grad = ps[j].grad.clone()
+    elif kind == "grad data":  # the gradient tensor kept, its data replaced
+        ps[j].grad.data = ps[j].grad.data * 2.0
     elif kind == "no grad":
         ps[j].grad = None
     elif kind == "data":
@@ -110,6 +112,26 @@ def test_random_edits_between_steps_give_torchs_trajectory(monkeypatch, edits):
             torch.testing.assert_close(opt.state[p][key], ref.state[q][key], rtol=2e-5,
                                        atol=1e-6)
     assert spy.outcomes[0] is True  # the third step, as the general one would
+
+
+@pytest.mark.parametrize("set_to_none", [False, True])
+def test_a_gradient_whose_data_was_replaced_is_read(set_to_none):
+    """``p.grad.data = t`` keeps the gradient tensor (the layout's own view) but points it
+    elsewhere: the step reads ``t``, as torch's does (and with gradients zeroed in place the next
+    steps are steady again)."""
+    ours, theirs = params(), params()
+    opt = Adam(ours, lr=0.02, backend="compiled")
+    ref = torch.optim.Adam(theirs, lr=0.02, foreach=False)
+    for i in range(7):
+        for o, ps in ((opt, ours), (ref, theirs)):
+            o.zero_grad(set_to_none=set_to_none)
+            grads(ps, i)
+            if i in (3, 4):
+                ps[1].grad.data = ps[1].grad.data * (i - 1.0)
+            o.step()
+        for p, q in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(p, q, rtol=2e-5, atol=1e-6)
+    assert set_to_none or opt._usual is not None  # (fresh tensors after set_to_none: general)
 
 
 def test_plain_steps_run_the_remembered_step_only(monkeypatch):

@@ -7,12 +7,13 @@ for the parameters and one for their gradients: every parameter's ``.data`` and 
 views of those buffers (as DDP's ``gradient_as_bucket_view`` does), so a step over the whole
 layout is one kernel call.
 
-The layout is checked at every step (one pointer comparison per parameter and gradient):
+The layout is checked at every step (one identity and two pointer comparisons per parameter):
 
 - a parameter that no longer points into the buffer (``model.to()``, ``p.data = ...``,
   ``load_state_dict(assign=True)``) makes the layout be rebuilt from the parameters as they are;
 - a gradient that is not a view of the gradient buffer (a fresh ``p.grad = ...``, a backward
-  after ``zero_grad(set_to_none=True)``) is copied into it and ``p.grad`` re-pointed there;
+  after ``zero_grad(set_to_none=True)``, the view itself re-pointed by ``p.grad.data = ...``) is
+  copied into it and ``p.grad`` re-pointed there;
 - a parameter without a gradient splits the layout into spans: each span is one call.
 
 After ``zero_grad(set_to_none=True)`` the gradients are None, as in torch; a post-accumulate-grad
@@ -228,10 +229,23 @@ class FlatLayout:
 
     def in_place(self, params) -> bool:
         """Whether ``params`` are the layout's parameters, in order, each pointing into the
-        parameter buffer with its gradient the very view of the gradient buffer (the steady
-        step's check: identities and pointers only)."""
-        return len(params) == len(self.order) and all(map(operator.is_, params, self.order)) \
-            and all(map(operator.is_, map(_GRAD, params), self.grad_views)) and self.intact()
+        parameter buffer with its gradient the very view of the gradient buffer, still pointing
+        there (``p.grad.data = t`` re-points the view itself): the steady step's check,
+        identities and pointers only."""
+        if len(params) != len(self.order) or not all(map(operator.is_, params, self.order)):
+            return False
+        grads = list(map(_GRAD, params))
+        return all(map(operator.is_, grads, self.grad_views)) and \
+            tuple(map(_DATA_PTR, grads)) == self.grad_ptrs and self.intact()
+
+    def grad_view(self, i: int) -> torch.Tensor:
+        """Position ``i``'s view of the gradient buffer (made again where ``view.data = t`` has
+        re-pointed it elsewhere)."""
+        view = self.grad_views[i]
+        if view.data_ptr() != self.grad_ptrs[i] or view.shape != self.order[i].shape:
+            a, b = self.offsets[i], self.offsets[i + 1]
+            view = self.grad_views[i] = self.grad[a:b].view(self.order[i].shape)
+        return view
 
     def rebuild(self, now: int) -> None:
         """Lay the (moved) parameters out again (``now`` counts steps); after ``MAX_REBUILDS``
@@ -254,13 +268,14 @@ class FlatLayout:
             if not present[i]:
                 continue
             grad = p.grad
-            if grad is not self.grad_views[i]:
+            if grad is not self.grad_views[i] or grad.data_ptr() != self.grad_ptrs[i]:
                 if not _fits(grad, p):
                     present[i] = None  # not fusable: the caller updates it on its own
                     continue
+                view = self.grad_view(i)
                 if grad.data_ptr() != self.grad_ptrs[i] or not grad.is_contiguous():
-                    self.grad_views[i].copy_(grad)
-                p.grad = self.grad_views[i]
+                    view.copy_(grad)
+                p.grad = view
 
     def spans(self, present, ks):
         """Maximal runs ``(a, b, k)`` of layout positions with a gradient and the same step."""
@@ -281,9 +296,9 @@ class FlatLayout:
         a hook move the next backward's gradients into the buffer."""
         if not set_to_none:
             self.grad.zero_()
-            for p, view in zip(self.order, self.grad_views, strict=True):
-                if p.grad is None or p.grad.data_ptr() != view.data_ptr():
-                    p.grad = view
+            for i, p in enumerate(self.order):
+                if p.grad is None or p.grad.data_ptr() != self.grad_ptrs[i]:
+                    p.grad = self.grad_view(i)
             return
         for p in self.order:
             p.grad = None
@@ -318,10 +333,10 @@ def _into_buffer(layout_ref, i: int):
         layout = layout_ref()
         if layout is None or not layout.flat_params or p.grad is None:
             return
-        view = layout.grad_views[i]
-        if p.grad.data_ptr() == view.data_ptr() or p.data_ptr() != layout.theta_ptrs[i] or \
+        if p.grad.data_ptr() == layout.grad_ptrs[i] or p.data_ptr() != layout.theta_ptrs[i] or \
                 not _fits(p.grad, p):
             return
+        view = layout.grad_view(i)
         with torch.no_grad():
             view.copy_(p.grad)
         p.grad = view
