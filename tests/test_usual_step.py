@@ -57,7 +57,7 @@ def holds(opt, p) -> bool:
 
 
 # what a user does between two steps, to ctopt's Adam and torch's alike
-EDITS = ("none", "lr", "betas", "fresh grad", "grad data", "no grad", "data", "state", "step counter",
+EDITS = ("none", "lr", "betas", "fresh grad", "grad data", "no grad", "data", "state data", "state", "step counter",
          "zero_grad none", "zero_grad zeros", "load_state_dict", "group params", "backend")
 
 
@@ -77,6 +77,8 @@ def edit(kind: str, i: int, opt, ps, extra) -> None:
         ps[j].data = ps[j].data.clone()
     elif kind == "state" and opt.state[ps[j]]:
         opt.state[ps[j]]["exp_avg"] = opt.state[ps[j]]["exp_avg"] * 0.5
+    elif kind == "state data" and opt.state[ps[j]]:  # the tensor kept, its data replaced
+        opt.state[ps[j]]["exp_avg_sq"].data = opt.state[ps[j]]["exp_avg_sq"] * 4.0
     elif kind == "step counter" and opt.state[ps[j]]:
         opt.state[ps[j]]["step"].fill_(float(i % 2))
     elif kind == "load_state_dict":
@@ -115,10 +117,10 @@ def test_random_edits_between_steps_give_torchs_trajectory(monkeypatch, edits):
 
 
 @pytest.mark.parametrize("set_to_none", [False, True])
-def test_a_gradient_whose_data_was_replaced_is_read(set_to_none):
-    """``p.grad.data = t`` keeps the gradient tensor (the layout's own view) but points it
-    elsewhere: the step reads ``t``, as torch's does (and with gradients zeroed in place the next
-    steps are steady again)."""
+@pytest.mark.parametrize("replaced", ["grad", "exp_avg", "step"])
+def test_a_tensor_whose_data_was_replaced_is_read(set_to_none, replaced):
+    """``t.data = u`` keeps the tensor object (a gradient or state: the layout's own view) but
+    points it elsewhere: the step reads and writes ``u``, as torch's does."""
     ours, theirs = params(), params()
     opt = Adam(ours, lr=0.02, backend="compiled")
     ref = torch.optim.Adam(theirs, lr=0.02, foreach=False)
@@ -127,11 +129,15 @@ def test_a_gradient_whose_data_was_replaced_is_read(set_to_none):
             o.zero_grad(set_to_none=set_to_none)
             grads(ps, i)
             if i in (3, 4):
-                ps[1].grad.data = ps[1].grad.data * (i - 1.0)
+                t = ps[1].grad if replaced == "grad" else o.state[ps[1]][replaced]
+                t.data = t.data * (i - 1.0)
             o.step()
         for p, q in zip(ours, theirs, strict=True):
             torch.testing.assert_close(p, q, rtol=2e-5, atol=1e-6)
-    assert set_to_none or opt._usual is not None  # (fresh tensors after set_to_none: general)
+            torch.testing.assert_close(opt.state[p]["exp_avg"], ref.state[q]["exp_avg"],
+                                       rtol=2e-5, atol=1e-6)
+    # steady again, but after set_to_none (fresh tensors) and a counter set apart from the rest
+    assert set_to_none or replaced == "step" or opt._usual is not None
 
 
 def test_plain_steps_run_the_remembered_step_only(monkeypatch):

@@ -139,6 +139,8 @@ class CompiledRunner:
             if not layout.same_states(opt):
                 return None
             layout.marks = marks
+        elif not layout.states_home():
+            return None
         if not opt.capturable or layout.host_step is None:
             ks = layout.steps.tolist()  # free on the host; capturable steps read it back once
             if ks.count(ks[0]) != len(ks):

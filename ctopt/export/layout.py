@@ -221,7 +221,12 @@ class FlatLayout:
             return False
         keys = (*self.buffers, "step")
         return all(map(operator.is_, [s[k] for s in self.owned_states for k in keys],
-                       self.owned_tensors))
+                       self.owned_tensors)) and self.states_home()
+
+    def states_home(self) -> bool:
+        """Whether each of the layout's state tensors still points into its buffer
+        (``state[key].data = t`` keeps the tensor object but points it elsewhere)."""
+        return tuple(map(_DATA_PTR, self.owned_tensors)) == self.ptrs
 
     def intact(self) -> bool:
         """Whether every parameter still points into the parameter buffer."""

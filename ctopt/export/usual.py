@@ -6,7 +6,8 @@ out anew at every step, through layers of checks and plans, and when a backward 
 evicted the caches every layer is paid in memory misses: about 0.15 ms of a small model's step
 (measured in ``docs/performance.md``). After such a step the optimizer keeps a
 :class:`UsualStep`: what that step relied on, by identity — the optimizer's settings, its groups
-and their entries, each layout's parameters, gradients and states — and at the next step checks
+and their entries, each layout's parameters, gradients and states, and where they point — and at
+the next step checks
 exactly that, in one pass, and runs the same calls. Where anything differs (a scheduler's new lr,
 a replaced gradient, a state edited, GradScaler's scale set, a step counter changed) it declines
 before any write and the general step runs, which checks, repairs and remembers anew.
@@ -70,7 +71,8 @@ class UsualStep:
                     not all(map(is_, map(group.get, names), entries)) or \
                     type(layout.bound) is not tuple or not layout.in_place(params):
                 return False
-        if not same_marks(state_marks(self.state), self.marks):
+        if not same_marks(state_marks(self.state), self.marks) or \
+                not all(run[6].states_home() for run in self.runs):
             return False
         ready = []
         for _, _, _, _, values, gsign, layout, dtype in self.runs:
