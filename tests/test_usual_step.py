@@ -5,6 +5,8 @@ do between steps (hypothesis), and by spies that the remembered step is the one 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -210,3 +212,32 @@ def test_a_standalone_export_remembers_its_usual_step(tmp_path):
         grads(ps, i)
         opt.step()
     assert type(opt._usual).__module__ != usual.__name__ and opt._usual(opt) is True
+
+
+def test_a_training_loop_with_a_scheduler_and_a_checkpoint_remembers_its_steps(monkeypatch):
+    """A real loop — backward passes, gradients set to None (the layout's hooks move them into
+    the buffer), a cosine lr schedule, an optimizer checkpoint reloaded halfway — equals torch's
+    fused Adam doing the same, with most steps the remembered one (a new lr is a new entry: that
+    step declines, takes the general step, and is remembered anew)."""
+    spy = Spy(monkeypatch)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    twin = copy.deepcopy(model)
+    opt = Adam(model.parameters(), lr=0.01, backend="compiled")
+    ref = torch.optim.Adam(twin.parameters(), lr=0.01, fused=True)
+    schedules = [torch.optim.lr_scheduler.StepLR(o, step_size=6, gamma=0.5) for o in (opt, ref)]
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 6, generator=gen), torch.randn(8, 2, generator=gen))
+               for _ in range(16)]
+    for i, (x, y) in enumerate(batches):
+        for m, o, schedule in ((model, opt, schedules[0]), (twin, ref, schedules[1])):
+            o.zero_grad()
+            torch.nn.functional.mse_loss(m(x), y).backward()
+            o.step()
+            schedule.step()
+            if i == 8:
+                o.load_state_dict(copy.deepcopy(o.state_dict()))
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=2e-5, atol=1e-6)
+    # the lr halves after steps 6 and 12 (declined there); the reload drops what was remembered
+    assert spy.outcomes.count(False) == 2 and spy.outcomes.count(True) == 10
