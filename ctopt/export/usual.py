@@ -28,11 +28,25 @@ Example:
 from __future__ import annotations
 
 from operator import is_
+from typing import NamedTuple
 
 from .layout import same_marks, state_marks
 from .values import fits
 
 __all__ = ["UsualStep", "remember"]
+
+
+class _Run(NamedTuple):
+    """One group of a remembered step: what it relied on and what it needs again."""
+
+    group: dict
+    params: list
+    count: int  # len(params)
+    entries: tuple  # the group's hyperparameter entries, by identity
+    values: dict  # their validated values
+    gsign: float  # -1.0 with maximize
+    layout: object  # its steady FlatLayout
+    dtype: object  # the states' dtype, which every coefficient must fit
 
 
 class UsualStep:
@@ -50,13 +64,39 @@ class UsualStep:
         for group, (layout, values) in zip(opt.param_groups, runs, strict=True):
             params = group["params"]
             stored = opt._state_dtype(layout.order[0])  # as the general step checks it
-            dtype = stored.to_real() if stored.is_complex else stored
-            self.runs.append((group, params, len(params), tuple(map(group.get, names)), values,
-                              -1.0 if group.get("maximize", False) else 1.0, layout, dtype))
+            self.runs.append(_Run(group, params, len(params), tuple(map(group.get, names)),
+                                  values, -1.0 if group.get("maximize", False) else 1.0, layout,
+                                  stored.to_real() if stored.is_complex else stored))
 
     def __call__(self, opt) -> bool:
         """Run the remembered step when everything it relied on still holds; False, with
         nothing written, where anything differs."""
+        if not self._holds(opt):
+            return False
+        ready = []
+        for run in self.runs:
+            ks = run.layout.steps.tolist()  # the counters as they are (a user may set them)
+            if ks.count(ks[0]) != len(ks):
+                return False
+            k = int(ks[0]) + 1
+            red = None
+            if opt.reduction_names:  # over the whole flat gradient, as the general step does
+                red = opt._steady_reducer(run.values, run.gsign, run.layout)
+            coefficients = tuple(opt._scalars(run.values, k, run.gsign, red))
+            if not all(fits(float(c), run.dtype) for c in coefficients
+                       if isinstance(c, (int, float))):
+                return False  # the general step names the overflow
+            ready.append((run.layout, k, coefficients))
+        runner = self.runner
+        for layout, k, coefficients in ready:
+            runner.steps += 1
+            layout.host_step = k - 1
+            runner.run_steady(layout, coefficients)
+        return True
+
+    def _holds(self, opt) -> bool:
+        """Whether the optimizer, its groups and their layouts are as the step left them:
+        identities and pointers only."""
         d = opt.__dict__
         if opt.param_groups is not self.groups or len(self.groups) != len(self.members) or \
                 not all(map(is_, self.groups, self.members)) or _settings(opt) != self.settings or \
@@ -65,35 +105,13 @@ class UsualStep:
                 self.runner.failed or opt.state is not self.state or \
                 len(self.state) != self.count:
             return False
-        names = self.names
-        for group, params, n, entries, _, _, layout, _ in self.runs:
-            if group["params"] is not params or len(params) != n or \
-                    not all(map(is_, map(group.get, names), entries)) or \
+        for group, params, count, entries, _, _, layout, _ in self.runs:
+            if group["params"] is not params or len(params) != count or \
+                    not all(map(is_, map(group.get, self.names), entries)) or \
                     type(layout.bound) is not tuple or not layout.in_place(params):
                 return False
-        if not same_marks(state_marks(self.state), self.marks) or \
-                not all(run[6].states_home() for run in self.runs):
-            return False
-        ready = []
-        for _, _, _, _, values, gsign, layout, dtype in self.runs:
-            ks = layout.steps.tolist()  # the counters as they are (a user may have set them)
-            if ks.count(ks[0]) != len(ks):
-                return False
-            k = int(ks[0]) + 1
-            red = None
-            if opt.reduction_names:  # over the whole flat gradient, as the general step does
-                red = opt._steady_reducer(values, gsign, layout)
-            coefficients = tuple(opt._scalars(values, k, gsign, red))
-            if not all(fits(float(c), dtype) for c in coefficients
-                       if isinstance(c, (int, float))):
-                return False  # the general step names the overflow
-            ready.append((layout, k, coefficients))
-        runner = self.runner
-        for layout, k, coefficients in ready:
-            runner.steps += 1
-            layout.host_step = k - 1
-            runner.run_steady(layout, coefficients)
-        return True
+        return same_marks(state_marks(self.state), self.marks) and \
+            all(run.layout.states_home() for run in self.runs)
 
 
 def remember(opt, plans) -> UsualStep | None:
