@@ -162,12 +162,14 @@ def time_limit(seconds: float | None, what: str = "symbolic analysis") -> Iterat
         signal.setitimer(signal.ITIMER_REAL,
                          max(min(own_deadline, outer["deadline"]) - now, 1e-6))
 
+    token = object()  # this limit's own expiry, told apart from an enclosing one's
+
     def _expired(signum, frame):
         if own_deadline < outer["deadline"] or time.monotonic() >= own_deadline:
-            # again every 50 ms until the block is left: library code that catches the
-            # exception (sympy has broad ``except Exception`` clauses) cannot run on unbounded
+            # again every 50 ms until the block is left: library code that catches even a
+            # BaseException (a bare ``except:``) cannot run on unbounded
             signal.setitimer(signal.ITIMER_REAL, _REPEAT, _REPEAT)
-            raise AnalysisTimeout(f"{what} did not finish within {seconds:g} s (timeout)")
+            raise _Expired(token)
         # the enclosing deadline came first: it is the enclosing limit's to act on
         outer["deadline"] = (time.monotonic() + outer_interval if outer_interval > 0
                              else math.inf)
@@ -184,13 +186,24 @@ def time_limit(seconds: float | None, what: str = "symbolic analysis") -> Iterat
     signal.signal(signal.SIGALRM, _expired)
     _arm()
     try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        if outer["deadline"] < math.inf:  # re-arm the enclosing alarm with its remaining time
-            left = max(outer["deadline"] - time.monotonic(), 1e-6)
-            signal.setitimer(signal.ITIMER_REAL, left, outer_interval)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            if outer["deadline"] < math.inf:  # re-arm the enclosing alarm with its time left
+                left = max(outer["deadline"] - time.monotonic(), 1e-6)
+                signal.setitimer(signal.ITIMER_REAL, left, outer_interval)
+    except _Expired as exc:  # outside the disarming: a repeat alarm cannot slip past it
+        if exc.args[0] is not token:
+            raise  # an enclosing limit's: it converts it as its own block ends
+        raise AnalysisTimeout(f"{what} did not finish within {seconds:g} s (timeout)") from None
+
+
+class _Expired(BaseException):
+    """A limit ran out, raised inside its block. A ``BaseException`` (as ``KeyboardInterrupt``
+    is), so that library code's ``except Exception`` clauses (sympy has many) let it through;
+    the block's :func:`time_limit` turns it into :class:`AnalysisTimeout` as the block ends."""
 
 
 #: how often an expired limit raises again while its block has not been left (seconds)
