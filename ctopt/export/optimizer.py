@@ -230,8 +230,9 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
     def _check_coefficients(self, coefficients: tuple, values: dict, gi: int, it, k: int):
         """Every per-step coefficient at step count ``k`` fits ``it``'s dtype (else a named
         :class:`HyperparameterError`)."""
+        dtype = self._number_dtype(it.p)  # once: this runs at every step
         for c in coefficients:
-            if isinstance(c, (int, float)):
+            if isinstance(c, (int, float)) and not fits(float(c), dtype):
                 self._check_fits(float(c), values, gi, it, f"a per-step coefficient at step {k}")
 
     def _param_name(self, gi: int, j: int) -> str:
@@ -294,9 +295,14 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
                     "leaves out are not 'no change'); nothing was updated")
         return fresh, ks, coefficients
 
+    def _number_dtype(self, p) -> torch.dtype:
+        """The dtype every number of ``p``'s step must fit: its states' (and step's), real."""
+        stored = self._state_dtype(p)
+        return stored.to_real() if stored.is_complex else stored
+
     def _check_fits(self, value: float, values: dict, gi: int, it, what: str) -> None:
-        stored = self._state_dtype(it.p)  # the states' (and the step's) dtype
-        dtype = stored.to_real() if stored.is_complex else stored
+        stored = self._state_dtype(it.p)
+        dtype = self._number_dtype(it.p)
         if fits(value, dtype):
             return
         big = [f"{n} = {v!r}" for n, v in values.items() if not fits(v, dtype)]

@@ -63,10 +63,9 @@ class UsualStep:
         self.runs = []
         for group, (layout, values) in zip(opt.param_groups, runs, strict=True):
             params = group["params"]
-            stored = opt._state_dtype(layout.order[0])  # as the general step checks it
             self.runs.append(_Run(group, params, len(params), tuple(map(group.get, names)),
                                   values, -1.0 if group.get("maximize", False) else 1.0, layout,
-                                  stored.to_real() if stored.is_complex else stored))
+                                  opt._number_dtype(layout.order[0])))
 
     def __call__(self, opt) -> bool:
         """Run the remembered step when everything it relied on still holds; False, with
