@@ -10,12 +10,14 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from spies import kernel_calls
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import ctopt
 from ctopt.export.direct import HostVector
-from ctopt.export.layout import same_marks, state_marks
+from ctopt.export.layout import FlatLayout, same_marks, state_marks
 
 needs_compiler = pytest.mark.skipif(
     not ctopt.export.compiled.CompiledRunner(object).available(),
@@ -236,6 +238,26 @@ def test_a_host_vector_rounds_as_torch():
     assert torch.equal(v32.tensor, torch.tensor([float(x) for x in numbers]))
     big = (1e39, -1e39, 3.4028235e38, 0, 0, 0)  # past float32: infinite, as torch makes them
     assert v32.write(big) and torch.equal(v32.tensor, torch.tensor(big))
+    assert v32.read() == v32.tensor.tolist() and v64.read() == v64.tensor.tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 2**26), st.floats(0, 2.0**30, width=32)),
+                min_size=1, max_size=9))
+def test_the_step_counters_count_as_add_does(counts):
+    """The layout's counters are read and written directly on the host: each position + 1
+    exactly as ``steps.add_(1)`` rounds it in float32 (stuck at 2**24, as torch's are), and
+    read back as ``tolist()`` reads them."""
+    ps = [torch.nn.Parameter(torch.zeros(2)) for _ in counts]
+    states = [{"step": torch.tensor(float(k)), "m": torch.zeros(2)} for k in counts]
+    layout = FlatLayout(("m",), ps, states, flatten=False)
+    expected = layout.steps.clone()
+    assert layout.step_counts() == expected.tolist()
+    for _ in range(3):
+        layout.count_step()
+        expected.add_(1)
+        assert torch.equal(layout.steps, expected) and layout.step_counts() == expected.tolist()
+    assert all(s["step"].item() == e for s, e in zip(states, expected.tolist(), strict=True))
 
 
 @needs_compiler

@@ -142,7 +142,7 @@ class CompiledRunner:
         elif not layout.states_home():
             return None
         if not opt.capturable or layout.host_step is None:
-            ks = layout.steps.tolist()  # free on the host; capturable steps read it back once
+            ks = layout.step_counts()  # free on the host; capturable steps read it back once
             if ks.count(ks[0]) != len(ks):
                 return None
             layout.host_step = int(ks[0])
@@ -157,7 +157,7 @@ class CompiledRunner:
         out on the device; otherwise the optimizer undoes the count as in :meth:`run`)."""
         if device_values is None and scaling is None and layout.bound is not False and \
                 self._run_bound(layout, coefficients):
-            layout.steps.add_(1)
+            layout.count_step()
             layout.host_step += 1
             return
         theta = layout.theta

@@ -39,6 +39,8 @@ from itertools import chain
 
 import torch
 
+from .direct import HostVector
+
 __all__ = ["DIRECT_NUMEL", "FlatLayout", "flat_view", "same_marks", "state_marks"]
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
@@ -150,6 +152,8 @@ class FlatLayout:
         # on the device for capturable steps (see .capture), else on the host as in torch
         self.steps = torch.tensor(counts, dtype=torch.float32,
                                   device=p0.device if steps_on_device else None)
+        #: the counters read and written from Python on the host (None on a device)
+        self.counts = HostVector(self.steps) if self.steps.device.type == "cpu" else None
         #: the common step count as the host knows it (None: unknown or unequal; read back)
         self.host_step = int(counts[0]) if counts.count(counts[0]) == len(counts) else None
         #: the capturable step's device hyperparameters (a .capture.DeviceHyper), made on use
@@ -227,6 +231,16 @@ class FlatLayout:
         """Whether each of the layout's state tensors still points into its buffer
         (``state[key].data = t`` keeps the tensor object but points it elsewhere)."""
         return tuple(map(_DATA_PTR, self.owned_tensors)) == self.ptrs
+
+    def step_counts(self) -> list:
+        """Each position's step counter now, as floats (``steps.tolist()``, read directly on
+        the host)."""
+        return self.steps.tolist() if self.counts is None else self.counts.read()
+
+    def count_step(self) -> None:
+        """Every counter + 1, as ``steps.add_(1)`` rounds it (written directly on the host)."""
+        if self.counts is None or not self.counts.write([k + 1 for k in self.counts.read()]):
+            self.steps.add_(1)
 
     def intact(self) -> bool:
         """Whether every parameter still points into the parameter buffer."""

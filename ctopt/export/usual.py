@@ -74,7 +74,7 @@ class UsualStep:
             return False
         ready = []
         for run in self.runs:
-            ks = run.layout.steps.tolist()  # the counters as they are (a user may set them)
+            ks = run.layout.step_counts()  # the counters as they are (a user may set them)
             if ks.count(ks[0]) != len(ks):
                 return False
             k = int(ks[0]) + 1
