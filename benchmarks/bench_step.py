@@ -162,11 +162,15 @@ def ctopt_opt(name: str, backend: str = "auto", flatten: bool = True, **values):
 
 
 class Variant:
-    """One optimizer on its own copy of a parameter list, timed step by step."""
+    """One optimizer on its own copy of a parameter list, timed step by step (``tiny``: on as
+    many tensors of one element each instead: the step's fixed cost on that many tensors)."""
 
-    def __init__(self, label, build, list_name, quick, device, bytes_per_elem):
+    def __init__(self, label, build, list_name, quick, device, bytes_per_elem, tiny=0):
         self.label, self.device, self.bytes = label, device, bytes_per_elem
-        self.ps = model_list(list_name, quick, device)
+        self.ps = make_params([(1,)] * tiny, device=device) if tiny else \
+            model_list(list_name, quick, device)
+        for p in self.ps if tiny else ():
+            p.grad = torch.randn_like(p)
         self.numel = sum(p.numel() for p in self.ps)
         self.param_bytes = sum(p.numel() * p.element_size() for p in self.ps)
         t0 = time.perf_counter()
@@ -196,10 +200,9 @@ class Variant:
         return statistics.median(self.times) * 1e3
 
 
-def interleaved(variants, reps: int, device: str, numel: int) -> tuple[float, float]:
-    """Round-robin timing of ``variants`` with the streaming kernels; returns the roofline
-    bandwidths ``(read and write, read only)``: the best kernel of each kind by its median over
-    the rounds."""
+def interleaved(variants, reps: int, device: str, numel: int) -> dict:
+    """Round-robin timing of ``variants`` with the streaming kernels; returns each kernel's
+    bandwidth, its median over the rounds (the roofline: :func:`roof_bandwidths`)."""
     pool = [torch.randn(min(numel, 16_000_000), device=device) for _ in range(8)]
     samples: dict = {}
     for _ in range(reps):
@@ -208,8 +211,12 @@ def interleaved(variants, reps: int, device: str, numel: int) -> tuple[float, fl
         for v in variants:
             v.tick()
     del pool
-    best = {name: statistics.median(values) for name, values in samples.items()}
-    return max(best[n] for n in READ_WRITE), max(best[n] for n in READ_ONLY)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def roof_bandwidths(bandwidths: dict) -> tuple[float, float]:
+    """The roofline bandwidths ``(read and write, read only)``: the best kernel of each kind."""
+    return max(bandwidths[n] for n in READ_WRITE), max(bandwidths[n] for n in READ_ONLY)
 
 
 def mb(x) -> str:
@@ -245,7 +252,8 @@ def adam_table(lists, args) -> None:
             builders.pop("torch foreach")
         variants = [Variant(label, b, name, args.quick, args.device, 28)
                     for label, b in builders.items()]
-        bandwidth, _ = interleaved(variants, args.reps, args.device, variants[0].numel)
+        bandwidth, _ = roof_bandwidths(
+            interleaved(variants, args.reps, args.device, variants[0].numel))
         fused = variants[0].ms
         for v in variants:
             exact = "yes" if v.state == 2 * v.param_bytes else f"no ({v.state / v.param_bytes:g}x)"
@@ -262,28 +270,46 @@ def zoo_table(lists, designs, args) -> None:
     print("\n## (2) every zoo design, backend='auto', on each list (own rounds with torch fused "
           "Adam)")
     print("| list | design | bytes/elem | step ms | vs torch fused Adam | % own roofline | "
-          "% one-bandwidth roofline | state MB | state = S x params |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "% one-bandwidth roofline | fixed ms | % roofline within reach | state MB | "
+          "state = S x params |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in lists:
         fused = Variant("torch fused", torch_adam("fused"), name, args.quick, args.device, 28)
+        count = len(fused.ps)
+        fused_fixed = Variant("torch fused", torch_adam("fused"), name, args.quick, args.device,
+                              28, tiny=count)
         for design in designs:
             d = ctopt.zoo.get(design)
             update, reads = (3 + 2 * len(d.states)) * 4, len(d.reductions) * 4
             warm_kernel(design, args.device)
             v = Variant(design, ctopt_opt(design), name, args.quick, args.device,
                         update + reads)
-            fused.times = []
-            rw, ro = interleaved([fused, v], max(args.reps // 2, 3), args.device, v.numel)
+            # the same path on as many one-element tensors: what the step costs besides moving
+            # bytes (checks, coefficients, the call), the caches as cold as in the other rounds
+            fixed = Variant(design, ctopt_opt(design, "compiled"), name, args.quick,
+                            args.device, update + reads, tiny=count)
+            for u in (fused, fused_fixed):
+                u.times = []
+            bandwidths = interleaved([fused, v, fused_fixed, fixed], max(args.reps // 2, 3),
+                                     args.device, v.numel)
+            rw, ro = roof_bandwidths(bandwidths)
             # a reduction is its own pass, which only reads: at the read-only bandwidth
             roof = v.numel * (update / rw + reads / ro)
             flat = v.numel * (update + reads) / rw
             exact = "yes" if v.state == len(d.states) * v.param_bytes else "no"
             print(f"| {LIST_TITLES[name]} | {design} | {update + reads} | {v.ms:.2f} | "
                   f"{v.ms / fused.ms:.2f}x | {100 * roof / (v.ms / 1e3):.0f} % | "
-                  f"{100 * flat / (v.ms / 1e3):.0f} % | {mb(v.state)} | {exact} |")
+                  f"{100 * flat / (v.ms / 1e3):.0f} % | {fixed.ms:.2f} | "
+                  f"{100 * roof / (roof + fixed.ms / 1e3):.0f} % | {mb(v.state)} | {exact} |")
             v.finish()
+            fixed.finish()
+        print(f"<!-- {name}: torch fused Adam {fused.ms:.2f} ms, "
+              f"{100 * v.numel * 28 / rw / (fused.ms / 1e3):.0f} % of Adam's roofline, fixed "
+              f"{fused_fixed.ms:.2f} ms on {count} one-element tensors; streaming GB/s in the "
+              f"last rounds: " + ", ".join(f"{k} {b / 1e9:.1f}" for k, b in bandwidths.items()) +
+              f"; {load()} -->")
         fused.finish()
-        print(f"<!-- {name}: {load()} -->")
+        fused_fixed.finish()
 
 
 def peer_builders():
