@@ -72,9 +72,12 @@ class Backends:
         if backend == "compiled":  # it advances the step counters itself (flat buffers)
             plain = [it.theta is it.p and it.grad is it.p.grad for it in items]
             stepped = [s for s, ok in zip(states, plain, strict=True) if ok]
-            self._compiled_runner().run(
-                self, gi, [(it.j, it.p) for it, ok in zip(items, plain, strict=True) if ok],
-                stepped, coefs, scaling)
+            fused = [(it.j, it.p) for it, ok in zip(items, plain, strict=True) if ok]
+            # the runner reads each p.grad itself: the step lets go of the gradients it fuses,
+            # so that a flat layout made now frees each one as it moves (its first step's peak)
+            items[:] = [it._replace(grad=None) if ok else it
+                        for it, ok in zip(items, plain, strict=True)]
+            self._compiled_runner().run(self, gi, fused, stepped, coefs, scaling)
             if scaling is not None:
                 self._defer_skip(scaling[1], [s["step"] for s in stepped])
             if all(plain):

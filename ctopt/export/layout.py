@@ -189,10 +189,10 @@ class FlatLayout:
         p0, total = self.order[0], self.offsets[-1]
         self.bound = None
         with torch.no_grad():  # gradients first: their old storage is freed before theta's
-            grads = [p.grad for p in self.order]
-            grad = flat_view(grads)
-            if grad is None:
-                grad = torch.zeros(total, dtype=p0.dtype, device=p0.device)
+            grad = flat_view([p.grad for p in self.order])  # no list kept: each old gradient
+            fresh = grad is None  # is freed as soon as its parameter's .grad moves
+            if fresh:  # filled view by view below, each old gradient freed as it moves
+                grad = torch.empty(total, dtype=p0.dtype, device=p0.device)
             self.grad = grad
             self.grad_views = [grad[a:b].view(p.shape) for p, a, b in
                                zip(self.order, self.offsets, self.offsets[1:], strict=False)]
@@ -201,7 +201,8 @@ class FlatLayout:
                     if p.grad.data_ptr() != view.data_ptr() or not p.grad.is_contiguous():
                         view.copy_(p.grad)
                     p.grad = view  # the very view: the steady step checks identity
-            del grads
+                elif fresh:
+                    view.zero_()
             if adopted is None:
                 adopted = torch.empty(total, dtype=p0.dtype, device=p0.device)
                 for p, a, b in zip(self.order, self.offsets, self.offsets[1:], strict=False):
