@@ -205,11 +205,11 @@ def interleaved(variants, reps: int, device: str, numel: int) -> dict:
     bandwidth, its median over the rounds (the roofline: :func:`roof_bandwidths`)."""
     pool = [torch.randn(min(numel, 16_000_000), device=device) for _ in range(8)]
     samples: dict = {}
-    for _ in range(reps):
+    for r in range(reps):
         for name, value in stream_bandwidth(0, device, pool).items():
             samples.setdefault(name, []).append(value)
-        for v in variants:
-            v.tick()
+        for i in range(len(variants)):  # each variant first in turn: no place is favoured
+            variants[(r + i) % len(variants)].tick()
     del pool
     return {name: statistics.median(values) for name, values in samples.items()}
 
