@@ -258,6 +258,12 @@ def test_the_step_counters_count_as_add_does(counts):
         expected.add_(1)
         assert torch.equal(layout.steps, expected) and layout.step_counts() == expected.tolist()
     assert all(s["step"].item() == e for s, e in zip(states, expected.tolist(), strict=True))
+    layout.steps.fill_(expected[0])  # the steady steps' case: one count, just read
+    expected.fill_(expected[0])
+    for _ in range(3):
+        layout.count_step(layout.step_counts()[0])
+        expected.add_(1)
+        assert torch.equal(layout.steps, expected)
 
 
 @needs_compiler

@@ -149,15 +149,17 @@ class CompiledRunner:
         self.steps += 1
         return layout, layout.host_step + 1
 
-    def run_steady(self, layout, coefficients, device_values=None, scaling=None) -> None:
+    def run_steady(self, layout, coefficients, device_values=None, scaling=None,
+                   now=None) -> None:
         """The usual step over a :meth:`steady` layout: one kernel call, step counters + 1.
         ``device_values`` (capturable steps): ``(values, gsign)``, from which the kernel's
         coefficients are computed on the device (see :mod:`.capture`); ``scaling``:
         ``(grad_scale, found_inf)`` for the kernel (a capturable step counts a skipped step
-        out on the device; otherwise the optimizer undoes the count as in :meth:`run`)."""
+        out on the device; otherwise the optimizer undoes the count as in :meth:`run`);
+        ``now``: every counter's value, as just read (see :meth:`.FlatLayout.count_step`)."""
         if device_values is None and scaling is None and layout.bound is not False and \
                 self._run_bound(layout, coefficients):
-            layout.count_step()
+            layout.count_step(now)
             layout.host_step += 1
             return
         theta = layout.theta

@@ -238,10 +238,16 @@ class FlatLayout:
         the host)."""
         return self.steps.tolist() if self.counts is None else self.counts.read()
 
-    def count_step(self) -> None:
-        """Every counter + 1, as ``steps.add_(1)`` rounds it (written directly on the host)."""
-        if self.counts is None or not self.counts.write([k + 1 for k in self.counts.read()]):
-            self.steps.add_(1)
+    def count_step(self, now: float | None = None) -> None:
+        """Every counter + 1, as ``steps.add_(1)`` rounds it (written directly on the host);
+        ``now``: the count every counter holds, as just read (:meth:`step_counts`), which
+        spares reading them again."""
+        if self.counts is not None:
+            n = self.steps.numel()
+            if self.counts.write([now + 1] * n if now is not None else
+                                 [k + 1 for k in self.counts.read()]):
+                return
+        self.steps.add_(1)
 
     def intact(self) -> bool:
         """Whether every parameter still points into the parameter buffer."""

@@ -85,12 +85,12 @@ class UsualStep:
             if not all(fits(float(c), run.dtype) for c in coefficients
                        if isinstance(c, (int, float))):
                 return False  # the general step names the overflow
-            ready.append((run.layout, k, coefficients))
+            ready.append((run.layout, k, coefficients, ks[0]))
         runner = self.runner
-        for layout, k, coefficients in ready:
+        for layout, k, coefficients, now in ready:
             runner.steps += 1
             layout.host_step = k - 1
-            runner.run_steady(layout, coefficients)
+            runner.run_steady(layout, coefficients, now=now)
         return True
 
     def _holds(self, opt) -> bool:
