@@ -189,9 +189,10 @@ class FlatLayout:
         p0, total = self.order[0], self.offsets[-1]
         self.bound = None
         with torch.no_grad():  # gradients first: their old storage is freed before theta's
-            grad = flat_view([p.grad for p in self.order])  # no list kept: each old gradient
-            fresh = grad is None  # is freed as soon as its parameter's .grad moves
-            if fresh:  # filled view by view below, each old gradient freed as it moves
+            # no list of the old gradients is kept: each is freed as soon as its .grad moves
+            grad = flat_view([p.grad for p in self.order])
+            fresh = grad is None
+            if fresh:  # untouched pages, filled view by view below
                 grad = torch.empty(total, dtype=p0.dtype, device=p0.device)
             self.grad = grad
             self.grad_views = [grad[a:b].view(p.shape) for p, a, b in
