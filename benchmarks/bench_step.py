@@ -167,10 +167,12 @@ class Variant:
 
     def __init__(self, label, build, list_name, quick, device, bytes_per_elem, tiny=0):
         self.label, self.device, self.bytes = label, device, bytes_per_elem
-        self.ps = make_params([(1,)] * tiny, device=device) if tiny else \
-            model_list(list_name, quick, device)
-        for p in self.ps if tiny else ():
-            p.grad = torch.randn_like(p)
+        if tiny:
+            self.ps = make_params([(1,)] * tiny, device=device)
+            for p in self.ps:
+                p.grad = torch.randn_like(p)
+        else:
+            self.ps = model_list(list_name, quick, device)
         self.numel = sum(p.numel() for p in self.ps)
         self.param_bytes = sum(p.numel() * p.element_size() for p in self.ps)
         t0 = time.perf_counter()

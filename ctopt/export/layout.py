@@ -243,12 +243,13 @@ class FlatLayout:
         """Every counter + 1, as ``steps.add_(1)`` rounds it (written directly on the host);
         ``now``: the count every counter holds, as just read (:meth:`step_counts`), which
         spares reading them again."""
-        if self.counts is not None:
-            n = self.steps.numel()
-            if self.counts.write([now + 1] * n if now is not None else
-                                 [k + 1 for k in self.counts.read()]):
-                return
-        self.steps.add_(1)
+        if self.counts is None:
+            self.steps.add_(1)
+            return
+        counts = [now + 1] * len(self.order) if now is not None else \
+            [k + 1 for k in self.counts.read()]  # one counter per position
+        if not self.counts.write(counts):
+            self.steps.add_(1)
 
     def intact(self) -> bool:
         """Whether every parameter still points into the parameter buffer."""

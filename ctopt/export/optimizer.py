@@ -301,10 +301,10 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         return stored.to_real() if stored.is_complex else stored
 
     def _check_fits(self, value: float, values: dict, gi: int, it, what: str) -> None:
-        stored = self._state_dtype(it.p)
         dtype = self._number_dtype(it.p)
         if fits(value, dtype):
             return
+        stored = self._state_dtype(it.p)  # named in the message (a complex one too)
         big = [f"{n} = {v!r}" for n, v in values.items() if not fits(v, dtype)]
         source = f" (from {', '.join(big)})" if big else " (from the hyperparameters)"
         raise HyperparameterError(
