@@ -19,7 +19,8 @@ measured in the same rounds. A design with S states reads theta, g and the state
 theta and the states, (3 + 2S) x 4 B per float32 element, at the best bandwidth of copy,
 in-place add and in-place scale; each of its R group reductions is a pass of its own that reads
 g once, R x 4 B, at the best bandwidth of sum and dot (a read-only stream is slower on one
-core). Table (2) also prints the share of the cruder one-bandwidth roofline (every byte at the
+core). Each kernel runs on torch's own allocations and, where ctopt's flat buffers get them, on
+transparent huge pages (``ctopt.export.pages``); the best of both counts. Table (2) also prints the share of the cruder one-bandwidth roofline (every byte at the
 read-write bandwidth).
 Memory: optimizer state counts the bytes of every state tensor; peak transient memory is the
 growth of the process's peak resident set during one step (Linux ``VmHWM`` after ``clear_refs``,
@@ -46,6 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import models  # noqa: E402
 
 import ctopt  # noqa: E402
+from ctopt.export import pages  # noqa: E402
 
 
 def shapes_mixed(total: int, count: int) -> list[tuple[int, ...]]:
@@ -98,10 +100,11 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def stream_bandwidth(numel: int, device: str, pool=None) -> dict:
+def stream_bandwidth(numel: int, device: str, pool=None, tag: str = "") -> dict:
     """Bandwidth of simple streaming kernels on ``numel`` float32 elements, each on buffers
     rotated over eight arrays (so a kernel finds its operands evicted, as a step does): copy,
-    in-place add and in-place scale (read and write), and sum and dot (read only)."""
+    in-place add and in-place scale (read and write), and sum and dot (read only); ``tag``
+    is appended to each kernel's name."""
     pool = pool or [torch.randn(numel, device=device) for _ in range(8)]
     kernels = {"copy": (lambda a, b: a.copy_(b), 8), "add_": (lambda a, b: a.add_(b), 12),
                "scale_": (lambda a, b: a.mul_(1.0000001), 8), "sum": (lambda a, b: a.sum(), 4),
@@ -113,8 +116,20 @@ def stream_bandwidth(numel: int, device: str, pool=None) -> dict:
         t0 = time.perf_counter()
         fn(a, b)
         sync(device)
-        out[name] = width * a.numel() / (time.perf_counter() - t0)
+        out[name + tag] = width * a.numel() / (time.perf_counter() - t0)
     return out
+
+
+def stream_pools(numel: int, device: str) -> dict:
+    """The streaming kernels' buffers: eight arrays as torch allocates them and, where the flat
+    layout's buffers get them (see ``ctopt.export.pages``), eight on huge pages (tag " hp")."""
+    n = min(numel, 16_000_000)
+    pools = {"": [torch.randn(n, device=device) for _ in range(8)]}
+    huge = [pages.flat_empty(n, torch.float32, torch.device(device)) for _ in range(8)]
+    if all(t.data_ptr() % pages.PAGE_BYTES == 0 for t in huge) and device == "cpu" and \
+            n * 4 >= pages.MIN_BYTES and pages.HUGE_PAGES:
+        pools[" hp"] = [t.normal_() for t in huge]
+    return pools
 
 
 READ_WRITE, READ_ONLY = ("copy", "add_", "scale_"), ("sum", "dot")
@@ -203,22 +218,28 @@ class Variant:
 
 
 def interleaved(variants, reps: int, device: str, numel: int) -> dict:
-    """Round-robin timing of ``variants`` with the streaming kernels; returns each kernel's
-    bandwidth, its median over the rounds (the roofline: :func:`roof_bandwidths`)."""
-    pool = [torch.randn(min(numel, 16_000_000), device=device) for _ in range(8)]
+    """Round-robin timing of ``variants`` with the streaming kernels (on both kinds of pages,
+    :func:`stream_pools`); returns each kernel's bandwidth, its median over the rounds (the
+    roofline: :func:`roof_bandwidths`)."""
+    pools = stream_pools(numel, device)
     samples: dict = {}
     for r in range(reps):
-        for name, value in stream_bandwidth(0, device, pool).items():
-            samples.setdefault(name, []).append(value)
+        for tag, pool in pools.items():
+            for name, value in stream_bandwidth(0, device, pool, tag).items():
+                samples.setdefault(name, []).append(value)
         for i in range(len(variants)):  # each variant first in turn: no place is favoured
             variants[(r + i) % len(variants)].tick()
-    del pool
+    del pools
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def roof_bandwidths(bandwidths: dict) -> tuple[float, float]:
-    """The roofline bandwidths ``(read and write, read only)``: the best kernel of each kind."""
-    return max(bandwidths[n] for n in READ_WRITE), max(bandwidths[n] for n in READ_ONLY)
+    """The roofline bandwidths ``(read and write, read only)``: the best kernel of each kind,
+    on either kind of pages."""
+    def best(names):
+        return max(b for n, b in bandwidths.items() if n.removesuffix(" hp") in names)
+
+    return best(READ_WRITE), best(READ_ONLY)
 
 
 def mb(x) -> str:

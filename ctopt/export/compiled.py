@@ -31,6 +31,7 @@ from .capture import DeviceHyper
 from .direct import HostVector, Kernel
 from .layout import FlatLayout, same_marks
 from .master import MASTER_KEY, master_update, unscale_grad
+from .pages import flat_empty
 
 __all__ = ["CompiledRunner", "flat_parameters"]
 
@@ -483,8 +484,8 @@ def flat_parameters(params) -> list[torch.Tensor]:
     with torch.no_grad():
         for (device, dtype), members in groups.items():
             total = sum(p.numel() for p in members)
-            flat = torch.empty(total, dtype=dtype, device=device)
-            grads = torch.zeros(total, dtype=dtype, device=device)
+            flat = flat_empty(total, dtype, device)
+            grads = flat_empty(total, dtype, device).zero_()
             offset = 0
             for p in members:
                 n = p.numel()

@@ -40,6 +40,7 @@ from itertools import chain
 import torch
 
 from .direct import HostVector
+from .pages import flat_empty
 
 __all__ = ["DIRECT_NUMEL", "FlatLayout", "flat_view", "same_marks", "state_marks"]
 
@@ -145,8 +146,8 @@ class FlatLayout:
         total = self.offsets[-1]
         p0 = params[0]
         # each state in its own dtype (float32 states and master copies of bf16 parameters)
-        self.buffers = {key: torch.empty(total, dtype=states[order[0]][key].dtype,
-                                         device=p0.device) for key in keys}
+        self.buffers = {key: flat_empty(total, states[order[0]][key].dtype, p0.device)
+                        for key in keys}
         counts = torch.stack([torch.as_tensor(states[i]["step"]).reshape(()).float().cpu()
                               for i in order]).tolist()
         # on the device for capturable steps (see .capture), else on the host as in torch
@@ -193,7 +194,7 @@ class FlatLayout:
             grad = flat_view([p.grad for p in self.order])
             fresh = grad is None
             if fresh:  # untouched pages, filled view by view below
-                grad = torch.empty(total, dtype=p0.dtype, device=p0.device)
+                grad = flat_empty(total, p0.dtype, p0.device)
             self.grad = grad
             self.grad_views = [grad[a:b].view(p.shape) for p, a, b in
                                zip(self.order, self.offsets, self.offsets[1:], strict=False)]
@@ -205,7 +206,7 @@ class FlatLayout:
                 elif fresh:
                     view.zero_()
             if adopted is None:
-                adopted = torch.empty(total, dtype=p0.dtype, device=p0.device)
+                adopted = flat_empty(total, p0.dtype, p0.device)
                 for p, a, b in zip(self.order, self.offsets, self.offsets[1:], strict=False):
                     view = adopted[a:b].view(p.shape)
                     view.copy_(p.detach())

@@ -38,8 +38,8 @@ __all__ = ["RUNTIME_MODULES", "class_name", "class_source", "module_source", "ru
 #: The runtime: the modules of :mod:`ctopt.export` that exported optimizers run on, in ctopt and
 #: (as bundled copies) in standalone exports. Each imports only torch, the standard library and
 #: its siblings (relatively); ``runtime`` names what generated code sees as globals.
-RUNTIME_MODULES = ("errors", "scalars", "values", "layout", "master", "capture", "warm", "direct",
-                   "compiled", "checkpoint", "groups", "reductions", "scaling", "backends",
+RUNTIME_MODULES = ("errors", "scalars", "values", "pages", "layout", "master", "capture", "warm",
+                   "direct", "compiled", "checkpoint", "groups", "reductions", "scaling", "backends",
                    "listened", "usual", "optimizer", "runtime")
 
 _INDENT = "        "
