@@ -9,7 +9,7 @@ Linux distributions), torch's tensors get none. :func:`flat_empty` allocates a l
 buffer as anonymous private memory aligned to the huge-page size and advised
 ``MADV_HUGEPAGE``: the step then runs 3–12 % faster on the model lists of
 ``benchmarks/bench_step.py`` (measured in ``docs/performance.md``). Everywhere else — another
-device, a buffer under :data:`MIN_BYTES`, no ``MADV_HUGEPAGE`` (not Linux), or
+device, a buffer under one huge page (:data:`MIN_BYTES`), no ``MADV_HUGEPAGE`` (not Linux), or
 :data:`HUGE_PAGES` set False — it is ``torch.empty``.
 
 The buffer is an ordinary tensor (``torch.frombuffer`` over the mapping, which it keeps alive
@@ -45,8 +45,8 @@ def _page_bytes() -> int:
 
 #: the huge-page size (2 MiB on x86-64)
 PAGE_BYTES = _page_bytes()
-#: the smallest buffer put on huge pages: four of them (below that the gain is not measurable)
-MIN_BYTES = 4 * PAGE_BYTES
+#: the smallest buffer put on huge pages: one whole huge page
+MIN_BYTES = PAGE_BYTES
 
 
 def flat_empty(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
