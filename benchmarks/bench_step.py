@@ -6,7 +6,8 @@ the parameter lists of real models (as their modules allocate them). Every table
     python benchmarks/bench_step.py --lists transformer,mixed --designs adam,adan
 
 Tables: (1) Adam on every model list: torch fused/foreach against ctopt ``backend="auto"`` (and
-the compiled path with the parameters kept as allocated); (2) every zoo design, ``auto``, with
+with its flat buffers on small pages, and the compiled path with the parameters kept as
+allocated); (2) every zoo design, ``auto``, with
 its share of its own roofline and its ratio to torch fused Adam in the same rounds; (3) peers
 for designs torch lacks (adabelief-pytorch, pytorch-optimizer), when installed; (4) mixed
 precision (bfloat16 parameters, GradScaler's ``grad_scale``/``found_inf``); (5) a whole training
@@ -166,13 +167,27 @@ def torch_adam(kind: str, **extra):
     return build
 
 
-def ctopt_opt(name: str, backend: str = "auto", flatten: bool = True, **values):
+def ctopt_opt(name: str, backend: str = "auto", flatten: bool = True, huge: bool = True,
+              **values):
+    """A ctopt optimizer; ``huge=False``: its flat buffers on torch's own (small) pages, as
+    before ``ctopt.export.pages`` (they are made at the first step)."""
     cls = ctopt.to_torch(ctopt.zoo.get(name))
 
     def build(ps):
         opt = cls(ps, backend=backend, **values)
         opt.flatten_parameters = flatten
-        return opt, opt.step
+        if huge:
+            return opt, opt.step
+
+        def step():
+            if opt.state:
+                return opt.step()
+            pages.HUGE_PAGES, before = False, pages.HUGE_PAGES
+            try:
+                return opt.step()
+            finally:
+                pages.HUGE_PAGES = before
+        return opt, step
     return build
 
 
@@ -268,6 +283,7 @@ def adam_table(lists, args) -> None:
     for name in lists:
         builders = {"torch fused": torch_adam("fused"), "torch foreach": torch_adam("foreach"),
                     "ctopt adam auto": ctopt_opt("adam"),
+                    "ctopt adam auto, small pages": ctopt_opt("adam", huge=False),
                     "ctopt adam compiled, as allocated": ctopt_opt("adam", "compiled", False)}
         if args.torch_compile:
             builders["torch compiled"] = torch_adam("compiled")
