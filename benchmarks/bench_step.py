@@ -126,10 +126,9 @@ def stream_pools(numel: int, device: str) -> dict:
     layout's buffers get them (see ``ctopt.export.pages``), eight on huge pages (tag " hp")."""
     n = min(numel, 16_000_000)
     pools = {"": [torch.randn(n, device=device) for _ in range(8)]}
-    huge = [pages.flat_empty(n, torch.float32, torch.device(device)) for _ in range(8)]
-    if all(t.data_ptr() % pages.PAGE_BYTES == 0 for t in huge) and device == "cpu" and \
-            n * 4 >= pages.MIN_BYTES and pages.HUGE_PAGES:
-        pools[" hp"] = [t.normal_() for t in huge]
+    if device == "cpu" and pages.HUGE_PAGES and n * 4 >= pages.MIN_BYTES:
+        pools[" hp"] = [pages.flat_empty(n, torch.float32, torch.device(device)).normal_()
+                        for _ in range(8)]
     return pools
 
 

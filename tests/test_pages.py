@@ -36,16 +36,21 @@ def region_flags(address: int) -> list[str] | None:
 
 
 @linux
-def test_large_buffer_is_aligned_and_its_whole_huge_pages_advised():
-    whole = pages.MIN_BYTES // 4  # float32 elements in four huge pages
+def test_large_buffer_has_its_whole_huge_pages_advised_and_its_own_color():
+    whole = pages.MIN_BYTES // 4  # float32 elements in one huge page
     t = pages.flat_empty(whole + 1000, torch.float32, torch.device("cpu"))
     assert t.shape == (whole + 1000,) and t.dtype == torch.float32 and t.is_contiguous()
-    assert t.data_ptr() % pages.PAGE_BYTES == 0
-    assert "hg" in region_flags(t.data_ptr())  # MADV_HUGEPAGE on the whole pages
-    assert "hg" in region_flags(t[whole - 1].data_ptr())
-    assert "hg" not in region_flags(t[whole].data_ptr())  # the tail: small pages
+    color = t.data_ptr() % pages.PAGE_BYTES  # past the huge-page boundary, in whole lines
+    assert color % 64 == 0 and color < pages.COLORS * pages.COLOR_BYTES
+    end = t.data_ptr() - color + (color + 4 * t.numel()) // pages.PAGE_BYTES * pages.PAGE_BYTES
+    assert "hg" in region_flags(t.data_ptr())  # MADV_HUGEPAGE on the whole huge pages
+    assert "hg" in region_flags(end - 1)
+    assert "hg" not in region_flags(end) and end < t[-1].data_ptr()  # the tail: small pages
     t.fill_(3.0)
     assert t[-1].item() == 3.0 and t.sum().item() == 3.0 * t.numel()
+    colors = {pages.flat_empty(whole, torch.float32, "cpu").data_ptr() % pages.PAGE_BYTES
+              for _ in range(pages.COLORS)}
+    assert len(colors) == pages.COLORS  # each buffer of a layout starts at its own offset
 
 
 @linux
@@ -122,7 +127,7 @@ def test_optimizer_on_huge_pages_steps_bit_for_bit_as_on_torch_memory(monkeypatc
     for t in (ps[0], ps[0].grad, opt.state[ps[1]]["exp_avg"], opt.state[ps[0]]["exp_avg_sq"]):
         assert "hg" in region_flags(t.data_ptr())
     assert "hg" not in region_flags(plain_ps[0].data_ptr())
-    assert layout.flat_params and layout.theta.data_ptr() % pages.PAGE_BYTES == 0
+    assert layout.flat_params and layout.theta.data_ptr() % 64 == 0
     # a checkpoint of it resumes on torch's memory, and the two stay equal
     buffer = io.BytesIO()
     torch.save(opt.state_dict(), buffer)
