@@ -467,7 +467,8 @@ def iteration_table(args) -> None:
     for set_to_none in (True, False):
         runs = []
         for label, build in (("torch fused", torch_adam("fused")),
-                             ("ctopt adam auto", ctopt_opt("adam"))):
+                             ("ctopt adam auto", ctopt_opt("adam")),
+                             ("ctopt adam auto, small pages", ctopt_opt("adam", huge=False))):
             torch.manual_seed(0)
             model = (models.transformer(192, 3) if args.quick else models.transformer()).to(
                 args.device)
@@ -480,8 +481,9 @@ def iteration_table(args) -> None:
             for _ in range(3):
                 iteration()
             runs.append((label, iteration, []))
-        for _ in range(args.reps):
-            for _, fn, times in runs:
+        for r in range(args.reps):
+            for i in range(len(runs)):  # each variant first in turn
+                _, fn, times = runs[(r + i) % len(runs)]
                 sync(args.device)
                 t0 = time.perf_counter()
                 fn()
