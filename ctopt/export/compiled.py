@@ -460,7 +460,8 @@ def scaled_update(cls):
 
 def flat_parameters(params) -> list[torch.Tensor]:
     """Lay parameters (a module or an iterable) and their gradients out as views of one flat
-    buffer per (device, dtype), so the compiled path updates a whole group in one kernel call.
+    buffer per (device, dtype), so the compiled path updates a whole group in one kernel call
+    (host buffers on huge pages where that applies: see :mod:`.pages`).
 
     Gradients are allocated (zeros) as views too; keep them by calling the exported optimizer's
     ``zero_grad()`` (it zeroes such gradients in place instead of setting them to None). Returns

@@ -6,10 +6,11 @@ pages such a stream takes a TLB miss every 4 KiB — a page walk, which in a vir
 walks two page tables — and the hardware prefetcher stops at every page boundary. Where the
 kernel leaves transparent huge pages to the program (``madvise`` mode, the default of many
 Linux distributions), torch's tensors get none. :func:`flat_empty` allocates a large host
-buffer as anonymous private memory, its whole huge pages advised ``MADV_HUGEPAGE``: the step then runs 3–12 % faster on the model lists of
-``benchmarks/bench_step.py`` (measured in ``docs/performance.md``). Everywhere else — another
-device, a buffer under one huge page (:data:`MIN_BYTES`), no ``MADV_HUGEPAGE`` (not Linux), or
-:data:`HUGE_PAGES` set False — it is ``torch.empty``.
+buffer as anonymous private memory, its whole huge pages advised ``MADV_HUGEPAGE``: the step
+then runs 4–13 % faster on the larger model lists of ``benchmarks/bench_step.py``, for a
+slower first write of the buffers (measured in ``docs/performance.md``). Everywhere else —
+another device, a buffer under one huge page (:data:`MIN_BYTES`), no ``MADV_HUGEPAGE`` (not
+Linux), or :data:`HUGE_PAGES` set False — it is ``torch.empty``.
 
 On huge pages a buffer's physical address repeats its virtual one in the low 21 bits, so
 buffers aligned alike would have a step's streams (theta, g and each state at the same index)
