@@ -100,17 +100,18 @@ def test_refused_mapping_falls_back_to_torch_empty(monkeypatch):
     assert pages.flat_empty(pages.MIN_BYTES, torch.float32, "cpu").numel() == pages.MIN_BYTES
 
 
-def _run(huge: bool, monkeypatch, steps: int = 3):
-    """Adam over two parameters of 8 MiB together, on the compiled path's flat layout."""
+def _run(huge: bool, monkeypatch, steps: int = 3, dtype=torch.float32, **kwargs):
+    """Adam over two parameters of one huge page together, on the compiled path's flat
+    layout."""
     monkeypatch.setattr(pages, "HUGE_PAGES", huge)
     gen = torch.Generator().manual_seed(0)
-    n = pages.MIN_BYTES // 8 + 17
-    ps = [torch.nn.Parameter(torch.randn(n, generator=gen)),
-          torch.nn.Parameter(torch.randn(n - 5, 1, generator=gen))]
-    opt = ctopt.to_torch(ctopt.zoo.get("adam"))(ps, lr=1e-2, backend="compiled")
+    n = pages.MIN_BYTES // (2 * dtype.itemsize) + 17
+    ps = [torch.nn.Parameter(torch.randn(n, generator=gen).to(dtype)),
+          torch.nn.Parameter(torch.randn(n - 5, 1, generator=gen).to(dtype))]
+    opt = ctopt.to_torch(ctopt.zoo.get("adam"))(ps, lr=1e-2, backend="compiled", **kwargs)
     for _ in range(steps):
         for p in ps:
-            p.grad = torch.randn(p.shape, generator=gen)
+            p.grad = torch.randn(p.shape, generator=gen).to(dtype)
         opt.step()
     return ps, opt
 
@@ -151,3 +152,15 @@ def test_flat_parameters_lays_out_on_huge_pages(monkeypatch):
     if sys.platform.startswith("linux") and pages.HUGE_PAGES:
         assert "hg" in region_flags(flat.data_ptr())
         assert "hg" in region_flags(model.weight.grad.data_ptr())
+
+
+@linux
+def test_master_weights_of_bfloat16_parameters_on_huge_pages_equal_torch_memory(monkeypatch):
+    ps, opt = _run(True, monkeypatch, dtype=torch.bfloat16, master_weights=True)
+    plain_ps, plain_opt = _run(False, monkeypatch, dtype=torch.bfloat16, master_weights=True)
+    for p, q in zip(ps, plain_ps, strict=True):
+        assert p.dtype == torch.bfloat16 and torch.equal(p, q)
+        assert opt.state[p]["exp_avg"].dtype == torch.float32
+        assert torch.equal(opt.state[p]["exp_avg"], plain_opt.state[q]["exp_avg"])
+    assert "hg" in region_flags(ps[0].data_ptr()) and "hg" in region_flags(ps[0].grad.data_ptr())
+    assert "hg" in region_flags(opt.state[ps[0]]["exp_avg_sq"].data_ptr())

@@ -70,7 +70,7 @@ def flat_empty(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Te
         >>> flat_empty(3, torch.float64, torch.device("cpu")).shape  # small: torch.empty
         torch.Size([3])
     """
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    nbytes = numel * dtype.itemsize
     if not HUGE_PAGES or nbytes < MIN_BYTES or torch.device(device).type != "cpu":
         return torch.empty(numel, dtype=dtype, device=device)
     color = next(_buffers) % COLORS * COLOR_BYTES
