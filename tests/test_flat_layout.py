@@ -124,6 +124,30 @@ def test_layout_is_set_up_and_one_call_per_step(set_to_none):
         assert all(bool((p.grad == 0).all()) for p in model.parameters())
 
 
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_gradients_with_a_graph_keep_it_and_step_as_torch(set_to_none):
+    """``backward(create_graph=True)`` leaves gradients that carry a graph, which a gradient
+    penalty differentiates: the layout leaves them as they are (not moved into the buffer, in
+    the backward pass's hook or in the step), and the steps equal torch's Adam."""
+    model, opt, twin, _ = pair()
+    ref = torch.optim.Adam(twin.parameters(), lr=0.01)
+    for m, o in ((model, opt), (twin, ref)):
+        for i in range(4):
+            o.zero_grad(set_to_none=set_to_none)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's note on the reference cycle
+                loss(m, i).backward(create_graph=True)
+            assert all(p.grad.requires_grad for p in m.parameters())
+            sum(p.grad.square().sum() for p in m.parameters()).backward()  # the penalty
+            o.step()
+            assert all(p.grad.requires_grad for p in m.parameters())  # the step keeps it too
+    assert_same(model, twin)
+    train(model, opt, 2, start=4, set_to_none=set_to_none)  # plain gradients again
+    train(twin, ref, 2, start=4, set_to_none=set_to_none)
+    assert_same(model, twin)
+    assert all(in_buffer(p.grad, layout_of(opt).grad) for p in model.parameters())
+
+
 def test_partial_backward_and_accumulation_and_hooks():
     model, opt, twin, ref = pair()
     train(model, opt, 2)

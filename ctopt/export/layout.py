@@ -14,6 +14,8 @@ The layout is checked at every step (one identity and two pointer comparisons pe
 - a gradient that is not a view of the gradient buffer (a fresh ``p.grad = ...``, a backward
   after ``zero_grad(set_to_none=True)``, the view itself re-pointed by ``p.grad.data = ...``) is
   copied into it and ``p.grad`` re-pointed there;
+- a gradient that carries a graph (``backward(create_graph=True)``) is left as it is: its
+  parameter is updated on its own;
 - a parameter without a gradient splits the layout into spans: each span is one call.
 
 After ``zero_grad(set_to_none=True)`` the gradients are None, as in torch; a post-accumulate-grad
@@ -115,9 +117,10 @@ def _gatherable(p: torch.Tensor) -> bool:
 
 
 def _fits(grad, p) -> bool:
-    """Whether ``grad`` can be copied into ``p``'s slice of the gradient buffer."""
+    """Whether ``grad`` can be copied into ``p``'s slice of the gradient buffer (not one that
+    carries a graph, from ``backward(create_graph=True)``: the user may differentiate it)."""
     return grad.layout == torch.strided and grad.dtype == p.dtype and grad.shape == p.shape \
-        and grad.device == p.device
+        and grad.device == p.device and not grad.requires_grad
 
 
 class FlatLayout:
@@ -359,15 +362,18 @@ def _into_buffer(layout_ref, i: int):
     """The post-accumulate-grad hook of position ``i``: a fresh gradient moves into the buffer."""
 
     def hook(p: torch.Tensor) -> None:
-        layout = layout_ref()
-        if layout is None or not layout.flat_params or p.grad is None:
-            return
-        if p.grad.data_ptr() == layout.grad_ptrs[i] or p.data_ptr() != layout.theta_ptrs[i] or \
-                not _fits(p.grad, p):
+        layout, grad = layout_ref(), p.grad
+        if layout is None or not layout.flat_params or grad is None or \
+                grad.data_ptr() == layout.grad_ptrs[i] or p.data_ptr() != layout.theta_ptrs[i] \
+                or not _fits(grad, p):
             return
         view = layout.grad_view(i)
-        with torch.no_grad():
-            view.copy_(p.grad)
+        enabled = torch.is_grad_enabled()  # on in a create_graph backward
+        torch._C._set_grad_enabled(False)
+        try:
+            view.copy_(grad)
+        finally:
+            torch._C._set_grad_enabled(enabled)
         p.grad = view
 
     return hook
