@@ -7,8 +7,8 @@ the parameter lists of real models (as their modules allocate them). Every table
 
 Tables: (1) Adam on every model list: torch fused/foreach against ctopt ``backend="auto"`` (and
 with its flat buffers on small pages, and the compiled path with the parameters kept as
-allocated); (2) every zoo design, ``auto``, with
-its share of its own roofline and its ratio to torch fused Adam in the same rounds; (3) peers
+allocated); (2) every zoo design, ``auto``, with its share of its own roofline and its ratio to
+torch fused Adam in the same rounds; (3) peers
 for designs torch lacks (adabelief-pytorch, pytorch-optimizer), when installed; (4) mixed
 precision (bfloat16 parameters, GradScaler's ``grad_scale``/``found_inf``); (5) a whole training
 iteration (zero_grad, forward, backward, step), which also pays what the flat layout costs in
@@ -21,8 +21,8 @@ theta and the states, (3 + 2S) x 4 B per float32 element, at the best bandwidth 
 in-place add and in-place scale; each of its R group reductions is a pass of its own that reads
 g once, R x 4 B, at the best bandwidth of sum and dot (a read-only stream is slower on one
 core). Each kernel runs on torch's own allocations and, where ctopt's flat buffers get them, on
-transparent huge pages (``ctopt.export.pages``); the best of both counts. Table (2) also prints the share of the cruder one-bandwidth roofline (every byte at the
-read-write bandwidth).
+transparent huge pages (``ctopt.export.pages``); the best of both counts. Table (2) also prints
+the share of the cruder one-bandwidth roofline (every byte at the read-write bandwidth).
 Memory: optimizer state counts the bytes of every state tensor; peak transient memory is the
 growth of the process's peak resident set during one step (Linux ``VmHWM`` after ``clear_refs``,
 with glibc made to return large blocks at once so that a freed temporary leaves the resident
