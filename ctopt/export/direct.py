@@ -35,6 +35,7 @@ import struct
 
 import torch
 
+from . import stored
 from .warm import known_isa
 
 __all__ = ["HostVector", "Kernel"]
@@ -80,9 +81,11 @@ class Kernel:
             with _watching(seen):  # Inductor's graph, compiled or from a cache
                 self.compiled(*_stand_ins(args))
             kinds = tuple(k[:2] for k in key)
-            if len(self.graphs) == known + 1 and len(seen) == 1:  # this call's own graph
-                self.graphs[-1].update(graph=seen[0], kinds=kinds)
-                self._adopt(key, args, self.graphs[-1])
+            own = self.graphs[known:]
+            if len(own) == 1 and len(seen) + ("graph" in own[0]) == 1:  # this call's own graph
+                own[0].setdefault("graph", seen[0] if seen else None)
+                own[0]["kinds"] = kinds
+                self._adopt(key, args, own[0])
             else:  # a graph compiled before served it: the one for these devices and dtypes
                 served = [e for e in self.graphs if e.get("kinds") == kinds]
                 if len(served) == 1:
@@ -113,10 +116,18 @@ class Kernel:
 
     # ------------------------------------------------------------------ capture
     def _backend(self, gm, example_inputs):
+        entry = {"recipe": self._recipe(gm)}
+        self.graphs.append(entry)
+        on_cpu = _on_cpu(example_inputs)
+        if on_cpu and entry["recipe"] is not None:  # remembered from an earlier process?
+            entry["key"] = stored.graph_key(gm, example_inputs)
+            remembered = stored.load(entry["key"])
+            if remembered is not None:
+                entry["graph"] = remembered
+                return remembered.dynamo_callable()
         from torch._inductor.compile_fx import compile_fx
 
-        self.graphs.append({"recipe": self._recipe(gm)})
-        with known_isa() if _on_cpu(example_inputs) else contextlib.nullcontext():
+        with known_isa() if on_cpu else contextlib.nullcontext():
             return compile_fx(gm, example_inputs)
 
     def _recipe(self, gm):
@@ -155,6 +166,8 @@ class Kernel:
 
         if _agrees(self.compiled, direct, args):
             self.direct[key] = (call, recipe)
+            if not isinstance(graph, stored.StoredCall):
+                stored.save(entry.get("key"), graph, recipe, args)
         else:
             self.refused.add(key)
 

@@ -39,8 +39,8 @@ __all__ = ["RUNTIME_MODULES", "class_name", "class_source", "module_source", "ru
 #: (as bundled copies) in standalone exports. Each imports only torch, the standard library and
 #: its siblings (relatively); ``runtime`` names what generated code sees as globals.
 RUNTIME_MODULES = ("errors", "scalars", "values", "pages", "layout", "master", "capture", "warm",
-                   "direct", "compiled", "checkpoint", "groups", "reductions", "scaling", "backends",
-                   "listened", "usual", "optimizer", "runtime")
+                   "stored", "direct", "compiled", "checkpoint", "groups", "reductions", "scaling",
+                   "backends", "listened", "usual", "optimizer", "runtime")
 
 _INDENT = "        "
 
@@ -295,8 +295,10 @@ def runtime_modules() -> dict[str, str]:
     needs = {}
     for name in RUNTIME_MODULES:
         tree = ast.parse(_runtime_text(name))
-        needs[name] = {node.module for node in ast.walk(tree)
-                       if isinstance(node, ast.ImportFrom) and node.level == 1}
+        needs[name] = {module for node in ast.walk(tree)
+                       if isinstance(node, ast.ImportFrom) and node.level == 1
+                       for module in ([node.module] if node.module else
+                                      [alias.name for alias in node.names])}
         unknown = needs[name] - set(RUNTIME_MODULES)
         if unknown:
             raise AssertionError(f"runtime module {name!r} imports {sorted(unknown)}, which are "

@@ -25,7 +25,7 @@ import sys
 
 import torch
 
-__all__ = ["known_isa"]
+__all__ = ["host_identity", "known_isa"]
 
 
 def known_isa():
@@ -40,25 +40,16 @@ def known_isa():
         True
     """
     try:
-        from torch._inductor import config, cpp_builder, cpu_vec_isa
+        from torch._inductor import config, cpu_vec_isa
         from torch._inductor.runtime.cache_dir_utils import cache_dir
 
-        if platform.machine() not in ("x86_64", "AMD64") or config.cpp.vec_isa_ok is not None \
-                or config.cpp.simdlen is not None or os.environ.get("ATEN_CPU_CAPABILITY"):
-            return contextlib.nullcontext()  # no probes there, or the user decided
-        flags = cpu_vec_isa.x86_isa_checker()
-        sets = [isa for isa in cpu_vec_isa.supported_vec_isa_list
-                if all(f in flags for f in str(isa).split())]
-        advertised = [str(isa) for isa in sets]
-        if not sets:
+        identity = host_identity()
+        if identity is None:
             return contextlib.nullcontext()
-        compiler = cpp_builder.get_cpp_compiler()
-        identity = "\n".join([torch.__version__, sys.executable, compiler,
-                              cpp_builder.get_compiler_version_info(compiler), *advertised])
         name = "ctopt-vec-isa-" + hashlib.sha256(identity.encode()).hexdigest()[:24]
         marker = os.path.join(cache_dir(), name)
         if not os.path.exists(marker):
-            if not sets[0]:  # Inductor's probe of the set it will pick (vec_isa_ok unset)
+            if not _advertised(cpu_vec_isa)[0]:  # Inductor's probe of the set it will pick
                 return contextlib.nullcontext()
             with open(marker + f".{os.getpid()}", "w") as f:
                 f.write(identity)
@@ -66,3 +57,43 @@ def known_isa():
         return config.patch({"cpp.vec_isa_ok": True})
     except Exception:  # noqa: BLE001  (another torch: Inductor checks as it always does)
         return contextlib.nullcontext()
+
+
+def host_identity() -> str | None:
+    """What Inductor's CPU code depends on outside its graph: torch, the Python, the C++
+    compiler and its version, and the vector ISAs the CPU advertises (one per line); None where
+    Inductor would not pick the first of them itself (not x86, the user chose a set or set
+    Inductor's switch, no set advertised) or torch's internals differ.
+
+    Example:
+        >>> identity = host_identity()
+        >>> identity is None or identity.splitlines()[0] == torch.__version__
+        True
+    """
+    try:
+        from torch._inductor import config, cpp_builder, cpu_vec_isa
+
+        if platform.machine() not in ("x86_64", "AMD64") or config.cpp.vec_isa_ok is not None \
+                or config.cpp.simdlen is not None or os.environ.get("ATEN_CPU_CAPABILITY"):
+            return None  # no probes there, or the user decided
+        advertised = [str(isa) for isa in _advertised(cpu_vec_isa)]
+        if not advertised:
+            return None
+        compiler = cpp_builder.get_cpp_compiler()
+        if compiler not in _VERSIONS:  # a subprocess: asked once a process
+            _VERSIONS[compiler] = cpp_builder.get_compiler_version_info(compiler)
+        return "\n".join([torch.__version__, sys.executable, compiler, _VERSIONS[compiler],
+                          *advertised])
+    except Exception:  # noqa: BLE001  (another torch)
+        return None
+
+
+#: the C++ compilers' versions, by compiler, once asked
+_VERSIONS: dict = {}
+
+
+def _advertised(cpu_vec_isa) -> list:
+    """Inductor's vector ISAs whose flags the CPU advertises, in Inductor's order of choice."""
+    flags = cpu_vec_isa.x86_isa_checker()
+    return [isa for isa in cpu_vec_isa.supported_vec_isa_list
+            if all(f in flags for f in str(isa).split())]
