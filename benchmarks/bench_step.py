@@ -496,17 +496,20 @@ def iteration_table(args) -> None:
     print("\n".join(rows))
 
 
-def compile_times(count: int, numel: int) -> tuple[float, float, float]:
-    """Cold and warm first-step overhead of the compiled path, each in a fresh process, and the
+def compile_times(count: int, numel: int) -> tuple[float, float, float, float]:
+    """Cold and warm first-step overhead of the compiled path, each in a fresh process; the
     warm one again with the flat buffers on small pages (``ctopt.export.pages.HUGE_PAGES``
-    False: the first write of fresh huge pages is part of the first step)."""
+    False: the first write of fresh huge pages is part of the first step) and again with the
+    kernels not remembered (``ctopt.export.stored.STORE`` False: Inductor's cache alone, as
+    ``torch.compile`` finds it)."""
     code = (
         "import time, torch, ctopt, sys\n"
         f"torch.set_num_threads({torch.get_num_threads()})\n"
         f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
         "from bench_step import make_params, shapes_mixed\n"
-        "from ctopt.export import pages\n"
-        "pages.HUGE_PAGES = pages.HUGE_PAGES and sys.argv[1] == 'huge'\n"
+        "from ctopt.export import pages, stored\n"
+        "pages.HUGE_PAGES = pages.HUGE_PAGES and sys.argv[1] != 'small'\n"
+        "stored.STORE = sys.argv[1] != 'inductor'\n"
         f"shapes = [({numel},)] if {count} == 1 else shapes_mixed({numel}, {count})\n"
         "ps = make_params(shapes)\n"
         "for p in ps: p.grad = torch.randn_like(p)\n"
@@ -515,17 +518,19 @@ def compile_times(count: int, numel: int) -> tuple[float, float, float]:
         "t0 = time.perf_counter(); opt.step(); second = time.perf_counter() - t0\n"
         "print(first - second)\n"
     )
-    out = []
+    kinds = ("huge", "small", "inductor")
+    out: dict = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
         # the cold run, then the warm ones alternated (a later process finds more in the
         # system's file caches): each warm figure is the mean of two
-        for pages_kind in ("huge", "small", "huge", "small", "huge"):
-            res = subprocess.run([sys.executable, "-c", code, pages_kind], env=env,
+        for kind in ("huge", *kinds, *kinds):
+            res = subprocess.run([sys.executable, "-c", code, kind], env=env,
                                  capture_output=True, text=True)
-            out.append(float(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 else
-                       float("nan"))
-    return out[0], (out[2] + out[4]) / 2, (out[1] + out[3]) / 2
+            out[kind].append(float(res.stdout.strip().splitlines()[-1]) if res.returncode == 0
+                             else float("nan"))
+    cold = out["huge"].pop(0)
+    return cold, *(statistics.mean(out[kind]) for kind in kinds)
 
 
 def main(argv=None) -> None:
@@ -575,9 +580,11 @@ def main(argv=None) -> None:
         print("\n## (6) compile time of the compiled path (Adam; fresh process each; cold = "
               "empty Inductor cache, warm = the cache of the cold run)")
         for count in ((50,) if args.quick else (1, 200, 1000)):
-            cold, warm, small = compile_times(count, 1_000_000 if args.quick else 10_000_000)
+            cold, warm, small, inductor = compile_times(count, 1_000_000 if args.quick
+                                                        else 10_000_000)
             print(f"- {count} tensor{'s' if count > 1 else ''}: cold {cold:.1f} s, "
-                  f"warm {warm:.1f} s (flat buffers on small pages: {small:.1f} s)")
+                  f"warm {warm:.1f} s (flat buffers on small pages: {small:.1f} s; kernel not "
+                  f"remembered, Inductor's cache alone: {inductor:.1f} s)")
     print(f"\n# done {time.strftime('%H:%M UTC', time.gmtime())}; {load()}")
 
 

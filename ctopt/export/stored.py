@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import operator
 import os
 
 import torch
@@ -46,33 +47,40 @@ DIRECTORY: str | None = None
 _PROBE = 61
 #: what a size-checking generated call may name besides its one kernel
 _CHECKS = frozenset({"clear", "assert_size_stride"})
+try:  #: the generated code's size and stride check (raises AssertionError)
+    _assert_size_stride = torch._C._dynamo.guards.assert_size_stride
+except AttributeError:  # another torch: nothing is remembered
+    _assert_size_stride = None
+_CONTIGUOUS = (1,)
 
 
 class StoredCall:
-    """The generated code's work, done without it: size checks, then the one kernel call.
-    Called as Inductor's compiled graph is (``call(inputs)``, the graph inputs in a list)."""
+    """The generated code's work, done without it: the size and stride checks it makes (the
+    same function; dtypes and devices are in dynamo's guards and the direct call's key, as for
+    Inductor's call), then the one kernel call. Called as Inductor's compiled graph is
+    (``call(inputs)``, the graph inputs in a list)."""
 
     _boxed_call = True
 
     def __init__(self, kernel, arguments, tensors):
         self.kernel = kernel
         self.arguments = arguments  # graph input index per kernel argument
-        self.tensors = tensors  # (graph input index, dtype, size: ["input", i] or ["fixed", n])
+        self.tensors = tensors  # (graph input index, dtype, size: ("input", i) or ("fixed", n))
+        self._sized = [(i, n) for i, _, (kind, n) in tensors if kind == "input"]
+        self._fixed = [(i, (n,)) for i, _, (kind, n) in tensors if kind == "fixed"]
+        self._pick = operator.itemgetter(*arguments) if len(arguments) > 1 else \
+            (lambda inputs, i=arguments[0]: (inputs[i],))
 
     @property
     def current_callable(self):
         return self
 
     def __call__(self, inputs: list):
-        for index, dtype, (kind, n) in self.tensors:
-            t = inputs[index]
-            size = inputs[n] if kind == "input" else n
-            if not (isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dtype == dtype
-                    and t.dim() == 1 and t.shape[0] == size and (size <= 1 or t.stride(0) == 1)):
-                raise AssertionError(  # as the generated code's size check: nothing written
-                    f"input {index}: expected a contiguous {dtype} vector of size {size} on the "
-                    f"CPU, got {_described(t)}")
-        self.kernel(*[inputs[i] for i in self.arguments])
+        for index, size in self._sized:  # before any write, as the generated code
+            _assert_size_stride(inputs[index], (inputs[size],), _CONTIGUOUS)
+        for index, sizes in self._fixed:
+            _assert_size_stride(inputs[index], sizes, _CONTIGUOUS)
+        self.kernel(*self._pick(inputs))
         inputs.clear()
         return ()
 
@@ -98,7 +106,7 @@ def graph_key(gm, example_inputs) -> str | None:
         >>> graph_key(gm, [torch.ones(2)]) is None
         True
     """
-    if not STORE:
+    if not STORE or _assert_size_stride is None:
         return None
     try:
         from torch._inductor import config
@@ -254,12 +262,6 @@ def _digest(inputs) -> str:
         if isinstance(t, torch.Tensor):
             h.update(t.contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def _described(t) -> str:
-    if not isinstance(t, torch.Tensor):
-        return type(t).__name__
-    return f"{t.dtype} of size {tuple(t.shape)}, stride {t.stride()} on {t.device}"
 
 
 def _stored_call(kernel, arguments, tensors) -> StoredCall:
