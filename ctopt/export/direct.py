@@ -35,7 +35,7 @@ import struct
 
 import torch
 
-from . import stored
+from .stored import StoredCall, graph_key, recall, remember
 from .warm import known_isa
 
 __all__ = ["HostVector", "Kernel"]
@@ -120,8 +120,8 @@ class Kernel:
         self.graphs.append(entry)
         on_cpu = _on_cpu(example_inputs)
         if on_cpu and entry["recipe"] is not None:  # remembered from an earlier process?
-            entry["key"] = stored.graph_key(gm, example_inputs)
-            remembered = stored.load(entry["key"])
+            entry["key"] = graph_key(gm, example_inputs)
+            remembered = recall(entry["key"])
             if remembered is not None:
                 entry["graph"] = remembered
                 return remembered.dynamo_callable()
@@ -166,8 +166,8 @@ class Kernel:
 
         if _agrees(self.compiled, direct, args):
             self.direct[key] = (call, recipe)
-            if not isinstance(graph, stored.StoredCall):
-                stored.save(entry.get("key"), graph, recipe, args)
+            if not isinstance(graph, StoredCall):
+                remember(entry.get("key"), graph, recipe, args)
         else:
             self.refused.add(key)
 

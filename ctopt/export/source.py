@@ -295,10 +295,8 @@ def runtime_modules() -> dict[str, str]:
     needs = {}
     for name in RUNTIME_MODULES:
         tree = ast.parse(_runtime_text(name))
-        needs[name] = {module for node in ast.walk(tree)
-                       if isinstance(node, ast.ImportFrom) and node.level == 1
-                       for module in ([node.module] if node.module else
-                                      [alias.name for alias in node.names])}
+        needs[name] = {node.module for node in ast.walk(tree)
+                       if isinstance(node, ast.ImportFrom) and node.level == 1}
         unknown = needs[name] - set(RUNTIME_MODULES)
         if unknown:
             raise AssertionError(f"runtime module {name!r} imports {sorted(unknown)}, which are "

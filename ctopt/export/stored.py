@@ -3,12 +3,12 @@
 Inductor's cache spares a later process the compiling, but not the compiler: before the first
 step it still imports Inductor's code generator (about 1 s on a small machine), runs
 AOTAutograd and looks the graph up, to find one shared library. When Inductor has compiled one
-of ctopt's CPU graphs and :class:`~.direct.Kernel` has adopted its direct call, :func:`save`
-writes down how the generated code calls that library's kernel: the library and its SHA-256,
-which graph input each kernel argument is, which size each tensor must have, and a digest of
-what the kernel writes on fixed random inputs. A later process that traces the same graph (the
+of ctopt's CPU graphs and :class:`~.direct.Kernel` has adopted its direct call,
+:func:`remember` writes down how the generated code calls that library's kernel: the library
+and its SHA-256, which graph input each kernel argument is, which size each tensor must have,
+and a digest of what the kernel writes on fixed random inputs. A later process that traces the same graph (the
 same graph code and inputs, torch, Python, compiler, CPU, thread count and Inductor settings:
-:func:`graph_key`) loads the library and calls the kernel itself (:func:`load`), after
+:func:`graph_key`) loads the library and calls the kernel itself (:func:`recall`), after
 checking the hash and the digest again. Anything else leaves Inductor compiling as usual: a
 graph whose generated code does more than size checks and one kernel call, a library that
 changed or went, a digest that differs, another device, :data:`STORE` set to False.
@@ -35,7 +35,7 @@ import torch
 
 from .warm import host_identity
 
-__all__ = ["FORMAT", "STORE", "StoredCall", "graph_key", "load", "save"]
+__all__ = ["FORMAT", "STORE", "StoredCall", "graph_key", "recall", "remember"]
 
 #: remember kernels (False: every process asks Inductor, as torch.compile does)
 STORE = True
@@ -131,13 +131,13 @@ def graph_key(gm, example_inputs) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def save(key: str | None, graph, recipe, args) -> bool:
+def remember(key: str | None, graph, recipe, args) -> bool:
     """Remember the compiled ``graph`` (Inductor's, whose direct call was adopted for ``args``
     with ``recipe``: see :mod:`.direct`) under ``key``; True when written. Never raises: a graph
     that cannot be remembered is not.
 
     Example:
-        >>> save(None, graph=None, recipe=[], args=[])  # no key: nothing to remember it by
+        >>> remember(None, graph=None, recipe=[], args=[])  # no key: nothing to remember it by
         False
     """
     if key is None or not STORE:
@@ -157,12 +157,12 @@ def save(key: str | None, graph, recipe, args) -> bool:
         return False
 
 
-def load(key: str | None) -> StoredCall | None:
+def recall(key: str | None) -> StoredCall | None:
     """The call remembered under ``key``, its library loaded and its digest checked again;
     None where there is none or it does not check out.
 
     Example:
-        >>> load("0" * 64) is None
+        >>> recall("0" * 64) is None
         True
     """
     if key is None or not STORE:
@@ -183,7 +183,7 @@ def load(key: str | None) -> StoredCall | None:
 
 # ---------------------------------------------------------------------- what is written
 def _entry(graph, recipe, args) -> dict | None:
-    """What :func:`save` writes for ``graph``, or None where its generated call is more than
+    """What :func:`remember` writes for ``graph``, or None where its generated call is more than
     size checks and one kernel call of a library in Inductor's cache, or its inputs are not
     float vectors and sizes on the CPU."""
     call = graph.current_callable
