@@ -64,10 +64,14 @@ def no_inductor(monkeypatch):
     monkeypatch.setattr(compile_fx, "compile_fx", refuse)
 
 
-def test_a_remembered_kernel_is_served_without_inductor_bit_for_bit(store, monkeypatch):
+def test_a_remembered_kernel_is_served_without_inductor_bit_for_bit(store, monkeypatch, caplog):
+    caplog.set_level("DEBUG", logger="ctopt.export.stored")
     first = Kernel(fresh())
     first(*tensors(100), COEF)
-    assert len(entries(store)) == 1 and first.direct
+    assert len(entries(store)) == 1 and first.direct, (
+        first.direct, first.refused, [type(g.get("graph")).__name__ for g in first.graphs],
+        [g.get("key") for g in first.graphs], stored.host_identity(),
+        [r.getMessage() for r in caplog.records if r.name == "ctopt.export.stored"])
     no_inductor(monkeypatch)
     second = Kernel(fresh())
     for n in (2, 15, 16, 17, 1000, 4099):  # around the vector width, and one graph for all

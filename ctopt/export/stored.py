@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import operator
 import os
 
@@ -37,6 +38,8 @@ from .warm import host_identity
 
 __all__ = ["FORMAT", "STORE", "StoredCall", "graph_key", "recall", "remember"]
 
+_log = logging.getLogger(__name__)
+
 #: remember kernels (False: every process asks Inductor, as torch.compile does)
 STORE = True
 #: the version of what :func:`save` writes
@@ -45,8 +48,10 @@ FORMAT = 1
 DIRECTORY: str | None = None
 #: the length of the elementwise probe inputs (the digest's inputs)
 _PROBE = 61
-#: what a size-checking generated call may name besides its one kernel
-_CHECKS = frozenset({"clear", "assert_size_stride"})
+#: what a size-checking generated call may name besides its one kernel (``size``: it may read
+#: a length from a tensor rather than from an input; the kernel's arguments are then matched
+#: to the inputs by value, and every tensor's size is checked against its input)
+_CHECKS = frozenset({"clear", "assert_size_stride", "size"})
 try:  #: the generated code's size and stride check (raises AssertionError)
     _assert_size_stride = torch._C._dynamo.guards.assert_size_stride
 except AttributeError:  # another torch: nothing is remembered
@@ -145,6 +150,7 @@ def remember(key: str | None, graph, recipe, args) -> bool:
     try:
         entry = _entry(graph, recipe, args)
         if entry is None:
+            _log.debug("graph %s not remembered: more than checks and one kernel call", key)
             return False
         folder = _folder()
         os.makedirs(folder, exist_ok=True)
@@ -153,7 +159,8 @@ def remember(key: str | None, graph, recipe, args) -> bool:
             json.dump(entry, f)
         os.replace(path + f".{os.getpid()}", path)
         return True
-    except Exception:  # noqa: BLE001  (a read-only cache, another torch, ...)
+    except Exception as error:  # noqa: BLE001  (a read-only cache, another torch, ...)
+        _log.debug("graph %s not remembered: %r", key, error)
         return False
 
 
