@@ -90,10 +90,11 @@ def twin(cls):
     return type(cls.__name__, (cls,), {"_fused": staticmethod(fresh(cls))})
 
 
-def steps(cls, n=3, **kwargs):
+def steps(cls, n=3):
+    """``n`` steps of ``cls`` (compiled) on three parameters; the parameters and states after."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(shape)) for shape in ((300,), (7, 11), (5,))]
-    opt = cls(params, backend="compiled", **kwargs)
+    opt = cls(params, backend="compiled")
     for _ in range(n):
         for p in params:
             p.grad = torch.randn_like(p)
@@ -115,7 +116,7 @@ def test_other_designs_are_remembered_and_step_as_inductors_kernel(design, store
 
 
 SCRIPT = textwrap.dedent("""
-    import hashlib, sys, time, torch, ctopt
+    import hashlib, sys, torch, ctopt
     from ctopt.export import stored
     stored.DIRECTORY, stored.STORE = sys.argv[1], sys.argv[2] == "on"
     torch.manual_seed(0)

@@ -83,7 +83,8 @@ class Kernel:
             kinds = tuple(k[:2] for k in key)
             own = self.graphs[known:]
             if len(own) == 1 and len(seen) + ("graph" in own[0]) == 1:  # this call's own graph
-                own[0].setdefault("graph", seen[0] if seen else None)
+                if seen:  # else the graph came from the store (see _backend)
+                    own[0]["graph"] = seen[0]
                 own[0]["kinds"] = kinds
                 self._adopt(key, args, own[0])
             else:  # a graph compiled before served it: the one for these devices and dtypes

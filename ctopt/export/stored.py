@@ -43,7 +43,7 @@ _log = logging.getLogger(__name__)
 #: remember kernels (False: every process asks Inductor, as torch.compile does)
 STORE = True
 #: the version of what :func:`save` writes
-FORMAT = 1
+FORMAT = 2
 #: where the entries are written: None for a folder in Inductor's cache
 DIRECTORY: str | None = None
 #: the length of the elementwise probe inputs (the digest's inputs)
@@ -67,12 +67,12 @@ class StoredCall:
 
     _boxed_call = True
 
-    def __init__(self, kernel, arguments, tensors):
+    def __init__(self, kernel, arguments, sizes):
+        """``arguments``: the graph input of each kernel argument; ``sizes``: per tensor input,
+        ``(index, ("input", i))`` (as long as size input ``i``) or ``(index, ("fixed", n))``."""
         self.kernel = kernel
-        self.arguments = arguments  # graph input index per kernel argument
-        self.tensors = tensors  # (graph input index, dtype, size: ("input", i) or ("fixed", n))
-        self._sized = [(i, n) for i, _, (kind, n) in tensors if kind == "input"]
-        self._fixed = [(i, (n,)) for i, _, (kind, n) in tensors if kind == "fixed"]
+        self._sized = [(i, n) for i, (kind, n) in sizes if kind == "input"]
+        self._fixed = [(i, (n,)) for i, (kind, n) in sizes if kind == "fixed"]
         self._pick = operator.itemgetter(*arguments) if len(arguments) > 1 else \
             (lambda inputs, i=arguments[0]: (inputs[i],))
 
@@ -93,7 +93,7 @@ class StoredCall:
         """The call as a backend returns it to dynamo (the inputs as arguments).
 
         Example:
-            >>> call = StoredCall(lambda x, n: x.mul_(2), [0, 1], [(0, torch.float32, ("input", 1))])
+            >>> call = StoredCall(lambda x, n: x.mul_(2), [0, 1], [(0, ("input", 1))])
             >>> x = torch.ones(3)
             >>> call.dynamo_callable()(x, 3), x.tolist()
             ((), [2.0, 2.0, 2.0])
@@ -177,10 +177,10 @@ def recall(key: str | None) -> StoredCall | None:
     try:
         with open(os.path.join(_folder(), key + ".json")) as f:
             entry = json.load(f)
-        if entry.get("format") != FORMAT or _sha256(entry["library"]) != entry["sha256"]:
+        if entry.get("format") != FORMAT:
             return None
         call = _stored_call(_library(entry["library"], entry["sha256"]).kernel,
-                            entry["arguments"], entry["tensors"])
+                            entry["arguments"], entry["sizes"])
         probe = _probe(entry["inputs"])
         call(list(probe))
         return call if _digest(probe) == entry["digest"] else None
@@ -210,7 +210,7 @@ def _entry(graph, recipe, args) -> dict | None:
     probe, seen = _probe(spec), []
     space[name] = lambda *a: seen.append(a)  # what the generated code passes its kernel
     try:
-        result = call(list(probe))
+        result = call(list(probe))  # nothing written: the kernel is not called
     finally:
         space[name] = kernel
     if len(seen) != 1 or result not in ((), [], None):
@@ -223,18 +223,19 @@ def _entry(graph, recipe, args) -> dict | None:
         if len(at) != 1:
             return None
         arguments.append(at[0])
-    tensors = []
+    sizes = []  # each tensor as long as the size input of its length, else fixed
     for i, (kind, *rest) in enumerate(spec):
         if kind == "tensor":
             tie = [j for j, (k, v, *_) in enumerate(spec) if k == "int" and v == rest[1]]
-            tensors.append([i, rest[0], ["input", tie[0]] if tie else ["fixed", rest[1]]])
-    ordinary, mine = _probe(spec), _probe(spec)
-    call(list(ordinary))
-    _stored_call(kernel, arguments, tensors)(list(mine))
-    if _digest(mine) != _digest(ordinary):
+            sizes.append([i, ["input", tie[0]] if tie else ["fixed", rest[1]]])
+    mine = _probe(spec)
+    call(list(probe))
+    _stored_call(kernel, arguments, sizes)(list(mine))
+    digest = _digest(mine)
+    if digest != _digest(probe):
         return None
     return {"format": FORMAT, "library": library, "sha256": _sha256(library),
-            "arguments": arguments, "tensors": tensors, "inputs": spec, "digest": _digest(mine)}
+            "arguments": arguments, "sizes": sizes, "inputs": spec, "digest": digest}
 
 
 def _spec(recipe, args) -> list | None:
@@ -271,9 +272,11 @@ def _digest(inputs) -> str:
     return h.hexdigest()
 
 
-def _stored_call(kernel, arguments, tensors) -> StoredCall:
+def _stored_call(kernel, arguments, sizes) -> StoredCall:
+    if any(kind not in ("input", "fixed") for _, (kind, _) in sizes):
+        raise ValueError(f"not a size: {sizes!r}")
     return StoredCall(kernel, [int(i) for i in arguments],
-                      [(int(i), _dtype(d), (k, int(n))) for i, d, (k, n) in tensors])
+                      [(int(i), (kind, int(n))) for i, (kind, n) in sizes])
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -310,11 +313,14 @@ _LOADED: dict = {}
 
 
 def _library(path: str, sha256: str):
-    """The kernel module of Inductor's library ``path`` (as Inductor loads it: its entry point
-    reads the address of torch's tensor-to-pointer function from the environment)."""
+    """The kernel module of Inductor's library ``path``, whose SHA-256 must be ``sha256`` (loaded
+    as Inductor loads it: its entry point reads the address of torch's tensor-to-pointer
+    function from the environment)."""
     if sha256 not in _LOADED:
         if not _in_cache(path):
             raise ValueError(f"not a library in Inductor's cache: {path}")
+        if _sha256(path) != sha256:
+            raise ValueError(f"{path} changed since it was remembered")
         os.environ["_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR"] = str(
             torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr)
         spec = importlib.util.spec_from_file_location(f"ctopt_stored_{sha256[:24]}.kernel", path)
