@@ -150,7 +150,8 @@ def time_limit(seconds: float | None, what: str = "symbolic analysis") -> Iterat
         return
     start = time.monotonic()
     outer_left, outer_interval = signal.getitimer(signal.ITIMER_REAL)
-    outer = {"deadline": start + outer_left if outer_left > 0 else math.inf}
+    outer = {"deadline": start + outer_left if outer_left > 0 else math.inf,
+             "interval": outer_interval}
     own_deadline = start + seconds
     previous = signal.getsignal(signal.SIGALRM)
     if previous is None:  # installed outside Python: cannot be restored, so left alone
@@ -171,15 +172,19 @@ def time_limit(seconds: float | None, what: str = "symbolic analysis") -> Iterat
             signal.setitimer(signal.ITIMER_REAL, _REPEAT, _REPEAT)
             raise _Expired(token)
         # the enclosing deadline came first: it is the enclosing limit's to act on
-        outer["deadline"] = (time.monotonic() + outer_interval if outer_interval > 0
-                             else math.inf)
+        interval = outer["interval"]
+        outer["deadline"] = time.monotonic() + interval if interval > 0 else math.inf
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         try:
             if callable(previous):
                 previous(signum, frame)
             elif previous == signal.SIG_DFL:
                 signal.raise_signal(signal.SIGALRM)
-        finally:  # the enclosing handler let the block go on, or its exception was swallowed:
+        finally:  # the enclosing handler let the block go on, or its exception was lost:
+            left, interval = signal.getitimer(signal.ITIMER_REAL)
+            if left > 0:  # the enclosing handler armed its next alarm (an enclosing limit does)
+                outer["deadline"], outer["interval"] = time.monotonic() + left, interval
             signal.signal(signal.SIGALRM, _expired)  # this limit still holds
             _arm()
 
@@ -193,7 +198,7 @@ def time_limit(seconds: float | None, what: str = "symbolic analysis") -> Iterat
             signal.signal(signal.SIGALRM, previous)
             if outer["deadline"] < math.inf:  # re-arm the enclosing alarm with its time left
                 left = max(outer["deadline"] - time.monotonic(), 1e-6)
-                signal.setitimer(signal.ITIMER_REAL, left, outer_interval)
+                signal.setitimer(signal.ITIMER_REAL, left, outer["interval"])
     except _Expired as exc:  # outside the disarming: a repeat alarm cannot slip past it
         if exc.args[0] is not token:
             raise  # an enclosing limit's: it converts it as its own block ends

@@ -184,3 +184,28 @@ def test_library_code_that_catches_in_a_loop_cannot_outlast_the_limit():
                 continue
     assert time.monotonic() - start < 2
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_a_repeating_user_alarm_whose_first_firing_is_lost_fires_again_through_nested_limits():
+    """What once held an analysis for its full 60 s in CI: the user's repeating alarm fired
+    inside two nested limits (an entry point calling another), and its first exception was lost
+    (raised inside a garbage-collector callback, where Python only reports it). The inner limit
+    then re-armed the timer for its own deadline, over the outer limit's re-arming for the
+    user's next firing. Here the first firing is lost by the handler returning."""
+    calls = []
+
+    def handler(signum, frame):
+        calls.append(time.monotonic())
+        if len(calls) > 1:
+            raise UserAlarm
+
+    before = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2, 0.1)
+        start = time.monotonic()
+        with pytest.raises(UserAlarm), time_limit(8, "outer"), time_limit(8, "inner"):
+            spin(10)
+        assert time.monotonic() - start < 2 and len(calls) == 2
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
