@@ -45,6 +45,7 @@ RUNTIME_MODULES = ("errors", "scalars", "values", "pages", "layout", "master", "
 _INDENT = "        "
 
 
+@functools.cache
 def module_names() -> frozenset[str]:
     """Names a generated class must not take: the standalone module's globals (the runtime's
     classes, functions and imports), Python's builtins and keywords.
@@ -292,6 +293,12 @@ def runtime_modules() -> dict[str, str]:
         >>> order.index("errors") < order.index("values") < order.index("optimizer")
         True
     """
+    return {name: _runtime_text(name) for name in _load_order()}
+
+
+@functools.cache
+def _load_order() -> tuple[str, ...]:
+    """The runtime modules in an order that loads each after the siblings it imports."""
     needs = {}
     for name in RUNTIME_MODULES:
         tree = ast.parse(_runtime_text(name))
@@ -307,7 +314,7 @@ def runtime_modules() -> dict[str, str]:
         if not ready:
             raise AssertionError(f"the runtime modules import each other in a circle: {needs}")
         order.append(ready[0])
-    return {name: _runtime_text(name) for name in order}
+    return tuple(order)
 
 
 def _runtime_all() -> list[str]:
