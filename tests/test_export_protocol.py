@@ -462,6 +462,13 @@ def test_guard_refuses_user_values_that_break_the_filter():
     with pytest.raises(HyperparameterError, match=r"param group 1: .*nonnegative impulse response"):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "zero": 0.9999})
     assert len(opt.param_groups) == 1
+    # value sets found valid are remembered; a refused one is checked, and refused, every time
+    Opt([w], pole=0.5, zero=0.9, beta2=0.99)
+    for _ in range(2):
+        with pytest.raises(HyperparameterError, match=message):
+            Opt([w], pole=0.5, zero=0.9999, beta2=0.99)
+    with pytest.raises(HyperparameterError, match="nonnegative impulse response"):
+        Opt([w], pole=torch.tensor(0.5), zero=0.9999, beta2=0.99)  # a tensor: checked every time
     unchecked = ctopt.to_torch(ctopt.zoo.get("adamssm"), check=False)
     unchecked([w], pole=0.5, zero=0.9999, beta2=0.99)  # the user's explicit choice
 

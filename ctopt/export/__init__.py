@@ -25,6 +25,7 @@ import importlib
 import linecache
 import math
 import sys
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,8 @@ def _here(name: str):
 
 
 _CACHE: dict = {}
+#: designs whose filter checks passed at their defaults (a design is immutable data)
+_VALID: weakref.WeakSet = weakref.WeakSet()
 
 #: torch.optim options that the zoo designs of these names stand for (a checkpoint holding
 #: another value of them is refused)
@@ -94,8 +97,12 @@ def _check_design(design: Design) -> None:
         if not (math.isfinite(h.default) and h.domain.contains(h.default)):
             raise DesignError(f"design {design.name!r}: hyperparameter {h.name!r} default "
                               f"{h.default!r} is not a finite value in {h.domain}")
+    if design in _VALID:
+        return
     result = filter_validity(design, **design.defaults)
-    if not result.ok:
+    if result.ok:
+        _VALID.add(design)
+    else:
         failed = "; ".join(str(f) for f in result.failed)
         raise DesignError(
             f"design {design.name!r} fails the filter checks at its defaults: {failed}. "
@@ -109,12 +116,21 @@ def _value_guard(design: Design):
     from ..errors import HyperparameterError
 
     defaults = design.defaults
+    passed: set = set()  # value sets found valid (a design is immutable: they stay valid)
 
     def guard(values: dict, where: str = "") -> None:
         if values == defaults:
             return  # checked when the class was made
+        # plain numbers only: a tensor value could change in place after it passed
+        key = tuple(sorted(values.items())) if all(
+            type(v) in (float, int) for v in values.values()) else None
+        if key is not None and key in passed:
+            return
         result = filter_validity(design, **values)
-        if not result.ok:
+        if result.ok:
+            if key is not None and len(passed) < 1024:
+                passed.add(key)
+        else:
             failed = "; ".join(str(f) for f in result.failed)
             raise HyperparameterError(
                 f"{where}these hyperparameters break design {design.name!r}'s filter checks: "
