@@ -164,6 +164,12 @@ class FlatLayout:
         self.device_hyper = None
         self.scratch = None
         self.rebuilds, self.rebuilt_at = 0, -2
+        self.theta = self.grad = None
+        #: the steady step's kernel call bound to these buffers (see ``CompiledRunner``): None
+        #: until made, False where none can be
+        self.bound = None
+        if self.flat_params:  # first: the pages each old tensor frees serve the next copies
+            self._flatten(adopted)
         for position, i in enumerate(order):
             state = states[i]
             a, b = self.offsets[position], self.offsets[position + 1]
@@ -179,12 +185,6 @@ class FlatLayout:
         self.signature = None
         #: the optimizer's :func:`state_marks` when :meth:`same_states` last held
         self.marks = None
-        self.theta = self.grad = None
-        #: the steady step's kernel call bound to these buffers (see ``CompiledRunner``): None
-        #: until made, False where none can be
-        self.bound = None
-        if self.flat_params:
-            self._flatten(adopted)
         self.hooks: list = []
 
     # ----------------------------------------------------------------- the layout
