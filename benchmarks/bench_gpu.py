@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_step  # noqa: E402
+import measure  # noqa: E402
 
 import ctopt  # noqa: E402
 
@@ -85,7 +86,7 @@ def scaling_table(args) -> None:
     print("\n## (3) bfloat16 with grad_scale/found_inf on CUDA")
     print("| variant | step ms | host sync in the step |")
     print("|---|---|---|")
-    ps0 = bench_step.model_list("transformer", args.quick, "cuda")
+    ps0 = measure.model_list("transformer", args.quick, "cuda")
     for label, make in (("torch fused", lambda ps: torch.optim.Adam(ps, fused=True)),
                         ("ctopt adam auto", lambda ps: Adam(ps))):
         ps = [torch.nn.Parameter(p.detach().bfloat16()) for p in ps0]
@@ -117,7 +118,7 @@ def capture_table(args) -> None:
                                                      fused=True, capturable=True)),
                         ("ctopt adam capturable",
                          lambda ps: Adam(ps, backend="compiled", capturable=True))):
-        ps = bench_step.model_list("transformer", args.quick, "cuda")
+        ps = measure.model_list("transformer", args.quick, "cuda")
         opt = make(ps)
         try:
             stream = torch.cuda.Stream()
