@@ -197,7 +197,7 @@ def mutate(sd: dict, kind: str, seed: int, implied: dict) -> bool:
     return False
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(design=st.sampled_from(DESIGNS), mutation=mutations())
 def test_hostile_checkpoints_load_equal_or_are_refused_with_nothing_changed(design, mutation):
     kind, seed = mutation
@@ -234,3 +234,22 @@ def test_hostile_checkpoints_load_equal_or_are_refused_with_nothing_changed(desi
     run(twin, twin_params, 2, start=5)
     for x, y in zip(ps, twin_params, strict=True):
         assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("value", [torch.tensor([1.0, 2.0]), torch.tensor(1.0), 1, np.bool_(True),
+                                   False], ids=repr)
+def test_an_implied_option_must_be_the_very_bool(value):
+    """Design 'amsgrad' is torch's Adam(amsgrad=True): a checkpoint's 'amsgrad' must be True
+    itself (a tensor of two values once raised RuntimeError from the comparison)."""
+    ps = make()
+    opt = exported("amsgrad")(ps, lr=0.01, backend="foreach")
+    run(opt, ps, 1)
+    sd = copy.deepcopy(opt.state_dict())
+    sd["param_groups"][0]["amsgrad"] = value
+    before = raw(opt, ps)
+    with pytest.raises(ctopt.export.StateDictError,
+                       match=r"option 'amsgrad' = .* contradicts design 'amsgrad'"):
+        opt.load_state_dict(sd)
+    assert raw(opt, ps) == before
+    sd["param_groups"][0]["amsgrad"] = True
+    opt.load_state_dict(sd)

@@ -134,8 +134,9 @@ def validated(opt, state_dict) -> tuple[dict, list]:
                 f"{len(theirs['params'])}")
         group = {key: copy.deepcopy(value) for key, value in theirs.items() if key != "params"}
         for key, value in group.items():
-            if key in implied:
-                if value != implied[key]:
+            if key in implied:  # the very value (a bool): a tensor or a number is refused
+                want = implied[key]
+                if type(value) is not type(want) or value != want:
                     raise StateDictError(f"{where}option {key!r} = {value!r} contradicts design "
                                          f"{cls.design_name!r}, which is {key}={implied[key]!r}")
                 continue
