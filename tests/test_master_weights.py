@@ -105,7 +105,7 @@ def _outcome(run):
         return type(error)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.filter_too_much])
 @given(designs(max_states=2))
@@ -135,6 +135,37 @@ def test_random_designs_on_masters_equal_a_float32_run_bit_for_bit(drawn):
             assert torch.equal(p.detach().isnan(), pairs[0][0].isnan())
             finite = ~p.detach().isnan()
             assert torch.equal(p.detach()[finite], pairs[0][0].to(torch.bfloat16)[finite])
+
+
+def _clip_of_the_decayed_gradient():
+    """A design whose group reduction reads theta: the step is clipped by the norm of the
+    decayed gradient g + wd * theta."""
+    b = DesignBuilder("decayed_clip")
+    lr, wd = b.hyper("lr", 0.01, POSITIVE), b.hyper("wd", 0.3, POSITIVE)
+    norm = b.reduction("decayed_norm", "l2_norm", g + wd * theta)
+    b.update(theta - lr * (g + wd * theta) / (1 + norm))
+    return ctopt.to_torch(b.build())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_reduction_of_theta_reads_the_masters(backend, monkeypatch):
+    """With master weights a group reduction that reads theta reads the float32 masters, as
+    the float32 run reads its parameters (it once read the bfloat16 parameters, and computed
+    g + wd * theta in bfloat16), on every path, the compiled one's steady step included."""
+    cls = _clip_of_the_decayed_gradient()
+    steady = []
+    original = cls._steady_reducer
+
+    def spy(self, values, gsign, layout):
+        steady.append(self.master_weights)
+        return original(self, values, gsign, layout)
+
+    monkeypatch.setattr(cls, "_steady_reducer", spy)
+    ours, ref, ps, qs = run_against_fp32(cls, {}, backend, torch.bfloat16, steps=5,
+                                         in_place=backend == "compiled")
+    assert_masters_equal(ours, ref, ps, qs)
+    if backend == "compiled":  # the steady step's reducer ran, on the master run's layout
+        assert True in steady
 
 
 @compiled

@@ -241,7 +241,7 @@ def test_a_host_vector_rounds_as_torch():
     assert v32.read() == v32.tensor.tolist() and v64.read() == v64.tensor.tolist()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(st.one_of(st.integers(0, 2**26), st.floats(0, 2.0**30, width=32)),
                 min_size=1, max_size=9))
 def test_the_step_counters_count_as_add_does(counts):

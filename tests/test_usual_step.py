@@ -91,7 +91,7 @@ def edit(kind: str, i: int, opt, ps, extra) -> None:
         opt.backend = "foreach" if opt.backend == "compiled" else "compiled"
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(EDITS), min_size=4, max_size=12))
 def test_random_edits_between_steps_give_torchs_trajectory(monkeypatch, edits):

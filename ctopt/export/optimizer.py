@@ -221,7 +221,8 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         """The group reductions of a steady layout: over its whole flat gradient, one pass per
         reduction (with a ``reduction_group``, each one now: every rank, every group, in
         order)."""
-        red = self._reducer(values, gsign, [_Work(0, layout.order[0], layout.theta, layout.grad)])
+        theta = layout.buffers.get(MASTER_KEY, layout.theta)  # the masters, where kept
+        red = self._reducer(values, gsign, [_Work(0, layout.order[0], theta, layout.grad)])
         if self.reduction_group is not None:
             for name in self.reduction_names:
                 red(name)

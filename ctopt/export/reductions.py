@@ -22,6 +22,7 @@ import torch
 
 from .errors import CtoptError
 from .layout import flat_view
+from .master import MASTER_KEY
 
 __all__ = ["NonFiniteGradientError", "Reductions"]
 
@@ -55,8 +56,12 @@ class Reductions:
         return False
 
     def _reducer(self, values: dict, gsign: float, items):
-        """``red(name)``: the group reduction ``name`` over ``items`` (cached per step)."""
+        """``red(name)``: the group reduction ``name`` over ``items`` (cached per step). With
+        master weights a reduction reads each parameter's float32 master (the parameter cast up
+        before its master exists), as a float32 run reads its parameters."""
         cache: dict = {}
+        if self.master_weights:
+            items = [it._replace(theta=self._master_theta(it.p, it.theta)) for it in items]
 
         def red(name: str) -> float:
             if name not in cache:
@@ -77,6 +82,15 @@ class Reductions:
             return cache[name]
 
         return red
+
+    def _master_theta(self, p: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """What a reduction reads as ``p``'s theta: its float32 master where it keeps one (a
+        float32 ``theta`` is one already: a steady layout's flat master buffer)."""
+        if theta.dtype == torch.float32 or not self._keeps_master(p):
+            return theta
+        master = self.state.get(p, {}).get(MASTER_KEY)
+        return master if master is not None and master.shape == p.shape else \
+            p.detach().float()
 
     def _reduces_gradient(self, name: str, values: dict, gsign: float) -> bool:
         """Whether reduction ``name`` at these values is the norm of the gradient itself (e.g.
