@@ -200,7 +200,7 @@ def _same(x: float, y: float) -> bool:
 
 
 def test_random_scalar_parts_run_on_tensors_as_on_floats():
-    settings(max_examples=60, **SETTINGS)(given(designs())(check_scalars_on_tensors))()
+    settings(max_examples=150, **SETTINGS)(given(designs())(check_scalars_on_tensors))()
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ FAST = settings(max_examples=200, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=10_000, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
-FAST_DESIGNS = settings(max_examples=40, deadline=None, derandomize=True,
+FAST_DESIGNS = settings(max_examples=100, deadline=None, derandomize=True,
                         suppress_health_check=[HealthCheck.too_slow])
 SLOW_DESIGNS = settings(max_examples=2_000, deadline=None, derandomize=True,
                         suppress_health_check=[HealthCheck.too_slow])
