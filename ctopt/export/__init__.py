@@ -64,8 +64,8 @@ def _here(name: str):
 
 
 _CACHE: dict = {}
-#: designs whose filter checks passed at their defaults (a design is immutable data)
-_VALID: weakref.WeakSet = weakref.WeakSet()
+#: per design, the value sets at which its filter checks passed (see ``_failed_checks``)
+_PASSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 #: torch.optim options that the zoo designs of these names stand for (a checkpoint holding
 #: another value of them is refused)
@@ -87,51 +87,49 @@ def _implied_options(design: Design, source: str, cls_name: str) -> dict:
     return dict(TORCH_OPTIONS[design.name]) if same else {}
 
 
+def _failed_checks(design: Design, values: dict) -> str | None:
+    """The filter conditions (stable, nonnegative impulse response, unit DC gain) that
+    ``design`` fails at ``values``, joined; None where all hold. Passes at plain-number values
+    are remembered (a design is immutable data; a tensor value could change in place)."""
+    from ..analysis.validity import filter_validity
+
+    key = tuple(sorted(values.items())) if all(
+        type(v) in (float, int) for v in values.values()) else None
+    passed = _PASSED.setdefault(design, set())
+    if key is not None and key in passed:
+        return None
+    result = filter_validity(design, **values)
+    if not result.ok:
+        return "; ".join(str(f) for f in result.failed)
+    if key is not None and len(passed) < 1024:
+        passed.add(key)
+    return None
+
+
 def _check_design(design: Design) -> None:
     """Refuse designs whose moment filters are unstable or may produce a negative second moment
     at their default hyperparameters (``ctopt.analysis.validity``)."""
-    from ..analysis.validity import filter_validity
     from ..errors import DesignError
 
     for h in design.hyper:
         if not (math.isfinite(h.default) and h.domain.contains(h.default)):
             raise DesignError(f"design {design.name!r}: hyperparameter {h.name!r} default "
                               f"{h.default!r} is not a finite value in {h.domain}")
-    if design in _VALID:
-        return
-    result = filter_validity(design, **design.defaults)
-    if result.ok:
-        _VALID.add(design)
-    else:
-        failed = "; ".join(str(f) for f in result.failed)
+    failed = _failed_checks(design, design.defaults)
+    if failed is not None:
         raise DesignError(
             f"design {design.name!r} fails the filter checks at its defaults: {failed}. "
             "Pass check=False to export it anyway.")
 
 
 def _value_guard(design: Design):
-    """A check of user values against the design's filter conditions (stable, nonnegative
-    impulse response, unit DC gain), naming the violated condition."""
-    from ..analysis.validity import filter_validity
+    """A check of user values against the design's filter conditions, naming the violated
+    condition."""
     from ..errors import HyperparameterError
 
-    defaults = design.defaults
-    passed: set = set()  # value sets found valid (a design is immutable: they stay valid)
-
     def guard(values: dict, where: str = "") -> None:
-        if values == defaults:
-            return  # checked when the class was made
-        # plain numbers only: a tensor value could change in place after it passed
-        key = tuple(sorted(values.items())) if all(
-            type(v) in (float, int) for v in values.values()) else None
-        if key is not None and key in passed:
-            return
-        result = filter_validity(design, **values)
-        if result.ok:
-            if key is not None and len(passed) < 1024:
-                passed.add(key)
-        else:
-            failed = "; ".join(str(f) for f in result.failed)
+        failed = _failed_checks(design, values)
+        if failed is not None:
             raise HyperparameterError(
                 f"{where}these hyperparameters break design {design.name!r}'s filter checks: "
                 f"{failed}. Export with check=False to allow them."

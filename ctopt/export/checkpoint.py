@@ -138,7 +138,7 @@ def validated(opt, state_dict) -> tuple[dict, list]:
                 want = implied[key]
                 if type(value) is not type(want) or value != want:
                     raise StateDictError(f"{where}option {key!r} = {value!r} contradicts design "
-                                         f"{cls.design_name!r}, which is {key}={implied[key]!r}")
+                                         f"{cls.design_name!r}, which is {key}={want!r}")
                 continue
             reason = foreign_option(cls.design_name, own, key, value)
             if reason is not None:
