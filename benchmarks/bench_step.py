@@ -104,9 +104,9 @@ def warm_kernel(design: str, device: str) -> None:
     ctopt_opt(design, "compiled")(ps)[1]()
 
 
-def adam_table(lists, args) -> None:
+def adam_table(lists, args, number: int = 1) -> None:
     warm_kernel("adam", args.device)
-    print("\n## (1) Adam on real parameter lists (float32), ctopt backend='auto'")
+    print(f"\n## ({number}) Adam on real parameter lists (float32), ctopt backend='auto'")
     print("| list | tensors | elements | variant | step ms | vs torch fused | % roofline | "
           "1st step s | state MB | state = S x params | peak transient MB | 1st-step peak MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
