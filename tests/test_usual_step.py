@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ctopt
-from ctopt.export import usual
+from ctopt.export import direct, usual
 
 pytestmark = pytest.mark.skipif(not ctopt.export.compiled.CompiledRunner(object).available(),
                                 reason="torch.compile has no compiler here")
@@ -93,10 +93,19 @@ def edit(kind: str, i: int, opt, ps, extra) -> None:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
-@given(st.lists(st.sampled_from(EDITS), min_size=4, max_size=12))
-def test_random_edits_between_steps_give_torchs_trajectory(monkeypatch, edits):
+@given(st.lists(st.sampled_from(EDITS), min_size=4, max_size=12), st.booleans())
+def test_random_edits_between_steps_give_torchs_trajectory(monkeypatch, edits, bound):
     """Each step: zero_grad, gradients, maybe one edit, step — to both optimizers alike. The
-    trajectories (parameters, moments, step counts) equal torch's Adam throughout."""
+    trajectories (parameters, moments, step counts) equal torch's Adam throughout. ``bound``
+    False: no kernel call is bound to the buffers, as on a GPU, so the usual step makes the
+    ordinary call."""
+    with monkeypatch.context() as patch:
+        if not bound:
+            patch.setattr(direct.Kernel, "bind", lambda kernel, *args: None)
+        _random_edits(patch, edits, bound)
+
+
+def _random_edits(monkeypatch, edits, bound):
     spy = Spy(monkeypatch)
     ours, theirs = params(), params()
     extras = [torch.nn.Parameter(torch.ones(7)), torch.nn.Parameter(torch.ones(7))]
@@ -116,6 +125,9 @@ def test_random_edits_between_steps_give_torchs_trajectory(monkeypatch, edits):
             torch.testing.assert_close(opt.state[p][key], ref.state[q][key], rtol=2e-5,
                                        atol=1e-6)
     assert spy.outcomes[0] is True  # the third step, as the general one would
+    layouts = opt._runner.flat.values() if opt._runner is not None else ()
+    assert all((type(layout.bound) is tuple) is bound for layout in layouts if layout.theta
+               is not None and layout.bound is not None)
 
 
 @pytest.mark.parametrize("set_to_none", [False, True])

@@ -1,10 +1,12 @@
 """The usual step, remembered. Torch only — copied into standalone exports.
 
 A training loop takes the same step again and again: every param group steady (see
-``CompiledRunner.steady``), each one bound kernel call on the host. The general step finds that
-out anew at every step, through layers of checks and plans, and when a backward pass has just
-evicted the caches every layer is paid in memory misses: about 0.15 ms of a small model's step
-(measured in ``docs/performance.md``). After such a step the optimizer keeps a
+``CompiledRunner.steady``), each one kernel call (bound to its buffers on the host; on a device,
+or with master weights, the ordinary call). The general step finds that out anew at every step,
+through layers of checks and plans, and when a backward pass has just evicted the caches every
+layer is paid in memory misses: about 0.15 ms of a small model's step (measured in
+``docs/performance.md``); on a GPU the host's time is the step's whenever the kernel is
+shorter. After such a step the optimizer keeps a
 :class:`UsualStep`: what that step relied on, by identity — the optimizer's settings, its groups
 and their entries, each layout's parameters, gradients and states, and where they point — and at
 the next step checks
@@ -50,7 +52,7 @@ class _Run(NamedTuple):
 
 
 class UsualStep:
-    """What a step over steady, bound layouts relied on (``runs``: per group ``(layout,
+    """What a step over steady layouts relied on (``runs``: per group ``(layout,
     values)``, the group's validated values), checked and run again by :meth:`__call__`."""
 
     def __init__(self, opt, runs):
@@ -107,7 +109,7 @@ class UsualStep:
         for group, params, count, entries, _, _, layout, _ in self.runs:
             if group["params"] is not params or len(params) != count or \
                     not all(map(is_, map(group.get, self.names), entries)) or \
-                    type(layout.bound) is not tuple or not layout.in_place(params):
+                    not layout.in_place(params):
                 return False
         return same_marks(state_marks(self.state), self.marks) and \
             all(run.layout.states_home() for run in self.runs)
@@ -115,8 +117,8 @@ class UsualStep:
 
 def remember(opt, plans) -> UsualStep | None:
     """A :class:`UsualStep` of the step just taken, when each of its ``plans`` (``(group,
-    values, items)`` per group) was a steady layout (``items``: ``(layout, k)``) that ran as a
-    bound call with cached group values; else None.
+    values, items)`` per group) was a steady layout (``items``: ``(layout, k)``) that ran with
+    cached group values and nothing scaled or captured; else None.
 
     Example:
         >>> import torch, ctopt
@@ -129,7 +131,7 @@ def remember(opt, plans) -> UsualStep | None:
     seen = opt.__dict__.get("_values_seen", {})
     runs = []
     for gi, (_, _, items) in enumerate(plans):
-        if type(items) is not tuple or type(items[0].bound) is not tuple or gi not in seen:
+        if type(items) is not tuple or gi not in seen:
             return None
         runs.append((items[0], seen[gi][1]))
     return UsualStep(opt, runs)
