@@ -110,6 +110,34 @@ def test_cuda_flat_layout_is_one_call_and_equals_forloop():
         torch.testing.assert_close(p, q, rtol=PATH_RTOL32, atol=1e-6)
 
 
+def test_cuda_usual_step_is_remembered_and_makes_no_host_sync():
+    """After the layout's first steps, the next ones are the remembered step (no call is bound
+    on a GPU: the ordinary one runs), equal to torch's fused CUDA Adam, with no host sync."""
+    import copy
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 3)).cuda()
+    twin = copy.deepcopy(model)
+    opt = ctopt.to_torch(ctopt.zoo.get("adam"))(model.parameters(), lr=0.01,
+                                                backend="compiled")
+    ref = torch.optim.Adam(twin.parameters(), lr=0.01, fused=True)
+    x = torch.randn(16, 5, device="cuda")
+    for i in range(6):
+        for m, o in ((model, opt), (twin, ref)):
+            o.zero_grad(set_to_none=False)
+            m(x).square().mean().backward()
+            if o is opt and i >= 4:
+                assert opt._usual is not None
+                torch.cuda.set_sync_debug_mode("error")
+            try:
+                o.step()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=TORCH_RTOL32, atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_grad_scaling_equals_torch_fused_without_host_sync(dtype):
     Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
