@@ -198,8 +198,8 @@ def test_steady_master_steps_equal_a_float32_run(monkeypatch, scaled):
     assert_masters_equal(ours, ref, ps, qs)
     assert len(general) == 2  # the first step of each optimizer
     assert float(ours.state[ps[0]]["step"]) == (4.0 if scaled else 5.0)
-    # unscaled, the steps after the layout's are the remembered one (see test_usual_step.py)
-    assert (ours._usual is not None) is not scaled
+    # the steps after the layout's are the remembered one, scaled too (test_usual_step.py)
+    assert ours._usual is not None and ours._usual.scaled is scaled
 
 
 @compiled

@@ -206,6 +206,35 @@ def test_what_else_the_step_relies_on_declines_it(monkeypatch, change):
     assert all(torch.equal(p, q) for p, q in zip(ps, before, strict=True))
 
 
+def test_a_scaled_step_is_remembered_and_declines_without_the_scale(monkeypatch):
+    """GradScaler's inputs set at every step (as its ``step`` does): the remembered step takes
+    them in its kernel, equal to torch's fused Adam given the same, a skipped step included; a
+    step without them declines, and a bad value is refused with nothing changed."""
+    spy = Spy(monkeypatch)
+    ours, theirs = params(), params()
+    opt = Adam(ours, lr=0.02, backend="compiled")
+    ref = torch.optim.Adam(theirs, lr=0.02, fused=True)
+    for i in range(7):
+        for o, ps in ((opt, ours), (ref, theirs)):
+            grads(ps, i)
+            for p in ps:
+                p.grad.mul_(64.0)
+            o.grad_scale, o.found_inf = torch.tensor(64.0), torch.tensor(float(i == 4))
+            o.step()
+            del o.grad_scale, o.found_inf
+    assert spy.outcomes == [True] * 5 and opt._usual.scaled
+    for p, q in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(p, q, rtol=2e-5, atol=1e-6)
+        assert float(opt.state[p]["step"]) == float(ref.state[q]["step"]) == 6.0
+    memo, before = opt._usual, [p.detach().clone() for p in ours]
+    assert memo(opt) is False  # no scale now: the unscaled kernel is another step
+    opt.grad_scale = 64.0  # not a tensor
+    with pytest.raises(ctopt.errors.UnsupportedError, match="grad_scale"):
+        memo(opt)
+    assert all(torch.equal(p, q) for p, q in zip(ours, before, strict=True))
+    assert [float(opt.state[p]["step"]) for p in ours] == [6.0] * len(ours)
+
+
 def test_a_standalone_export_remembers_its_usual_step(tmp_path):
     """The module is bundled with standalone exports, and their steps use it."""
     import importlib.util

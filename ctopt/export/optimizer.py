@@ -168,7 +168,8 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         return loss
 
     def _step(self) -> list | None:
-        """The step; returns its plans when nothing was scaled (see :func:`.remember`)."""
+        """The step; returns its plans (see :func:`.remember`), None where it ended early (a
+        step skipped on the host, a non-finite check)."""
         self._settle_skips()
         scaling = self._scaling_inputs()
         plans, steady = [], self._steady_layouts(scaling)
@@ -197,7 +198,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
                     self._defer_skip(scaling[1], [layout.steps])
             elif items:
                 self._commit(gi, group, items, *ready, scaling=scaling)
-        return plans if scaling is None else None
+        return plans  # scaled too: in the kernel (the host's way made the plans per tensor)
 
     def _steady_layouts(self, scaling) -> list:
         """Per group, the compiled runner's ``(layout, k)`` when its step is the usual one (see

@@ -11,7 +11,7 @@ shorter. After such a step the optimizer keeps a
 and their entries, each layout's parameters, gradients and states, and where they point — and at
 the next step checks
 exactly that, in one pass, and runs the same calls. Where anything differs (a scheduler's new lr,
-a replaced gradient, a state edited, GradScaler's scale set, a step counter changed) it declines
+a replaced gradient, a state edited, GradScaler's scale set or left out, a step counter changed) it declines
 before any write and the general step runs, which checks, repairs and remembers anew.
 
 Example:
@@ -59,6 +59,8 @@ class UsualStep:
         names = type(opt)._entry_names  # set by the step's group values (GroupValidation)
         self.groups, self.members = opt.param_groups, tuple(opt.param_groups)
         self.settings = _settings(opt)
+        #: the step took GradScaler's ``grad_scale``/``found_inf`` in its kernel: so must the next
+        self.scaled = _scaled(opt)
         self.runner, self.state, self.count = opt._runner, opt.state, len(opt.state)
         self.marks = state_marks(opt.state)
         self.names = names
@@ -72,6 +74,10 @@ class UsualStep:
     def __call__(self, opt) -> bool:
         """Run the remembered step when everything it relied on still holds; False, with
         nothing written, where anything differs."""
+        scaling = None
+        if self.scaled and _scaled(opt):  # a GradScaler loop: as the general step begins
+            opt._settle_skips()  # an earlier step's found_inf, applied to its counters
+            scaling = opt._scaling_inputs()  # checked: a named error before any write
         if not self._holds(opt):
             return False
         ready = []
@@ -92,7 +98,9 @@ class UsualStep:
         for layout, k, coefficients, now in ready:
             runner.steps += 1
             layout.host_step = k - 1
-            runner.run_steady(layout, coefficients, now=now)
+            runner.run_steady(layout, coefficients, scaling=scaling, now=now)
+            if scaling is not None:  # a skipped step's count is undone (now or at the next)
+                opt._defer_skip(scaling[1], [layout.steps])
         return True
 
     def _holds(self, opt) -> bool:
@@ -101,8 +109,8 @@ class UsualStep:
         d = opt.__dict__
         if opt.param_groups is not self.groups or len(self.groups) != len(self.members) or \
                 not all(map(is_, self.groups, self.members)) or _settings(opt) != self.settings or \
-                d.get("grad_scale") is not None or d.get("found_inf") is not None or \
-                d.get("_pending_skips") or opt._runner is not self.runner or \
+                _scaled(opt) is not self.scaled or d.get("_pending_skips") or \
+                opt._runner is not self.runner or \
                 self.runner.failed or opt.state is not self.state or \
                 len(self.state) != self.count:
             return False
@@ -139,3 +147,9 @@ def remember(opt, plans) -> UsualStep | None:
 
 def _settings(opt) -> tuple:
     return opt.backend, opt.nonfinite, opt.capturable, opt.master_weights
+
+
+def _scaled(opt) -> bool:
+    """Whether GradScaler's inputs are set (it sets them for the step and deletes them after)."""
+    d = opt.__dict__
+    return d.get("grad_scale") is not None or d.get("found_inf") is not None
