@@ -156,7 +156,7 @@ def capture_table(args) -> None:
             print(f"| {label} | no: {message} | |")
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--reps", type=int, default=20)

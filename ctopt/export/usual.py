@@ -6,13 +6,13 @@ or with master weights, the ordinary call). The general step finds that out anew
 through layers of checks and plans, and when a backward pass has just evicted the caches every
 layer is paid in memory misses: about 0.15 ms of a small model's step (measured in
 ``docs/performance.md``); on a GPU the host's time is the step's whenever the kernel is
-shorter. After such a step the optimizer keeps a
-:class:`UsualStep`: what that step relied on, by identity — the optimizer's settings, its groups
-and their entries, each layout's parameters, gradients and states, and where they point — and at
-the next step checks
-exactly that, in one pass, and runs the same calls. Where anything differs (a scheduler's new lr,
-a replaced gradient, a state edited, GradScaler's scale set or left out, a step counter changed) it declines
-before any write and the general step runs, which checks, repairs and remembers anew.
+shorter. After such a step the optimizer keeps a :class:`UsualStep`: what that step relied on,
+by identity — the optimizer's settings, its groups and their entries, each layout's parameters,
+gradients and states, and where they point, and whether GradScaler's inputs were set — and at
+the next step checks exactly that, in one pass, and runs the same calls. Where anything differs
+(a scheduler's new lr, a replaced gradient, a state edited, GradScaler's inputs set or left out,
+a step counter changed) it declines before any write and the general step runs, which checks,
+repairs and remembers anew.
 
 Example:
     >>> import torch, ctopt
@@ -126,7 +126,7 @@ class UsualStep:
 def remember(opt, plans) -> UsualStep | None:
     """A :class:`UsualStep` of the step just taken, when each of its ``plans`` (``(group,
     values, items)`` per group) was a steady layout (``items``: ``(layout, k)``) that ran with
-    cached group values and nothing scaled or captured; else None.
+    cached group values, not captured (a scaled step is remembered as scaled); else None.
 
     Example:
         >>> import torch, ctopt
