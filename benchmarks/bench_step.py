@@ -13,7 +13,8 @@ for designs torch lacks (adabelief-pytorch, pytorch-optimizer), when installed; 
 precision (bfloat16 parameters, GradScaler's ``grad_scale``/``found_inf``); (5) a whole training
 iteration (zero_grad, forward, backward, step), which also pays what the flat layout costs in
 the backward pass; (6) compile time, cold and warm, in fresh processes, for growing tensor
-counts.
+counts; (7) small models (an RL policy, an MNIST MLP, a narrow convnet), where ``auto`` takes
+foreach for its first ``AUTO_COMPILE_AFTER_STEPS`` steps and the compiled path after them.
 
 Roofline: the bytes a step must move at the best bandwidth the machine gives each kind of pass,
 measured in the same rounds. A design with S states reads theta, g and the states and writes
@@ -229,6 +230,43 @@ def peer_table(lists, args) -> None:
             peer.finish(), ours.finish()
 
 
+def ctopt_after(name: str, steps: int):
+    """ctopt's optimizer, ``auto``, as it runs once its parameters have taken ``steps`` steps
+    (their step counts set to it after a first step)."""
+    cls = ctopt.to_torch(ctopt.zoo.get(name))
+
+    def build(ps):
+        opt = cls(ps)
+        opt.step()
+        for state in opt.state.values():
+            state["step"].fill_(float(steps))
+        return opt, opt.step
+    return build
+
+
+def small_table(args) -> None:
+    after = ctopt.export.backends.AUTO_COMPILE_AFTER_STEPS
+    print("\n## (7) small models: Adam, ctopt backend='auto' in its first steps (foreach) and "
+          f"after {after} steps (compiled)")
+    print("| list | tensors | elements | variant | step ms | vs torch fused | foreach - compiled "
+          "ms |")
+    print("|---|---|---|---|---|---|---|")
+    warm_kernel("adam", args.device)
+    for name in ("policy", "mlp", "smallconv"):
+        builders = {"torch fused": torch_adam("fused"), "torch foreach": torch_adam("foreach"),
+                    "ctopt adam auto, first steps": ctopt_opt("adam"),
+                    f"ctopt adam auto, after {after} steps": ctopt_after("adam", after)}
+        variants = [Variant(label, b, name, args.quick, args.device, 28)
+                    for label, b in builders.items()]
+        interleaved(variants, args.reps, args.device, variants[0].numel)
+        saved = variants[2].ms - variants[3].ms
+        for v in variants:
+            print(f"| {LIST_TITLES[name]} | {len(v.ps)} | {v.numel:,} | {v.label} | "
+                  f"{v.ms:.3f} | {v.ms / variants[0].ms:.2f}x | {saved:.3f} |")
+            v.finish()
+        print(f"<!-- {name}: {load()} -->")
+
+
 class Scaled:
     """A step with GradScaler-style ``grad_scale``/``found_inf`` tensors (as the scaler passes
     them to an optimizer that supports them), on bfloat16 parameters. The scale is 1: the step
@@ -376,7 +414,7 @@ def main(argv=None) -> None:
     parser.add_argument("--reps", type=int, default=0, help="rounds (default 15; quick 5)")
     parser.add_argument("--torch-compile", action="store_true",
                         help="also time torch.compile(torch Adam.step) (slow to compile)")
-    parser.add_argument("--tables", default="1,2,3,4,5,6", help="which tables to print")
+    parser.add_argument("--tables", default="1,2,3,4,5,7,6", help="which tables to print")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads (0: torch's default, 1 with --quick); 1 is "
                              "the most stable on a shared machine")
@@ -409,6 +447,8 @@ def main(argv=None) -> None:
         precision_table([n for n in ("transformer",) if n in lists] or lists[:1], args)
     if "5" in tables:
         iteration_table(args)
+    if "7" in tables:
+        small_table(args)
     if "6" in tables and args.device == "cpu":
         print("\n## (6) compile time of the compiled path (Adam; fresh process each; cold = "
               "empty Inductor cache, warm = the cache of the cold run)")

@@ -66,7 +66,8 @@ def model_list(name: str, quick: bool, device: str = "cpu"):
 
 LIST_TITLES = {"one": "one tensor", "transformer": "transformer encoder",
                "convnet": "convnet with batch norm", "mixer": "MLP-mixer-like",
-               "mixed": "mixed tensors", "resnet": "ResNet-18-shaped", "gpt2": "GPT-2-small-shaped"}
+               "mixed": "mixed tensors", "resnet": "ResNet-18-shaped", "gpt2": "GPT-2-small-shaped",
+               "policy": "RL policy MLP", "mlp": "MNIST MLP", "smallconv": "convnet, width 16"}
 
 
 def sync(device):

@@ -98,6 +98,17 @@ def gpt2(d: int = 768, layers: int = 12, vocab: int = 50257, context: int = 1024
     return model
 
 
+def policy(obs: int = 17, hidden: int = 64, actions: int = 6) -> nn.Module:
+    """A reinforcement-learning policy: a two-hidden-layer tanh MLP (MuJoCo-sized)."""
+    return nn.Sequential(nn.Linear(obs, hidden), nn.Tanh(), nn.Linear(hidden, hidden),
+                         nn.Tanh(), nn.Linear(hidden, actions))
+
+
+def mlp(inputs: int = 784, hidden: int = 256, classes: int = 10) -> nn.Module:
+    """An MNIST classifier: one hidden layer."""
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+
 #: name -> (builder, builder of the smaller version used by ``--quick``)
 MODELS = {
     "transformer": (transformer, lambda: transformer(192, 3)),
@@ -105,6 +116,10 @@ MODELS = {
     "mixer": (mixer, lambda: mixer(128, 32, 4)),
     "resnet": (resnet, lambda: resnet((32, 64, 128, 256))),
     "gpt2": (gpt2, lambda: gpt2(384, 4, 8192, 512)),
+    # small models (table 7): the same at --quick
+    "policy": (policy, policy),
+    "mlp": (mlp, mlp),
+    "smallconv": (lambda: convnet(16), lambda: convnet(16)),
 }
 
 

@@ -252,3 +252,36 @@ def test_compiled_sign_keeps_nan_and_equals_numpy():
     want = np.sign(x.numpy())
     for got in (compiled(x), _nan_sign(x)):
         np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_auto_compiles_a_small_model_once_it_has_taken_many_steps(monkeypatch):
+    """``backend="auto"``: foreach for a small model, the compiled path once its parameters
+    have taken ``AUTO_COMPILE_AFTER_STEPS`` steps (3 here) — the step counts are the state's,
+    so a checkpoint resumed past them compiles at once. torch's Adam's trajectory throughout."""
+    from ctopt.export import backends
+
+    monkeypatch.setattr(backends, "AUTO_COMPILE_AFTER_STEPS", 3)
+    Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
+    gen = torch.Generator().manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in ((5, 3), (3,), (7,))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opt, ref = Adam(ours, lr=0.02), torch.optim.Adam(theirs, lr=0.02, foreach=False)
+    seen = []
+    for _ in range(6):
+        seen.append(opt._resolve_backend())
+        for p, q in zip(ours, theirs, strict=True):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        opt.step()
+        ref.step()
+    assert seen == ["foreach"] * 3 + ["compiled"] * 3
+    assert opt._runner.flat  # the flat layout took the states foreach had made
+    for p, q in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(p, q, rtol=2e-6, atol=1e-7)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(opt.state[p][key], ref.state[q][key], rtol=2e-6,
+                                       atol=1e-7)
+    resumed = Adam([torch.nn.Parameter(p.detach().clone()) for p in ours], lr=0.02)
+    assert resumed._resolve_backend() == "foreach"  # no state yet
+    resumed.load_state_dict(opt.state_dict())
+    assert resumed._resolve_backend() == "compiled"

@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 import torch
 
-from .backends import AUTO_COMPILE_MIN_NUMEL, BACKENDS, Backends  # noqa: F401
+from .backends import AUTO_COMPILE_AFTER_STEPS, AUTO_COMPILE_MIN_NUMEL, BACKENDS, Backends  # noqa: F401
 from .capture import check_capturable
 from .checkpoint import Checkpoints
 from .errors import HyperparameterError, UnsupportedError
