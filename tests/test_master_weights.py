@@ -238,6 +238,26 @@ def test_auto_compiles_a_large_model_with_master_weights():
     assert_masters_equal(ours, ref, ps, qs)
 
 
+@compiled
+def test_auto_moves_a_small_model_with_masters_to_the_compiled_path_after_many_steps(
+        monkeypatch):
+    """The switch of ``auto`` after ``AUTO_COMPILE_AFTER_STEPS`` steps (2 here) takes the
+    masters foreach kept into the flat float32 buffers; they stay equal to a float32 run that
+    switched alike, with a GradScaler overflow on the step after the switch."""
+    from ctopt.export import backends
+
+    monkeypatch.setattr(backends, "AUTO_COMPILE_AFTER_STEPS", 2)
+
+    def scaling(i):
+        return torch.tensor(1024.0), torch.tensor(1.0 if i == 3 else 0.0)
+    ours, ref, ps, qs = run_against_fp32(Adam, HYPER["adam"], "auto", torch.bfloat16, steps=6,
+                                         scaling=scaling)
+    assert ours._resolve_backend() == ref._resolve_backend() == "compiled"
+    (layout,) = ours._runner.flat.values()
+    assert layout.buffers[MASTER_KEY].dtype == torch.float32
+    assert_masters_equal(ours, ref, ps, qs)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_grad_scaler_overflow_leaves_masters_untouched(backend):
     """Scale 1024 (unscaling is exact); an overflow at steps 1 and 3 skips those steps."""
