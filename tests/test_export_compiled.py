@@ -254,7 +254,7 @@ def test_compiled_sign_keeps_nan_and_equals_numpy():
         np.testing.assert_array_equal(got.numpy(), want)
 
 
-def test_auto_compiles_a_small_model_once_it_has_taken_many_steps(monkeypatch):
+def test_auto_compiles_a_small_model_once_it_has_taken_many_steps(monkeypatch, caplog):
     """``backend="auto"``: foreach for a small model, the compiled path once its parameters
     have taken ``AUTO_COMPILE_AFTER_STEPS`` steps (3 here) — the step counts are the state's,
     so a checkpoint resumed past them compiles at once. torch's Adam's trajectory throughout."""
@@ -267,6 +267,7 @@ def test_auto_compiles_a_small_model_once_it_has_taken_many_steps(monkeypatch):
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     opt, ref = Adam(ours, lr=0.02), torch.optim.Adam(theirs, lr=0.02, foreach=False)
     seen = []
+    caplog.set_level("INFO", logger="ctopt.export.backends")
     for _ in range(6):
         seen.append(opt._resolve_backend())
         for p, q in zip(ours, theirs, strict=True):
@@ -275,6 +276,9 @@ def test_auto_compiles_a_small_model_once_it_has_taken_many_steps(monkeypatch):
         opt.step()
         ref.step()
     assert seen == ["foreach"] * 3 + ["compiled"] * 3
+    assert [r.getMessage() for r in caplog.records] == [  # said once, at the switch
+        "backend='auto': Adam has taken 3 steps; its next step compiles the fused kernel "
+        "(seconds, once) and runs it from then on"]
     assert opt._runner.flat  # the flat layout took the states foreach had made
     for p, q in zip(ours, theirs, strict=True):
         torch.testing.assert_close(p, q, rtol=2e-6, atol=1e-7)

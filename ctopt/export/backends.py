@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from .compiled import CompiledRunner
@@ -29,6 +31,7 @@ AUTO_COMPILE_MIN_NUMEL = 1 << 20
 #: of the order of the compile's, as in renting skis until their rent would have bought them
 AUTO_COMPILE_AFTER_STEPS = 10_000
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+_log = logging.getLogger(__name__)
 
 
 class Backends:
@@ -112,6 +115,9 @@ class Backends:
         if self._auto_for[1] == "foreach" and self._steps_taken() >= AUTO_COMPILE_AFTER_STEPS \
                 and self._compiled_runner().available():
             self._auto_for = (count, "compiled")  # a long run: from its next step on
+            _log.info("backend='auto': %s has taken %d steps; its next step compiles the fused "
+                      "kernel (seconds, once) and runs it from then on", type(self).__name__,
+                      AUTO_COMPILE_AFTER_STEPS)
         if self._auto_for[1] == "compiled" and not self._compiled_runner().available():
             return "foreach"  # the compiler failed on first use
         return self._auto_for[1]
