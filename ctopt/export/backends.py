@@ -26,9 +26,8 @@ BACKENDS = ("auto", "forloop", "foreach", "compiled")
 #: ``backend="auto"`` compiles from this many elements on
 AUTO_COMPILE_MIN_NUMEL = 1 << 20
 #: ... and a smaller model once it has taken this many steps: a compile pays off only over
-#: many steps there (on one CPU core foreach's step takes 0.3-1.8 ms more on models of 6k-1.2M
-#: elements, against a first compile of 10-12 s), so foreach runs until its extra time is
-#: of the order of the compile's, as in renting skis until their rent would have bought them
+#: many steps there, so foreach runs until its extra time is of the order of the compile's, as
+#: in renting skis until their rent would have bought them (figures: docs/export.md)
 AUTO_COMPILE_AFTER_STEPS = 10_000
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _log = logging.getLogger(__name__)
@@ -112,12 +111,12 @@ class Backends:
             numel = sum(p.numel() for g in self.param_groups for p in g["params"])
             big = numel >= AUTO_COMPILE_MIN_NUMEL and self._compiled_runner().available()
             self._auto_for = (count, "compiled" if big else "foreach")
-        if self._auto_for[1] == "foreach" and self._steps_taken() >= AUTO_COMPILE_AFTER_STEPS \
-                and self._compiled_runner().available():
+        if self._auto_for[1] == "foreach" and (taken := self._steps_taken()) >= \
+                AUTO_COMPILE_AFTER_STEPS and self._compiled_runner().available():
             self._auto_for = (count, "compiled")  # a long run: from its next step on
             _log.info("backend='auto': %s has taken %d steps; its next step compiles the fused "
                       "kernel (seconds, once) and runs it from then on", type(self).__name__,
-                      AUTO_COMPILE_AFTER_STEPS)
+                      taken)
         if self._auto_for[1] == "compiled" and not self._compiled_runner().available():
             return "foreach"  # the compiler failed on first use
         return self._auto_for[1]
