@@ -271,3 +271,38 @@ def test_inplace_code_equals_elementwise(case):
                 error = float((a - b).nan_to_num(0.0).abs().max())
                 assert error <= 1e-12 * scale, (case, coef)
         assert torch.equal(one[1], inputs[1]) and torch.equal(lists[1][0], inputs[1])
+
+
+def test_a_lerp_is_proved_on_rational_weights_with_bounded_algebra(monkeypatch):
+    """``m/(1+c) + u*c/(1+c)`` is a lerp only once its weights' sum is cancelled to 1 (sympy
+    does not fold it on its own); the proof is rational algebra, never ``sympy.simplify``,
+    whose work is unbounded, and the code it gives equals a hand-written reference."""
+    import sympy as sp
+
+    from ctopt.design import POSITIVE, DesignBuilder, g, theta
+
+    def no_simplify(*args, **kwargs):
+        raise AssertionError("sympy.simplify called while printing the in-place code")
+
+    monkeypatch.setattr(sp, "simplify", no_simplify)
+    b = DesignBuilder("rational_lerp")
+    lr = b.hyper("lr", 0.1, POSITIVE)
+    c = b.hyper("c", 3.0, POSITIVE)
+    m = b.state("m")
+    u = b.let("u", 2 * g)  # read twice, so a tensor of its own (as Adam's gradient)
+    b.assign(m, m / (1 + c) + u * c / (1 + c))
+    b.update(theta - lr * (m + u))
+    design = b.build()
+    source = ctopt.export.class_source(design, "RationalLerp")
+    assert "torch._foreach_lerp_(" in source and ".lerp_(" in source
+    cls = ctopt.to_torch(design, check=False)
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt = cls([p], backend="foreach")
+    grads = [np.array([0.5, 1.0]), np.array([-1.0, 0.25]), np.array([2.0, 0.0])]
+    m_ref, theta_ref = np.zeros(2), np.array([1.0, -2.0])
+    for grad in grads:
+        p.grad = torch.tensor(grad)
+        opt.step()
+        m_ref = m_ref / 4 + 2 * grad * 3 / 4
+        theta_ref = theta_ref - 0.1 * (m_ref + 2 * grad)
+    np.testing.assert_allclose(p.detach().numpy(), theta_ref, rtol=1e-15, atol=1e-15)

@@ -11,7 +11,7 @@ The plan is a small compiler pass over the SSA lines of a :class:`~ctopt.export.
 1. **In place into dead values.** A new state (or theta) is written into the old state's tensor
    when no later line reads the old value; terms that read it are evaluated first.
 2. **Fused pointwise ops.** ``x*a + y*b`` with ``a + b == 1`` (proved on the coefficients'
-   definitions in the scalar part) becomes ``lerp_``; ``x + c*y*z`` ``addcmul_``; ``x + c*y/z``
+   definitions in the scalar part, by rational cancellation) becomes ``lerp_``; ``x + c*y*z`` ``addcmul_``; ``x + c*y/z``
    ``addcdiv_``; ``x*c`` ``mul_``; ``x + c*y`` ``add_(alpha=c)``; scalar coefficients are passed
    as Python floats. An affine denominator's scale moves into ``addcdiv_``'s value
    (``c*x/(sqrt(a*y) + b)`` is ``(c/sqrt(a))*x/(sqrt(y) + b/sqrt(a))``, one pass fewer) when the
@@ -241,7 +241,7 @@ class InplacePrinter:
         b, num_b, den_b = self._split(others[0])
         if den_a or den_b or len(num_b) != 1 or not num_b[0].is_Symbol or a == 1 or b == 1:
             return None
-        if sp.simplify(self.resolve(a) + self.resolve(b) - 1) != 0:
+        if sp.cancel(self.resolve(a) + self.resolve(b) - 1) != 0:  # bounded, unlike simplify
             return None
         return self.scalar(b)
 
