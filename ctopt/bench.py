@@ -45,12 +45,15 @@ def bench(
     out: TextIO | None = None,
 ) -> list[dict[str, object]]:
     """Time one optimizer step of each exported design on a float32 tensor of ``numel`` elements
-    against torch.optim's own implementation (foreach, and fused where torch has it), medians in
-    one process. Returns the rows it prints.
+    against torch.optim's own implementation (fused and foreach, where torch has it): medians
+    of ``steps`` steps taken in turn in one process, each after ``zero_grad()`` and a backward
+    pass, as in a training loop (outside the timed step). Returns the rows it prints.
 
     Example:
-        >>> import ctopt
-        >>> rows = bench([ctopt.zoo.get("sgd")], numel=1000, steps=2)  # doctest: +SKIP
+        >>> import io, ctopt
+        >>> rows = bench([ctopt.zoo.get("sgd")], numel=1000, steps=2, out=io.StringIO())
+        >>> [row["path"] for row in rows]
+        ['torch fused', 'torch foreach', 'ctopt auto']
     """
     import statistics
     import sys
@@ -67,48 +70,59 @@ def bench(
     from .export import to_torch
 
     out = out or sys.stdout
-
-    def median_ms(opt, param) -> float:
-        times = []
-        for i in range(steps + 3):
-            param.grad = grads[i % len(grads)]
-            t0 = time.perf_counter()
-            opt.step()
-            if i >= 3:
-                times.append(time.perf_counter() - t0)
-        return 1e3 * statistics.median(times)
-
     gen = torch.Generator().manual_seed(0)
     grads = [torch.randn(numel, generator=gen) for _ in range(2)]
+    start = torch.randn(numel, generator=gen)
+
+    def backward(opt, param, i: int) -> None:
+        """As a training loop between steps: ``zero_grad()``, then a backward pass makes
+        ``param.grad`` (here ``grads[i % 2]``), outside the timed step."""
+        opt.zero_grad()
+        (param * grads[i % 2]).sum().backward()
+
+    def variant(cls, **options):
+        param = torch.nn.Parameter(start.clone())
+        opt = cls([param], **options)
+        backward(opt, param, 0)
+        t0 = time.perf_counter()
+        opt.step()  # the first step (ctopt's includes the compile, where it compiles)
+        return [opt, param, time.perf_counter() - t0, []]
+
     rows = []
     print(f"{'design':<12} {'path':<22} {'ms/step':>9} {'vs torch':>9}", file=out)
     for d in designs:
-        param = torch.nn.Parameter(torch.randn(numel, generator=gen))
-        t0 = time.perf_counter()
-        opt = to_torch(d)([param], backend=backend)
-        param.grad = grads[0]
-        opt.step()
-        first = time.perf_counter() - t0
-        mine = median_ms(opt, param)
-        reference = None
+        variants = {f"ctopt {backend}": variant(to_torch(d), backend=backend)}
         if d.name in _TORCH_EQUIVALENT:
             cls_name, kwargs = _TORCH_EQUIVALENT[d.name]
-            cls = getattr(torch.optim, cls_name)
-            for variant in ("fused", "foreach"):
-                p = torch.nn.Parameter(param.detach().clone())
+            for kind in ("fused", "foreach"):
                 try:
-                    ref = cls([p], lr=d.defaults["lr"], **kwargs, **{variant: True})
-                    ms = median_ms(ref, p)
-                except (RuntimeError, TypeError):
+                    variants[f"torch {kind}"] = variant(
+                        getattr(torch.optim, cls_name), lr=d.defaults["lr"], **kwargs,
+                        **{kind: True})
+                except (RuntimeError, TypeError):  # this torch has no such implementation
                     continue
-                rows.append({"design": d.name, "path": f"torch {variant}", "ms": ms})
-                print(f"{d.name:<12} {'torch ' + variant:<22} {ms:9.3f} {'':>9}", file=out)
-                reference = ms if reference is None else min(reference, ms)
-        ratio = f"{mine / reference:8.2f}x" if reference else ""
-        label = f"ctopt {backend}"
-        rows.append({"design": d.name, "path": label, "ms": mine, "first_step_s": first})
-        print(f"{d.name:<12} {label:<22} {mine:9.3f} {ratio:>9}   (first step incl. setup "
-              f"{first:.2f} s)", file=out)
-    print(f"{numel} float32 elements, median of {steps} steps; ratio against torch's fastest.",
+        order = list(variants.values())
+        for i in range(1, steps + 3):  # interleaved: each in turn, the first rotating
+            for opt, param, _, times in order[i % len(order):] + order[:i % len(order)]:
+                backward(opt, param, i)
+                t0 = time.perf_counter()
+                opt.step()
+                if i > 2:
+                    times.append(time.perf_counter() - t0)
+        ms = {label: 1e3 * statistics.median(v[3]) for label, v in variants.items()}
+        reference = min((m for label, m in ms.items() if label.startswith("torch")),
+                        default=None)
+        for label in sorted(variants, key=lambda label: label.startswith("ctopt")):
+            first = variants[label][2]
+            row = {"design": d.name, "path": label, "ms": ms[label]}
+            ratio, note = "", ""
+            if label.startswith("ctopt"):
+                row["first_step_s"] = first
+                ratio = f"{ms[label] / reference:8.2f}x" if reference else ""
+                note = f"   (first step incl. setup {first:.2f} s)"
+            rows.append(row)
+            print(f"{d.name:<12} {label:<22} {ms[label]:9.3f} {ratio:>9}{note}", file=out)
+    print(f"{numel} float32 elements, median of {steps} steps taken in turn; each after "
+          "zero_grad() and a backward pass, as in training; ratio against torch's fastest.",
           file=out)
     return rows
