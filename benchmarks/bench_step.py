@@ -13,8 +13,9 @@ for designs torch lacks (adabelief-pytorch, pytorch-optimizer), when installed; 
 precision (bfloat16 parameters, GradScaler's ``grad_scale``/``found_inf``); (5) a whole training
 iteration (zero_grad, forward, backward, step), which also pays what the flat layout costs in
 the backward pass; (6) compile time, cold and warm, in fresh processes, for growing tensor
-counts; (7) small models (an RL policy, an MNIST MLP, a narrow convnet), where ``auto`` takes
-foreach for its first ``AUTO_COMPILE_AFTER_STEPS`` steps and the compiled path after them.
+counts; (7) small models (an RL policy, an MNIST MLP, a narrow convnet), where ``auto`` runs the flat
+layout with its eager kernel for the first ``AUTO_COMPILE_AFTER_STEPS`` steps and the compiled
+kernel after them (and ``backend="foreach"``, the per-tensor path, beside them).
 
 Roofline: the bytes a step must move at the best bandwidth the machine gives each kind of pass,
 measured in the same rounds. A design with S states reads theta, g and the states and writes
@@ -246,16 +247,17 @@ def ctopt_after(name: str, steps: int):
 
 def small_table(args) -> None:
     after = ctopt.export.backends.AUTO_COMPILE_AFTER_STEPS
-    print("\n## (7) small models: Adam, ctopt backend='auto' in its first steps (foreach) and "
-          f"after {after} steps (compiled)")
-    print("| list | tensors | elements | variant | step ms | vs torch fused | foreach - compiled "
+    print("\n## (7) small models: Adam, ctopt backend='auto' in its first steps (the flat "
+          f"layout, its eager kernel) and after {after} steps (compiled), and backend='foreach'")
+    print("| list | tensors | elements | variant | step ms | vs torch fused | first steps - compiled "
           "ms |")
     print("|---|---|---|---|---|---|---|")
     warm_kernel("adam", args.device)
     for name in ("policy", "mlp", "smallconv"):
         builders = {"torch fused": torch_adam("fused"), "torch foreach": torch_adam("foreach"),
                     "ctopt adam auto, first steps": ctopt_opt("adam"),
-                    f"ctopt adam auto, after {after} steps": ctopt_after("adam", after)}
+                    f"ctopt adam auto, after {after} steps": ctopt_after("adam", after),
+                    "ctopt adam foreach": ctopt_opt("adam", backend="foreach")}
         variants = [Variant(label, b, name, args.quick, args.device, 28)
                     for label, b in builders.items()]
         interleaved(variants, args.reps, args.device, variants[0].numel)

@@ -254,11 +254,17 @@ def test_compiled_sign_keeps_nan_and_equals_numpy():
         np.testing.assert_array_equal(got.numpy(), want)
 
 
-def test_auto_compiles_a_small_model_once_it_has_taken_many_steps(monkeypatch, caplog):
-    """``backend="auto"``: foreach for a small model, the compiled path once its parameters
-    have taken ``AUTO_COMPILE_AFTER_STEPS`` steps (3 here) — the step counts are the state's,
-    so a checkpoint resumed past them compiles at once. torch's Adam's trajectory throughout."""
+@pytest.mark.parametrize("grads", ["assigned", "in place"])
+def test_auto_compiles_a_small_model_once_it_has_taken_many_steps(grads, monkeypatch, caplog):
+    """``backend="auto"`` on a small model: the flat layout from the first step, updated by
+    the eager kernel (the design's foreach code on the flat buffers, nothing compiled), and
+    the compiled kernel once its parameters have taken ``AUTO_COMPILE_AFTER_STEPS`` steps (3
+    here) — also from the remembered usual step (gradients written in place) — on the same
+    buffers. The step counts are the state's, so a checkpoint resumed past them compiles at
+    once. torch's Adam's trajectory throughout."""
     from ctopt.export import backends
+    from ctopt.export.direct import Kernel
+    from ctopt.export.eager import Eager
 
     monkeypatch.setattr(backends, "AUTO_COMPILE_AFTER_STEPS", 3)
     Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
@@ -266,26 +272,74 @@ def test_auto_compiles_a_small_model_once_it_has_taken_many_steps(monkeypatch, c
     ours = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in ((5, 3), (3,), (7,))]
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     opt, ref = Adam(ours, lr=0.02), torch.optim.Adam(theirs, lr=0.02, foreach=False)
-    seen = []
+    seen, kernels, remembered = [], [], []
     caplog.set_level("INFO", logger="ctopt.export.backends")
+    for p, q in zip(ours, theirs, strict=True):
+        p.grad, q.grad = torch.zeros_like(p), torch.zeros_like(q)
     for _ in range(6):
         seen.append(opt._resolve_backend())
         for p, q in zip(ours, theirs, strict=True):
-            p.grad = torch.randn(p.shape, generator=gen)
-            q.grad = p.grad.clone()
+            g = torch.randn(p.shape, generator=gen)
+            if grads == "assigned":
+                p.grad = g
+            else:
+                p.grad.copy_(g)
+            q.grad = g.clone()
+        remembered.append(opt._usual is not None)
         opt.step()
         ref.step()
-    assert seen == ["foreach"] * 3 + ["compiled"] * 3
+        kernels.append(type(opt._runner.fused))
+        if len(seen) == 1:  # one buffer from the first step on
+            base = ours[0].untyped_storage().data_ptr()
+            assert all(p.untyped_storage().data_ptr() == base for p in ours)
+    assert seen == ["flat"] * 3 + ["compiled"] * 3
+    assert kernels == [Eager] * 3 + [Kernel] * 3
+    if grads == "in place":  # the usual step ran, and declined at the switch
+        assert remembered == [False, False, True, True, True, True]
     assert [r.getMessage() for r in caplog.records] == [  # said once, at the switch
         "backend='auto': Adam has taken 3 steps; its next step compiles the fused kernel "
         "(seconds, once) and runs it from then on"]
-    assert opt._runner.flat  # the flat layout took the states foreach had made
     for p, q in zip(ours, theirs, strict=True):
         torch.testing.assert_close(p, q, rtol=2e-6, atol=1e-7)
         for key in ("exp_avg", "exp_avg_sq", "step"):
             torch.testing.assert_close(opt.state[p][key], ref.state[q][key], rtol=2e-6,
                                        atol=1e-7)
     resumed = Adam([torch.nn.Parameter(p.detach().clone()) for p in ours], lr=0.02)
-    assert resumed._resolve_backend() == "foreach"  # no state yet
+    assert resumed._resolve_backend() == "flat"  # no state yet
     resumed.load_state_dict(opt.state_dict())
     assert resumed._resolve_backend() == "compiled"
+
+
+def test_auto_without_a_compiler_keeps_the_eager_kernel_on_any_model(monkeypatch):
+    """No compiler: ``auto`` runs the flat layout with its eager kernel at every size and step
+    count, torch compiles nothing, and the trajectory is torch's Adam's (GradScaler's inputs
+    taken by the eager scaled kernel, an overflow leaving everything as it was)."""
+    from ctopt.export import backends, compiled
+    from ctopt.export.eager import Eager
+
+    monkeypatch.setattr(compiled, "_compiler_present", lambda: False)
+    monkeypatch.setattr(backends, "AUTO_COMPILE_MIN_NUMEL", 8)  # "large" models
+    monkeypatch.setattr(backends, "AUTO_COMPILE_AFTER_STEPS", 2)
+    monkeypatch.setattr(torch, "compile", None)  # any compile would fail loudly
+    Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
+    gen = torch.Generator().manual_seed(1)
+    ours = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in ((4, 3), (5,))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opt, ref = Adam(ours, lr=0.05), torch.optim.Adam(theirs, lr=0.05, foreach=False)
+    for step in range(5):
+        for p, q in zip(ours, theirs, strict=True):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        if step == 3:  # GradScaler's inputs, an overflow: nothing moves, not even the count
+            opt.grad_scale, opt.found_inf = torch.tensor(1.0), torch.tensor(1.0)
+            before = [p.detach().clone() for p in ours]
+            opt.step()
+            del opt.grad_scale, opt.found_inf
+            assert all(torch.equal(p, b) for p, b in zip(ours, before, strict=True))
+            continue
+        opt.step()
+        ref.step()
+        assert opt._resolve_backend() == "flat" and type(opt._runner.fused) is Eager
+    for p, q in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(p, q, rtol=2e-6, atol=1e-7)
+        torch.testing.assert_close(opt.state[p]["step"], ref.state[q]["step"])

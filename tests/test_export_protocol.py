@@ -473,11 +473,13 @@ def test_guard_refuses_user_values_that_break_the_filter():
     unchecked([w], pole=0.5, zero=0.9999, beta2=0.99)  # the user's explicit choice
 
 
-def test_to_torch_needs_a_design_and_auto_picks_foreach_for_small_models():
+def test_to_torch_needs_a_design_and_auto_picks_the_eager_flat_path_for_small_models():
     with pytest.raises(DesignError, match="needs a ctopt Design"):
         ctopt.to_torch("adam")
     opt = opt_class("adam")(params(), lr=0.01)
-    assert opt.backend == "auto" and opt._resolve_backend() == "foreach"
+    assert opt.backend == "auto" and opt._resolve_backend() == "flat"
+    opt.flatten_parameters = False  # no flat layout: the foreach path
+    assert opt._resolve_backend() == "foreach"
     with pytest.raises(StateDictError, match="unknown parameter id 7"):
         sd = opt.state_dict()
         sd["state"][7] = {"step": torch.tensor(1.0)}

@@ -1,13 +1,14 @@
 """How a step is run: the backends (``forloop``, ``foreach``, ``compiled``, and ``auto``, which
-picks the compiled path for large models and for long runs), and ``zero_grad`` for the compiled
-path's flat layout. Torch only — copied into standalone exports.
+picks the compiled path for large models and for long runs, and before that runs the compiled
+path's flat layout with an eager kernel, ``"flat"``: see :mod:`.eager`), and ``zero_grad`` for
+the flat layout. Torch only — copied into standalone exports.
 
 Example:
     >>> import torch, ctopt
     >>> Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
     >>> opt = Adam([torch.nn.Parameter(torch.ones(3))], backend="auto")
-    >>> opt._resolve_backend()  # a small model: the eager foreach path
-    'foreach'
+    >>> opt._resolve_backend()  # a small model: the flat layout, its kernel run eagerly
+    'flat'
 """
 
 from __future__ import annotations
@@ -20,14 +21,18 @@ from .compiled import CompiledRunner
 from .master import MASTER_KEY
 from .values import real_view
 
-__all__ = ["AUTO_COMPILE_AFTER_STEPS", "AUTO_COMPILE_MIN_NUMEL", "BACKENDS", "Backends"]
+__all__ = ["AUTO_COMPILE_AFTER_STEPS", "AUTO_COMPILE_MIN_NUMEL", "BACKENDS", "FLAT_PATHS",
+           "Backends"]
 
 BACKENDS = ("auto", "forloop", "foreach", "compiled")
+#: the resolved paths that run on the flat layout: ``auto``'s eager kernel, and the compiled one
+FLAT_PATHS = ("flat", "compiled")
 #: ``backend="auto"`` compiles from this many elements on
 AUTO_COMPILE_MIN_NUMEL = 1 << 20
 #: ... and a smaller model once it has taken this many steps: a compile pays off only over
-#: many steps there, so foreach runs until its extra time is of the order of the compile's, as
-#: in renting skis until their rent would have bought them (figures: docs/export.md)
+#: many steps there, so the eager kernel runs until its extra time is of the order of the
+#: compile's, as in renting skis until their rent would have bought them (figures:
+#: docs/export.md)
 AUTO_COMPILE_AFTER_STEPS = 10_000
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _log = logging.getLogger(__name__)
@@ -46,7 +51,7 @@ class Backends:
         parameter on the compiled path, no group reduction or non-finite check first)."""
         if self._resolve_backend() != "compiled" or self.reduction_names or \
                 self.nonfinite != "propagate" or not self._compiled_runner().available():
-            return False
+            return False  # (the eager kernel's steps unscale on the host, as foreach's do)
         return all(isinstance(items, tuple) or all(map(self._fuses, items))  # steady: fused
                    for _, _, items in plans)
 
@@ -76,7 +81,7 @@ class Backends:
             # tensor subclasses (e.g. FSDP2's DTensor) have no flat storage to fuse, and this
             # torch has no DTensor strategy for some foreach ops: they take the for-loop path
             backend = "forloop"
-        if backend == "compiled":  # it advances the step counters itself (flat buffers)
+        if backend in FLAT_PATHS:  # it advances the step counters itself (flat buffers)
             plain = [it.theta is it.p and it.grad is it.p.grad for it in items]
             stepped = [s for s, ok in zip(states, plain, strict=True) if ok]
             fused = [(it.j, it.p) for it, ok in zip(items, plain, strict=True) if ok]
@@ -102,24 +107,42 @@ class Backends:
         torch._foreach_add_([s["step"] for s in states], 1.0)
 
     def _resolve_backend(self) -> str:
+        """The path this step takes: the backend, or for ``auto`` one of ``"foreach"`` (no
+        flat layout: ``flatten_parameters = False``), ``"flat"`` (the flat layout with its
+        eager kernel) and ``"compiled"`` (its compiled kernel: from 2^20 elements on, from
+        ``AUTO_COMPILE_AFTER_STEPS`` steps on, or as ``capturable`` needs)."""
+        runner = self._compiled_runner() if self.backend in ("auto", "compiled") else None
         if self.backend != "auto":
+            if runner is not None and runner.eager:  # backend set to "compiled" since
+                runner.compile()
             return self.backend
-        if getattr(self, "capturable", False):  # its steps are the compiled path's
-            return "compiled" if self._compiled_runner().available() else "foreach"
-        count = sum(len(g["params"]) for g in self.param_groups)
-        if getattr(self, "_auto_for", (None,))[0] != count:  # cached per parameter count
-            numel = sum(p.numel() for g in self.param_groups for p in g["params"])
-            big = numel >= AUTO_COMPILE_MIN_NUMEL and self._compiled_runner().available()
-            self._auto_for = (count, "compiled" if big else "foreach")
-        if self._auto_for[1] == "foreach" and (taken := self._steps_taken()) >= \
-                AUTO_COMPILE_AFTER_STEPS and self._compiled_runner().available():
-            self._auto_for = (count, "compiled")  # a long run: from its next step on
-            _log.info("backend='auto': %s has taken %d steps; its next step compiles the fused "
-                      "kernel (seconds, once) and runs it from then on", type(self).__name__,
-                      taken)
-        if self._auto_for[1] == "compiled" and not self._compiled_runner().available():
+        if runner.eager and runner.can_compile() and self._auto_compiles():
+            runner.compile()
+        if runner.eager and (not self.flatten_parameters or self.master_weights or
+                             getattr(self, "capturable", False)):
+            return "foreach"  # the eager kernel: the flat layout's plain steps on the host
+        if not runner.available():
             return "foreach"  # the compiler failed on first use
-        return self._auto_for[1]
+        return "flat" if runner.eager else "compiled"
+
+    def _auto_compiles(self) -> bool:
+        """Whether ``auto`` takes the compiled kernel from this step on: a large model (cached
+        per parameter count), a long run (its steps counted in the state), or ``capturable``
+        (whose steps are the compiled kernel's)."""
+        if getattr(self, "capturable", False):
+            return True
+        count = sum(len(g["params"]) for g in self.param_groups)
+        if getattr(self, "_auto_for", (None,))[0] != count:
+            numel = sum(p.numel() for g in self.param_groups for p in g["params"])
+            self._auto_for = (count, numel >= AUTO_COMPILE_MIN_NUMEL)
+        if self._auto_for[1]:
+            return True
+        self._runner.compile_at = AUTO_COMPILE_AFTER_STEPS  # the remembered step declines there
+        if (taken := self._steps_taken()) < AUTO_COMPILE_AFTER_STEPS:
+            return False
+        _log.info("backend='auto': %s has taken %d steps; its next step compiles the fused "
+                  "kernel (seconds, once) and runs it from then on", type(self).__name__, taken)
+        return True
 
     def _steps_taken(self) -> int:
         """The step count of the first parameter with a state (0 before the first step; a
@@ -129,8 +152,8 @@ class Backends:
         return int(step) if isinstance(step, torch.Tensor) and step.device.type == "cpu" else 0
 
     def _compiled_runner(self):
-        if self._runner is None:
-            self._runner = CompiledRunner(type(self))
+        if self._runner is None:  # auto starts with the eager kernel (see _resolve_backend)
+            self._runner = CompiledRunner(type(self), eager=self.backend == "auto")
         return self._runner
 
     def _run_forloop(self, items, states, ks, coefficients) -> None:

@@ -20,18 +20,18 @@ eagerly).
 from __future__ import annotations
 
 import functools
-import inspect
 import shutil
-import types
 import warnings
 
 import torch
 
 from .capture import DeviceHyper
 from .direct import HostVector, Kernel
+from .eager import Eager
 from .layout import FlatLayout, same_marks
 from .master import MASTER_KEY, master_update, unscale_grad
 from .pages import flat_empty
+from .scaling import scaled_update
 
 __all__ = ["CompiledRunner", "flat_parameters"]
 
@@ -44,10 +44,16 @@ def _compiler_present() -> bool:
 
 
 class CompiledRunner:
-    """Runs an exported optimizer's step through its compiled fused kernel."""
+    """Runs an exported optimizer's step through its fused kernel on the flat layout: the
+    compiled one, or with ``eager`` the design's foreach code on the flat buffers (see
+    :mod:`.eager`) until :meth:`compile`."""
 
-    def __init__(self, cls):
+    def __init__(self, cls, eager: bool = False):
         self.cls = cls
+        self.eager = eager
+        #: with ``eager``, the step count from which ``auto`` compiles (the remembered usual
+        #: step declines there, so that the general step switches)
+        self.compile_at = None
         self.fused = None
         self.failed = False
         self.succeeded = False
@@ -59,15 +65,34 @@ class CompiledRunner:
         self.masters_ok: set = set()
 
     def available(self) -> bool:
-        """Whether torch.compile can run here (a C++ compiler on CPU; Triton on CUDA)."""
+        """Whether the kernels can run here: the eager ones anywhere, the compiled ones where
+        torch.compile can (a C++ compiler on CPU; Triton on CUDA)."""
+        return not self.failed and (self.eager or _compiler_present())
+
+    def can_compile(self) -> bool:
         return not self.failed and _compiler_present()
 
+    def compile(self) -> None:
+        """The compiled kernels from the next call on, instead of the eager ones; the flat
+        layouts stay as they are (their next step compiles, once per class)."""
+        if not self.eager:
+            return
+        self.eager, self.compile_at = False, None
+        self.fused = self.scaled = None
+        self.masters.clear()
+        self.masters_ok.clear()
+        self.succeeded = self.scaled_ok = False
+        for layout in self.flat.values():
+            layout.bound = None
+
     def kernel(self):
-        """The compiled ``_fused``, shared by every optimizer of the class (compiled once per
-        device and dtype)."""
+        """The fused kernel: the compiled ``_fused``, shared by every optimizer of the class
+        (compiled once per device and dtype), or with ``eager`` :class:`.Eager`."""
         if self.fused is None:
             fused = self.cls.__dict__.get("_compiled_fused")
-            if fused is None:
+            if self.eager:
+                fused = Eager(self.cls._foreach)
+            elif fused is None:
                 fused = Kernel(self.cls._fused)
                 self.cls._compiled_fused = fused
             self.fused = fused
@@ -75,7 +100,7 @@ class CompiledRunner:
 
     def scaled_kernel(self):
         """The compiled kernel with gradient scaling: ``(theta, g, *states, coef, grad_scale,
-        found_inf)`` (see :func:`scaled_update`), shared by every optimizer of the class."""
+        found_inf)`` (see :func:`.scaled_update`), shared by every optimizer of the class."""
         if self.scaled is None:
             scaled = self.cls.__dict__.get("_compiled_scaled")
             if scaled is None:
@@ -113,7 +138,7 @@ class CompiledRunner:
 
             def coef(k, device=device, dtype=dtype, cache=cache):
                 if k not in cache:
-                    cache[k] = _coef_tensor(coefficients(k), dtype, device)
+                    cache[k] = self._coef(coefficients(k), dtype, device)
                 return cache[k]
 
             amp = None if scaling is None else tuple(t.to(device, non_blocking=True)
@@ -165,7 +190,7 @@ class CompiledRunner:
             return
         theta = layout.theta
         if device_values is None:
-            coef = _coef_tensor(coefficients, theta.dtype, theta.device)
+            coef = self._coef(coefficients, theta.dtype, theta.device)
         else:
             if layout.device_hyper is None:
                 layout.device_hyper = DeviceHyper()
@@ -188,7 +213,7 @@ class CompiledRunner:
         False (nothing written) where there is none."""
         if layout.bound is None:
             theta = layout.theta
-            if theta.device.type != "cpu" or MASTER_KEY in layout.buffers:
+            if theta.device.type != "cpu" or MASTER_KEY in layout.buffers or self.eager:
                 layout.bound = False
                 return False
             if torch.compiler.is_compiling():
@@ -339,6 +364,10 @@ class CompiledRunner:
         first-call compile failure warn once and return False."""
         if self.failed:
             return False
+        if self.eager:  # the foreach code, on the host's coefficients (never amp or master)
+            self.kernel()(theta, grad, *states, coef)
+            self.succeeded = True
+            return True
         theta, grad, states = _plain(theta), _plain(grad), [_plain(s) for s in states]
         if master:
             return self._call_master(theta, grad, states, coef, amp)
@@ -391,6 +420,12 @@ class CompiledRunner:
         return True
 
 
+    def _coef(self, coefficients, dtype: torch.dtype, device):
+        """A kernel's ``coef``: the coefficients as the design's ``_scalars`` gives them for
+        the eager kernel (its foreach code reads Python numbers), else :func:`_coef_tensor`."""
+        return tuple(coefficients) if self.eager else _coef_tensor(coefficients, dtype, device)
+
+
 def _coef_tensor(coefficients, dtype: torch.dtype, device) -> torch.Tensor:
     """The kernel's 1-D ``coef`` on ``device``: float32 for low-precision tensors (computed in
     float32 inside the kernel), else the tensors' own dtype.
@@ -420,42 +455,6 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
         return t
     out = torch.empty(0, dtype=t.dtype, device=t.device)
     return out.set_(t.untyped_storage(), t.storage_offset(), t.size(), t.stride())
-
-
-def scaled_update(cls):
-    """``update(theta, g, *states, coef, grad_scale, found_inf)``: the design's elementwise step
-    on ``g / grad_scale``, computed in float32 (float64 for float64 tensors) and written back in
-    the tensors' own dtypes, leaving everything as it was where ``found_inf`` is non-zero; the
-    unscaled gradient is written back to ``g`` (as torch's fused optimizers do).
-
-    Example:
-        >>> import torch, ctopt
-        >>> Sgd = ctopt.to_torch(ctopt.zoo.get("sgd"))
-        >>> theta, g = torch.ones(2), torch.full((2,), 4.0)
-        >>> coef = torch.tensor([float(c) for c in Sgd._scalars(
-        ...     {"lr": 0.5, "weight_decay": 0.0}, 1, 1.0, None)])
-        >>> scaled_update(Sgd)(theta, g, coef, torch.tensor(2.0), torch.tensor(0.0))
-        >>> theta.tolist(), g.tolist()
-        ([0.0, 0.0], [2.0, 2.0])
-    """
-    count = len(inspect.signature(cls._elementwise).parameters) - 2 - len(cls.state_keys)
-    elementwise = cls._elementwise
-
-    def update(theta, g, *rest):
-        states, coef, scale, found = rest[:-3], rest[-3], rest[-2], rest[-1]
-        op = torch.float64 if theta.dtype == torch.float64 else torch.float32
-        grad = g.to(op) / scale.to(op)
-        out = elementwise(theta.to(op), grad, *[s.to(op) for s in states],
-                          *[coef[i].to(op) for i in range(count)])
-        skip = found != 0
-        theta.copy_(torch.where(skip, theta.to(op), out[0]))
-        for state, new in zip(states, out[1:], strict=True):
-            state.copy_(torch.where(skip, state.to(op), new))
-        g.copy_(torch.where(skip, g.to(op), grad))
-
-    # run with the generated code's globals, so that the compiler traces one namespace
-    return types.FunctionType(update.__code__, elementwise.__globals__, "scaled_update", None,
-                              update.__closure__)
 
 
 def flat_parameters(params) -> list[torch.Tensor]:

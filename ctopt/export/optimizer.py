@@ -44,7 +44,13 @@ from typing import NamedTuple
 
 import torch
 
-from .backends import AUTO_COMPILE_AFTER_STEPS, AUTO_COMPILE_MIN_NUMEL, BACKENDS, Backends  # noqa: F401
+from .backends import (  # noqa: F401
+    AUTO_COMPILE_AFTER_STEPS,
+    AUTO_COMPILE_MIN_NUMEL,
+    BACKENDS,
+    FLAT_PATHS,
+    Backends,
+)
 from .capture import check_capturable
 from .checkpoint import Checkpoints
 from .errors import HyperparameterError, UnsupportedError
@@ -204,7 +210,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
         """Per group, the compiled runner's ``(layout, k)`` when its step is the usual one (see
         :meth:`CompiledRunner.steady`), else None."""
         if (scaling is not None and self.reduction_names) or self.nonfinite != "propagate" or \
-                self._runner is None or self._resolve_backend() != "compiled":
+                self._runner is None or self._resolve_backend() not in FLAT_PATHS:
             return [None] * len(self.param_groups)
         marks = state_marks(self.state)
         return [self._runner.steady(self, gi, marks) for gi in range(len(self.param_groups))]
@@ -267,7 +273,7 @@ class GeneratedOptimizer(GroupValidation, Reductions, GradScaling, MasterWeights
                                      f"the initial value of state {key!r}")
             value_of = (lambda v: complex(v, v)) if it.p.is_complex() else (lambda v: v)
             if lazy is None:
-                lazy = self._resolve_backend() == "compiled"
+                lazy = self._resolve_backend() in FLAT_PATHS
             dtype = self._state_dtype(it.p)
             if lazy and self._fuses(it):  # the flat layout copies it into its buffers
                 made = {key: torch.full((), v, dtype=dtype, device=it.p.device)

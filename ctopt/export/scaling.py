@@ -22,11 +22,14 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import types
+
 import torch
 
 from .errors import UnsupportedError
 
-__all__ = ["GradScaling"]
+__all__ = ["GradScaling", "scaled_update"]
 
 
 class GradScaling:
@@ -98,3 +101,39 @@ class GradScaling:
     def _forget_steps(self) -> None:
         if self._runner is not None:
             self._runner.forget_steps()
+
+
+def scaled_update(cls):
+    """``update(theta, g, *states, coef, grad_scale, found_inf)``: the design's elementwise step
+    on ``g / grad_scale``, computed in float32 (float64 for float64 tensors) and written back in
+    the tensors' own dtypes, leaving everything as it was where ``found_inf`` is non-zero; the
+    unscaled gradient is written back to ``g`` (as torch's fused optimizers do).
+
+    Example:
+        >>> import torch, ctopt
+        >>> Sgd = ctopt.to_torch(ctopt.zoo.get("sgd"))
+        >>> theta, g = torch.ones(2), torch.full((2,), 4.0)
+        >>> coef = torch.tensor([float(c) for c in Sgd._scalars(
+        ...     {"lr": 0.5, "weight_decay": 0.0}, 1, 1.0, None)])
+        >>> scaled_update(Sgd)(theta, g, coef, torch.tensor(2.0), torch.tensor(0.0))
+        >>> theta.tolist(), g.tolist()
+        ([0.0, 0.0], [2.0, 2.0])
+    """
+    count = len(inspect.signature(cls._elementwise).parameters) - 2 - len(cls.state_keys)
+    elementwise = cls._elementwise
+
+    def update(theta, g, *rest):
+        states, coef, scale, found = rest[:-3], rest[-3], rest[-2], rest[-1]
+        op = torch.float64 if theta.dtype == torch.float64 else torch.float32
+        grad = g.to(op) / scale.to(op)
+        out = elementwise(theta.to(op), grad, *[s.to(op) for s in states],
+                          *[coef[i].to(op) for i in range(count)])
+        skip = found != 0
+        theta.copy_(torch.where(skip, theta.to(op), out[0]))
+        for state, new in zip(states, out[1:], strict=True):
+            state.copy_(torch.where(skip, state.to(op), new))
+        g.copy_(torch.where(skip, g.to(op), grad))
+
+    # run with the generated code's globals, so that the compiler traces one namespace
+    return types.FunctionType(update.__code__, elementwise.__globals__, "scaled_update", None,
+                              update.__closure__)

@@ -83,8 +83,9 @@ class UsualStep:
         ready = []
         for run in self.runs:
             ks = run.layout.step_counts()  # the counters as they are (a user may set them)
-            if ks.count(ks[0]) != len(ks):
-                return False
+            if ks.count(ks[0]) != len(ks) or (
+                    self.runner.compile_at is not None and ks[0] >= self.runner.compile_at):
+                return False  # (auto compiles from here: the general step switches)
             k = int(ks[0]) + 1
             red = None
             if opt.reduction_names:  # over the whole flat gradient, as the general step does
