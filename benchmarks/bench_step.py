@@ -27,9 +27,13 @@ transparent huge pages (``ctopt.export.pages``); the best of both counts. Table 
 the share of the cruder one-bandwidth roofline (every byte at the read-write bandwidth).
 Memory: optimizer state counts the bytes of every state tensor; peak transient memory is the
 growth of the process's peak resident set during one step (Linux ``VmHWM`` after ``clear_refs``,
-with glibc made to return large blocks at once so that a freed temporary leaves the resident
-set). Ratios are interleaved: every variant of a table takes one step in turn, round after
-round, so a load change hits all alike; medians. Nothing here is asserted anywhere.
+with glibc made to map every block of 128 KB or more on its own and to unmap it when freed, so
+that a freed temporary leaves the resident set; parameters and states are allocated so too).
+Steps are timed with glibc's mmap threshold at 32 MB instead, where its dynamic threshold
+settles in a running process: a step's temporaries then come from the heap, as in a training
+loop, rather than being mapped and faulted in at every step (see ``measure.allocator``).
+Ratios are interleaved: every variant of a table takes one step in turn, round after round, so
+a load change hits all alike; medians. Nothing here is asserted anywhere.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from measure import (  # noqa: E402
     mb,
     roof_bandwidths,
     sync,
+    timing_allocator,
 )
 
 import ctopt  # noqa: E402
@@ -425,10 +430,7 @@ def main(argv=None) -> None:
         args.threads = 1  # a smoke run on a shared machine: the most stable setting
     if args.threads:
         torch.set_num_threads(args.threads)
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ and sys.platform.startswith("linux"):
-        # large buffers go straight to mmap and back on free, so peak RSS shows transients
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    timing_allocator()  # (peak memory is measured with its own setting: see measure)
     args.reps = args.reps or (5 if args.quick else 15)
     lists = args.lists.split(",")
     designs = ctopt.zoo.names() if args.designs == "all" else args.designs.split(",")

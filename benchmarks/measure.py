@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import statistics
 import sys
@@ -109,8 +110,49 @@ def stream_pools(numel: int, device: str) -> dict:
 READ_WRITE, READ_ONLY = ("copy", "add_", "scale_"), ("sum", "dot")
 
 
+def _libc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc
+        return None
+
+
+_LIBC = _libc()
+_M_MMAP_THRESHOLD = -3
+#: blocks from this size on are mapped on their own (and unmapped when freed) while a step's
+#: memory is measured, so that a freed temporary leaves the resident set and shows in its peak
+MEASURE_MMAP_THRESHOLD = 128 << 10
+#: ... and otherwise, while steps are timed: glibc's own ceiling, which its dynamic threshold
+#: reaches in a running process once such blocks have been freed (a temporary is then taken
+#: from the heap, as in a user's training loop, not mapped and faulted in at every step)
+TIMING_MMAP_THRESHOLD = 32 << 20
+
+
+_threshold = [None]  # the threshold set last (None: glibc's own, dynamic)
+
+
+def allocator(threshold: int) -> int | None:
+    """Set glibc's mmap threshold (``MEASURE_MMAP_THRESHOLD`` or ``TIMING_MMAP_THRESHOLD``);
+    returns the one set before, to restore with this function."""
+    before, _threshold[0] = _threshold[0], threshold
+    if _LIBC is not None and threshold is not None:
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, threshold)
+    return before
+
+
+def timing_allocator() -> None:
+    """Set glibc's allocator as a training process runs it (see ``TIMING_MMAP_THRESHOLD``)."""
+    allocator(TIMING_MMAP_THRESHOLD)
+
+
 def peak_rss_delta(fn) -> float | None:
-    """Peak resident memory added while ``fn`` runs (Linux: reset VmHWM via clear_refs)."""
+    """Peak resident memory added while ``fn`` runs (Linux: reset VmHWM via clear_refs), with
+    free heap memory returned to the system first and every large block mapped on its own
+    while it runs (so temporaries show, and none is served from memory already resident)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+    before = allocator(MEASURE_MMAP_THRESHOLD)
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -119,6 +161,8 @@ def peak_rss_delta(fn) -> float | None:
         return _status("VmHWM") - base
     except OSError:
         return None
+    finally:
+        allocator(before)
 
 
 def _status(key: str) -> float:
@@ -135,6 +179,13 @@ class Variant:
 
     def __init__(self, label, build, list_name, quick, device, bytes_per_elem, tiny=0):
         self.label, self.device, self.bytes = label, device, bytes_per_elem
+        before = allocator(MEASURE_MMAP_THRESHOLD)  # parameters and states mapped on their own
+        try:
+            self._setup(build, list_name, quick, device, tiny)
+        finally:
+            allocator(before)
+
+    def _setup(self, build, list_name, quick, device, tiny) -> None:
         if tiny:
             self.ps = make_params([(1,)] * tiny, device=device)
             for p in self.ps:

@@ -24,11 +24,15 @@ The strategy never decides whether the IR should accept a design: the property t
 from __future__ import annotations
 
 import math
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 import sympy as sp
+from hypothesis import reject
 from hypothesis import strategies as st
 
+import ctopt
 from ctopt.design import POSITIVE, UNIT, DesignBuilder, g, k, theta
 from ctopt.filters import z
 
@@ -288,4 +292,16 @@ def designs(draw, max_states: int = 3, max_lets: int = 3, depth: int = 3, raw_ra
     except StopIteration:
         raise AssertionError("the name pool is too small") from None
     except Exception as exc:  # the property decides whether this error is acceptable
+        if not _raised_in_ctopt(exc):  # sympy failed on the drawn expression before ctopt saw it
+            reject()
         return Drawn(None, exc, recipe)
+
+
+_CTOPT = str(Path(ctopt.__file__).parent)
+
+
+def _raised_in_ctopt(exc: BaseException) -> bool:
+    """Whether ``exc`` passed through ctopt's code (not only this generator's own sympy calls,
+    e.g. sympy's ``Piecewise`` recursing without end while an expression is drawn)."""
+    return any(frame.filename.startswith(_CTOPT)
+               for frame in traceback.extract_tb(exc.__traceback__))
