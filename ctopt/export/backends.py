@@ -137,12 +137,19 @@ class Backends:
             self._auto_for = (count, numel >= AUTO_COMPILE_MIN_NUMEL)
         if self._auto_for[1]:
             return True
-        self._runner.compile_at = AUTO_COMPILE_AFTER_STEPS  # the remembered step declines there
         if (taken := self._steps_taken()) < AUTO_COMPILE_AFTER_STEPS:
             return False
         _log.info("backend='auto': %s has taken %d steps; its next step compiles the fused "
                   "kernel (seconds, once) and runs it from then on", type(self).__name__, taken)
         return True
+
+    def _compiles_from(self) -> int | None:
+        """The step count from which ``auto`` compiles, while it runs the eager kernel and can
+        compile; else None."""
+        runner = self._runner
+        if runner is None or not runner.eager or not runner.can_compile():
+            return None
+        return AUTO_COMPILE_AFTER_STEPS
 
     def _steps_taken(self) -> int:
         """The step count of the first parameter with a state (0 before the first step; a

@@ -51,9 +51,6 @@ class CompiledRunner:
     def __init__(self, cls, eager: bool = False):
         self.cls = cls
         self.eager = eager
-        #: with ``eager``, the step count from which ``auto`` compiles (the remembered usual
-        #: step declines there, so that the general step switches)
-        self.compile_at = None
         self.fused = None
         self.failed = False
         self.succeeded = False
@@ -77,7 +74,7 @@ class CompiledRunner:
         layouts stay as they are (their next step compiles, once per class)."""
         if not self.eager:
             return
-        self.eager, self.compile_at = False, None
+        self.eager = False
         self.fused = self.scaled = None
         self.masters.clear()
         self.masters_ok.clear()
@@ -88,11 +85,11 @@ class CompiledRunner:
     def kernel(self):
         """The fused kernel: the compiled ``_fused``, shared by every optimizer of the class
         (compiled once per device and dtype), or with ``eager`` :class:`.Eager`."""
-        if self.fused is None:
+        if self.fused is None and self.eager:
+            self.fused = Eager(self.cls._foreach)
+        elif self.fused is None:
             fused = self.cls.__dict__.get("_compiled_fused")
-            if self.eager:
-                fused = Eager(self.cls._foreach)
-            elif fused is None:
+            if fused is None:
                 fused = Kernel(self.cls._fused)
                 self.cls._compiled_fused = fused
             self.fused = fused
@@ -418,7 +415,6 @@ class CompiledRunner:
         if unscale is not None:
             unscale(grad, *amp)
         return True
-
 
     def _coef(self, coefficients, dtype: torch.dtype, device):
         """A kernel's ``coef``: the coefficients as the design's ``_scalars`` gives them for

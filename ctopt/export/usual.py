@@ -80,11 +80,10 @@ class UsualStep:
             scaling = opt._scaling_inputs()  # checked: a named error before any write
         if not self._holds(opt):
             return False
-        ready = []
+        ready, switch = [], opt._compiles_from()
         for run in self.runs:
             ks = run.layout.step_counts()  # the counters as they are (a user may set them)
-            if ks.count(ks[0]) != len(ks) or (
-                    self.runner.compile_at is not None and ks[0] >= self.runner.compile_at):
+            if ks.count(ks[0]) != len(ks) or (switch is not None and ks[0] >= switch):
                 return False  # (auto compiles from here: the general step switches)
             k = int(ks[0]) + 1
             red = None
