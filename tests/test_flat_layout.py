@@ -2,8 +2,10 @@
 the first step, and everything a user does to a model keeps working — zero_grad either way,
 hooks, partial backward, gradient accumulation, model.state_dict()/load_state_dict (also with
 assign=True), model.to(dtype), p.data/p.grad replaced, add_param_group, optimizer checkpoints and
-DDP — with trajectories equal to the for-loop path's. One float32 Adam kernel serves every test
-(plus one float64 compile for model.to)."""
+DDP — with trajectories equal to the for-loop path's. Each runs on both paths that use the
+layout: ``backend="compiled"`` and ``backend="auto"`` on a small model, whose kernel is the
+design's foreach code on the flat buffers until it compiles (``PATHS``). One float32 Adam kernel
+serves every compiled test (plus one float64 compile for model.to)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ pytestmark = pytest.mark.skipif(not ctopt.export.compiled.CompiledRunner(object)
 
 Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
 
+#: the paths on the flat layout: compiled, and auto on a small model (the eager flat kernel)
+PATHS = ("compiled", "auto")
+on_both_paths = pytest.mark.parametrize("path", PATHS)
+
 
 def net() -> torch.nn.Module:
     torch.manual_seed(0)
@@ -43,11 +49,12 @@ def loss(model, i):
     return torch.nn.functional.mse_loss(model(x), y)
 
 
-def pair(**kwargs):
-    """A model on the compiled path and its twin on the for-loop path."""
+def pair(path="compiled", **kwargs):
+    """A model on ``path`` (one of PATHS) and its twin on the for-loop path."""
     model = net()
     twin = copy.deepcopy(model)
-    opt = Adam(model.parameters(), lr=0.01, backend="compiled", **kwargs)
+    opt = Adam(model.parameters(), lr=0.01, backend=path, **kwargs)
+    assert opt._resolve_backend() == ("flat" if path == "auto" else path)
     ref = Adam(twin.parameters(), lr=0.01, backend="forloop", **kwargs)
     return model, opt, twin, ref
 
@@ -80,14 +87,14 @@ class CountCalls:
         self.sizes = kernel_calls(opt)
 
 
-def test_the_first_step_frees_each_old_gradient_and_parameter_as_the_layout_moves_it(
-        monkeypatch):
+@on_both_paths
+def test_the_first_step_frees_each_old_gradient_and_parameter_as_the_layout_moves_it(path, monkeypatch):
     """The layout's setup costs no second copy: by the time it has moved the parameters and
     gradients into its buffers nothing the step holds keeps an old one alive (the first step's
     peak memory is then the states', as torch fused Adam's; measured in benchmarks/)."""
     import weakref
 
-    model, opt, twin, ref = pair()
+    model, opt, twin, ref = pair(path)
     loss(model, 0).backward()
     loss(twin, 0).backward()
     old = [weakref.ref(t) for p in model.parameters() for t in (p.grad, p.data)]
@@ -106,8 +113,9 @@ def test_the_first_step_frees_each_old_gradient_and_parameter_as_the_layout_move
 
 
 @pytest.mark.parametrize("set_to_none", [True, False])
-def test_layout_is_set_up_and_one_call_per_step(set_to_none):
-    model, opt, twin, ref = pair()
+@on_both_paths
+def test_layout_is_set_up_and_one_call_per_step(path, set_to_none):
+    model, opt, twin, ref = pair(path)
     calls = CountCalls(opt)
     train(model, opt, 4, set_to_none=set_to_none)
     train(twin, ref, 4, set_to_none=set_to_none)
@@ -125,11 +133,12 @@ def test_layout_is_set_up_and_one_call_per_step(set_to_none):
 
 
 @pytest.mark.parametrize("set_to_none", [True, False])
-def test_gradients_with_a_graph_keep_it_and_step_as_torch(set_to_none):
+@on_both_paths
+def test_gradients_with_a_graph_keep_it_and_step_as_torch(path, set_to_none):
     """``backward(create_graph=True)`` leaves gradients that carry a graph, which a gradient
     penalty differentiates: the layout leaves them as they are (not moved into the buffer, in
     the backward pass's hook or in the step), and the steps equal torch's Adam."""
-    model, opt, twin, _ = pair()
+    model, opt, twin, _ = pair(path)
     ref = torch.optim.Adam(twin.parameters(), lr=0.01)
     for m, o in ((model, opt), (twin, ref)):
         for i in range(4):
@@ -148,8 +157,9 @@ def test_gradients_with_a_graph_keep_it_and_step_as_torch(set_to_none):
     assert all(in_buffer(p.grad, layout_of(opt).grad) for p in model.parameters())
 
 
-def test_partial_backward_and_accumulation_and_hooks():
-    model, opt, twin, ref = pair()
+@on_both_paths
+def test_partial_backward_and_accumulation_and_hooks(path):
+    model, opt, twin, ref = pair(path)
     train(model, opt, 2)
     train(twin, ref, 2)
     seen = {id(model): [], id(twin): []}
@@ -173,8 +183,9 @@ def test_partial_backward_and_accumulation_and_hooks():
     assert all(in_buffer(p.grad, layout.grad) for p in model.parameters())
 
 
-def test_model_state_dict_and_load():
-    model, opt, twin, ref = pair()
+@on_both_paths
+def test_model_state_dict_and_load(path):
+    model, opt, twin, ref = pair(path)
     train(model, opt, 2)
     train(twin, ref, 2)
     saved = copy.deepcopy(model.state_dict())
@@ -198,8 +209,9 @@ def test_model_state_dict_and_load():
     assert_same(model, twin)
 
 
-def test_replaced_data_and_grad_and_model_to():
-    model, opt, twin, ref = pair()
+@on_both_paths
+def test_replaced_data_and_grad_and_model_to(path):
+    model, opt, twin, ref = pair(path)
     train(model, opt, 2)
     train(twin, ref, 2)
     for m in (model, twin):
@@ -231,8 +243,9 @@ def test_replaced_data_and_grad_and_model_to():
     assert all(in_buffer(p, layout.theta) for p in model.parameters())
 
 
-def test_add_param_group_and_optimizer_checkpoint():
-    model, opt, twin, ref = pair()
+@on_both_paths
+def test_add_param_group_and_optimizer_checkpoint(path):
+    model, opt, twin, ref = pair(path)
     train(model, opt, 2)
     train(twin, ref, 2)
     extra = torch.nn.Linear(8, 3)  # same shapes as the last layer
@@ -252,7 +265,7 @@ def test_add_param_group_and_optimizer_checkpoint():
     # an optimizer checkpoint of the flat layout loads into a fresh model and optimizer
     saved = copy.deepcopy(opt.state_dict())
     fresh, fresh_extra = copy.deepcopy(model), copy.deepcopy(extra)
-    again = Adam(fresh.parameters(), lr=0.01, backend="compiled")
+    again = Adam(fresh.parameters(), lr=0.01, backend=path)
     again.add_param_group({"params": fresh_extra.parameters(), "lr": 0.02})
     again.load_state_dict(saved)
     torch_adam = torch.optim.Adam(copy.deepcopy(model).parameters(), lr=0.01)
@@ -264,19 +277,19 @@ def test_add_param_group_and_optimizer_checkpoint():
                                                   strict=True))
 
 
-def ddp_single_process(folder: str, bucket_view: bool) -> None:
-    """DDP (gloo, one process) around a compiled-path Adam; its twin on the for-loop path. Each
+def ddp_single_process(folder: str, bucket_view: bool, path: str) -> None:
+    """DDP (gloo, one process) around an Adam on ``path``; its twin on the for-loop path. Each
     mode has a store file of its own (a group never rendezvouses on a file another one left)."""
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{folder}/store-{bucket_view}", rank=0,
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store-{bucket_view}-{path}", rank=0,
                             world_size=1, timeout=datetime.timedelta(seconds=60))
     try:
-        model, opt, twin, ref = pair()
+        model, opt, twin, ref = pair(path)
         ddp = torch.nn.parallel.DistributedDataParallel(model,
                                                         gradient_as_bucket_view=bucket_view)
         del opt
-        opt = Adam(ddp.parameters(), lr=0.01, backend="compiled")
+        opt = Adam(ddp.parameters(), lr=0.01, backend=path)
         train(ddp, opt, 4)
         train(twin, ref, 4)
         assert_same(model, twin)
@@ -284,14 +297,15 @@ def ddp_single_process(folder: str, bucket_view: bool) -> None:
         dist.destroy_process_group()
 
 
-#: the child: both bucket modes; a hang prints every thread's stack and exits
+#: the child: both bucket modes on both paths; a hang prints every thread's stack and exits
 DDP_CHILD = """
 import faulthandler, sys
 sys.path.insert(0, sys.argv[1])
 faulthandler.dump_traceback_later(float(sys.argv[3]), exit=True)
 import test_flat_layout
-for bucket_view in (False, True):
-    test_flat_layout.ddp_single_process(sys.argv[2], bucket_view)
+for path in test_flat_layout.PATHS:
+    for bucket_view in (False, True):
+        test_flat_layout.ddp_single_process(sys.argv[2], bucket_view, path)
 print("ddp ok")
 """
 
@@ -316,8 +330,9 @@ def test_ddp_single_process(tmp_path):
     pytest.fail("DDP hung twice:\n" + "\n".join(stacks))
 
 
-def test_flatten_parameters_off_keeps_parameters_as_allocated():
-    model, opt, twin, ref = pair()
+@on_both_paths
+def test_flatten_parameters_off_keeps_parameters_as_allocated(path):
+    model, opt, twin, ref = pair(path)
     opt.flatten_parameters = False
     storages = [p.untyped_storage().data_ptr() for p in model.parameters()]
     train(model, opt, 3)
@@ -326,11 +341,12 @@ def test_flatten_parameters_off_keeps_parameters_as_allocated():
     assert storages == [p.untyped_storage().data_ptr() for p in model.parameters()]
 
 
-def test_param_group_changes_never_recompile():
+@on_both_paths
+def test_param_group_changes_never_recompile(path):
     """lr, betas, weight decay and maximize edited in a group, a step on parts of the layout,
     and a parameter of a new size added: the same compiled kernel serves every step (dynamo's
     graph counter)."""
-    model, opt, twin, ref = pair()
+    model, opt, twin, ref = pair(path)
     train(model, opt, 1)
     train(twin, ref, 1)
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
@@ -355,12 +371,13 @@ def test_param_group_changes_never_recompile():
     assert_same(model, twin)
 
 
-def test_the_usual_step_skips_per_parameter_planning_and_any_change_leaves_it(monkeypatch):
+@on_both_paths
+def test_the_usual_step_skips_per_parameter_planning_and_any_change_leaves_it(path, monkeypatch):
     """Once the layout is set up, a step whose parameters, gradients and states are the
     layout's takes the steady path (one identity check per tensor, then the kernel), an lr
     edit included; a fresh gradient tensor, a missing gradient or a state replaced by the user
     take the general path again; the trajectory equals the for-loop path's throughout."""
-    model, opt, twin, ref = pair()
+    model, opt, twin, ref = pair(path)
     train(model, opt, 2, set_to_none=False), train(twin, ref, 2, set_to_none=False)
     runner = opt._compiled_runner()
     general = []
@@ -422,8 +439,9 @@ def test_a_design_with_a_group_reduction_takes_the_steady_step(monkeypatch, name
     assert_same(model, twin)
 
 
-def test_the_steady_step_refuses_an_overflowing_coefficient_before_any_write():
-    model, opt, _, _ = pair()
+@on_both_paths
+def test_the_steady_step_refuses_an_overflowing_coefficient_before_any_write(path):
+    model, opt, _, _ = pair(path)
     train(model, opt, 3, set_to_none=False)
     opt.zero_grad(set_to_none=False)
     loss(model, 3).backward()
