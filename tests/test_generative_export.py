@@ -294,6 +294,36 @@ def test_found_an_alias_of_a_state_read_after_it_was_overwritten():
     assert outcome(_built(build)) == "accepted"
 
 
+def test_found_an_alias_of_a_state_kept_by_a_let_past_the_state_s_own_update():
+    """``w <- (x if k == 1 else g)`` read after ``x <- 0.9*x + ...`` (and by theta's update):
+    the choice aliased ``s_x`` (``t_w = s_x``), the next line updated ``s_x`` in place, and the
+    update read the new ``x`` through ``w`` (0.5 % off in the first step). A choice now copies
+    a branch that is a tensor some line overwrites."""
+    def build(b, lr):
+        x, n = b.state("x", 0), b.state("n", 0)
+        w = b.let("w", sp.Piecewise((x, sp.Eq(k, 1)), (g, True)))
+        b.assign(x, sp.Float(0.1) * g / (sp.Abs(g) + 1) + sp.Float(0.9) * x)
+        b.update(theta - lr * w)
+        b.assign(n, sp.Float(0.9) * n + sp.Float(0.1) * w / (sp.Abs(w) + 1))
+
+    assert outcome(_built(build)) == "accepted"
+
+
+def test_a_swap_through_choices_reads_the_old_states():
+    """``t <- (x if k == 1 else g)``, ``x <- (y if k == 1 else x/2)``, ``y <- (t if k == 1 else
+    y/2 + g)``: at the first step the states swap. Each choice aliased a state tensor, and the final
+    copy into ``s_x`` overwrote what ``y``'s new value pointed at (both states became the old
+    ``y``)."""
+    def build(b, lr):
+        x, y = b.state("x", sp.Rational(1, 4)), b.state("y", sp.Rational(-1, 2))
+        t = b.let("t", sp.Piecewise((x, sp.Eq(k, 1)), (g, True)))
+        b.assign(x, sp.Piecewise((y, sp.Eq(k, 1)), (x / 2, True)))
+        b.assign(y, sp.Piecewise((t, sp.Eq(k, 1)), (y / 2 + g, True)))
+        b.update(theta - lr * (x + 3 * y))
+
+    assert outcome(_built(build)) == "accepted"
+
+
 def test_found_a_per_step_condition_in_the_compiled_kernel():
     """A per-step condition combined with an elementwise one (``(m <= lr) | (c > 0)``) reached
     the compiled kernel as a float64 0-d tensor: ``bitwise_or`` of bool and double."""

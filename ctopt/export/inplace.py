@@ -49,7 +49,8 @@ class InplacePrinter:
     """Print elementwise lines as in-place torch code (see the module docstring).
 
     ``elementwise`` names the tensor-valued symbols (inputs and earlier lines); ``scalars`` maps
-    coefficient names to their scalar definitions (used to recognise ``lerp``). ``line``'s
+    coefficient names to their scalar definitions (used to recognise ``lerp``); ``writable``
+    names the inputs that some line may overwrite in place (theta and the states). ``line``'s
     ``inplace`` names an input that may be overwritten to hold the line's value.
 
     Example:
@@ -66,8 +67,9 @@ class InplacePrinter:
     """
 
     def __init__(self, elementwise: set[str], scalars: dict[str, sp.Expr] | None = None,
-                 per_tensor: bool = False):
+                 per_tensor: bool = False, writable: frozenset[str] = frozenset()):
         self.elementwise = set(elementwise)
+        self.writable = frozenset(writable)
         self.scalars = dict(scalars or {})
         self.render = TensorRendering if per_tensor else ForeachRendering
         self.lines: list[str] = []
@@ -185,7 +187,9 @@ class InplacePrinter:
             self.indent = outer + "    "
             if self.is_elem(value):
                 ref, is_fresh = self.emit(value)
-                if ref == self.protected and not is_fresh:  # an alias would see the overwrite
+                if not is_fresh and (ref == self.protected or ref in self.writable):
+                    # an alias of a tensor a later line (or the final copy) overwrites would
+                    # see the new value: the chosen branch copies it
                     ref, is_fresh = self.render.clone(ref), True
                 fresh = fresh and is_fresh
             else:
@@ -455,7 +459,7 @@ def inplace_lines(program, per_tensor: bool = False) -> list[str]:
     def scalar(f: sp.Expr) -> bool:
         return all(s.name in names or s.name in ("k", "gsign") for s in f.free_symbols)
 
-    printer = InplacePrinter({"theta", "g"} | inputs, scalars, per_tensor)
+    printer = InplacePrinter({"theta", "g"} | inputs, scalars, per_tensor, writable=inputs)
     targets = {program.theta_out: "theta"}
     targets.update({out: state_symbol(s.name).name
                     for out, s in zip(program.state_out, design.states, strict=False)})
