@@ -21,6 +21,7 @@ import ctopt
 from ctopt.design import MASTER_KEY as DESIGN_MASTER_KEY
 from ctopt.design import POSITIVE, DesignBuilder, g, theta
 from ctopt.errors import CtoptError, DesignError, HyperparameterError
+from ctopt.export import reductions
 from ctopt.export.checkpoint import StateDictError
 from ctopt.export.compiled import CompiledRunner
 from ctopt.export.master import LOW_PRECISION, MASTER_KEY
@@ -92,10 +93,14 @@ def assert_masters_equal(ours, ref, ps, qs, ulps=0):
 @pytest.mark.parametrize("dtype", LOW_PRECISION)
 @pytest.mark.parametrize("name", ctopt.zoo.names())
 def test_every_zoo_design_on_masters_equals_a_float32_run_bit_for_bit(name, dtype):
+    """Bit for bit, except where a design has a group reduction (dgclip, adan): its sum of
+    squares reads a float32 gradient with one dot product and a low-precision one with
+    ``vector_norm`` (a dot product would need a float32 copy of it), which round differently;
+    there, within a few float32 ulps."""
     cls = ctopt.to_torch(ctopt.zoo.get(name))
     for backend in ("forloop", "foreach"):
         ours, ref, ps, qs = run_against_fp32(cls, HYPER.get(name, {}), backend, dtype)
-        assert_masters_equal(ours, ref, ps, qs)
+        assert_masters_equal(ours, ref, ps, qs, ulps=4 if cls.reduction_names else 0)
 
 
 def _outcome(run):
@@ -113,10 +118,19 @@ def test_random_designs_on_masters_equal_a_float32_run_bit_for_bit(drawn):
     """Designs drawn from the IR (states, filters, temporaries, reductions, every function):
     with master weights on bfloat16, the masters, the states and the step equal the float32 run
     on the for-loop and foreach paths (NaN where it has NaN), or both runs raise the same
-    error."""
+    error. A group reduction's sum of squares takes one algorithm in both runs here
+    (``norm_square_sum``): a float32 gradient otherwise takes a dot product, which rounds
+    differently, and a drawn map can amplify that without bound (the zoo's are compared with
+    the dot product, within ulps, above)."""
     cls = exported_class(drawn)
     if cls is None:
         return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reductions, "square_sum", reductions.norm_square_sum)
+        _masters_equal_a_float32_run(cls, drawn)
+
+
+def _masters_equal_a_float32_run(cls, drawn):
     for backend in ("forloop", "foreach"):
         result = _outcome(lambda b=backend: run_against_fp32(cls, {}, b, torch.bfloat16,
                                                              steps=3))
