@@ -39,9 +39,11 @@ def cuda_run(cls, values, steps=20, dtype=torch.float64, **kwargs) -> np.ndarray
     return np.array(traj)
 
 
-@pytest.mark.parametrize("backend", ["forloop", "foreach", "compiled"])
+@pytest.mark.parametrize("backend", ["forloop", "foreach", "compiled", "auto"])
 @pytest.mark.parametrize("case", GPU_CASES)
 def test_cuda_equals_oracle_float64(case, backend):
+    """Every path, ``auto`` on this small model included (the flat layout with the design's
+    foreach code on its buffers)."""
     design, values = design_of(case), CASES[case][1]
     grad_fn, x0 = problem()
     reference = ctopt.simulate(design, grad_fn, x0, 20, **values)
@@ -54,16 +56,16 @@ def test_cuda_paths_agree_float32(case):
     cls = ctopt.to_torch(design_of(case), check=False)
     values = CASES[case][1]
     runs = [cuda_run(cls, values, dtype=torch.float32, backend=b)
-            for b in ("forloop", "foreach", "compiled")]
-    assert rel_err(runs[1], runs[0]) <= PATH_RTOL32
-    assert rel_err(runs[2], runs[0]) <= PATH_RTOL32
+            for b in ("forloop", "foreach", "compiled", "auto")]
+    for run in runs[1:]:
+        assert rel_err(run, runs[0]) <= PATH_RTOL32
 
 
 def test_cuda_adam_equals_torch_fused():
     values = dict(lr=0.01, weight_decay=0.1)
     expected = cuda_run(lambda p, **v: torch.optim.Adam(p, fused=True, **v), values, steps=100,
                         dtype=torch.float32)
-    for backend in ("foreach", "compiled"):
+    for backend in ("foreach", "compiled", "auto"):
         ours = cuda_run(ctopt.to_torch(ctopt.zoo.get("adam")), values, steps=100,
                         dtype=torch.float32, backend=backend)
         assert rel_err(ours, expected) <= TORCH_RTOL32
@@ -86,8 +88,10 @@ def test_cpu_checkpoint_resumes_on_cuda():
     assert torch.allclose(gpu[0].cpu(), cpu[0], atol=1e-6)
 
 
-def test_cuda_flat_layout_is_one_call_and_equals_forloop():
-    """The compiled path's flat layout on CUDA: one kernel call per step for a whole model."""
+@pytest.mark.parametrize("backend", ["compiled", "auto"])
+def test_cuda_flat_layout_is_one_call_and_equals_forloop(backend):
+    """The flat layout on CUDA: one kernel call per step for a whole model, compiled and (auto
+    on a small model) the design's foreach code on the flat buffers."""
     import copy
 
     torch.manual_seed(0)
@@ -95,7 +99,8 @@ def test_cuda_flat_layout_is_one_call_and_equals_forloop():
                                 torch.nn.Linear(8, 3)).cuda()
     twin = copy.deepcopy(model)
     Adam = ctopt.to_torch(ctopt.zoo.get("adam"))
-    opt = Adam(model.parameters(), lr=0.01, backend="compiled")
+    opt = Adam(model.parameters(), lr=0.01, backend=backend)
+    assert opt._resolve_backend() == ("flat" if backend == "auto" else backend)
     ref = Adam(twin.parameters(), lr=0.01, backend="forloop")
     calls = kernel_calls(opt)
     x = torch.randn(16, 5, device="cuda")
