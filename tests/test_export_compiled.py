@@ -257,7 +257,7 @@ def test_compiled_sign_keeps_nan_and_equals_numpy():
 @pytest.mark.parametrize("grads", ["assigned", "in place"])
 def test_auto_compiles_a_small_model_once_it_has_taken_many_steps(grads, monkeypatch, caplog):
     """``backend="auto"`` on a small model: the flat layout from the first step, updated by
-    the eager kernel (the design's foreach code on the flat buffers, nothing compiled), and
+    the eager kernel (the design's for-loop code on the flat buffers, nothing compiled), and
     the compiled kernel once its parameters have taken ``AUTO_COMPILE_AFTER_STEPS`` steps (3
     here) — also from the remembered usual step (gradients written in place) — on the same
     buffers. The step counts are the state's, so a checkpoint resumed past them compiles at

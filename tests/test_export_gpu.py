@@ -43,7 +43,7 @@ def cuda_run(cls, values, steps=20, dtype=torch.float64, **kwargs) -> np.ndarray
 @pytest.mark.parametrize("case", GPU_CASES)
 def test_cuda_equals_oracle_float64(case, backend):
     """Every path, ``auto`` on this small model included (the flat layout with the design's
-    foreach code on its buffers)."""
+    for-loop code on its buffers)."""
     design, values = design_of(case), CASES[case][1]
     grad_fn, x0 = problem()
     reference = ctopt.simulate(design, grad_fn, x0, 20, **values)
@@ -91,7 +91,7 @@ def test_cpu_checkpoint_resumes_on_cuda():
 @pytest.mark.parametrize("backend", ["compiled", "auto"])
 def test_cuda_flat_layout_is_one_call_and_equals_forloop(backend):
     """The flat layout on CUDA: one kernel call per step for a whole model, compiled and (auto
-    on a small model) the design's foreach code on the flat buffers."""
+    on a small model) the design's for-loop code on the flat buffers."""
     import copy
 
     torch.manual_seed(0)

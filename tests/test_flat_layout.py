@@ -4,7 +4,7 @@ hooks, partial backward, gradient accumulation, model.state_dict()/load_state_di
 assign=True), model.to(dtype), p.data/p.grad replaced, add_param_group, optimizer checkpoints and
 DDP — with trajectories equal to the for-loop path's. Each runs on both paths that use the
 layout: ``backend="compiled"`` and ``backend="auto"`` on a small model, whose kernel is the
-design's foreach code on the flat buffers until it compiles (``PATHS``). One float32 Adam kernel
+design's for-loop code on the flat buffers until it compiles (``PATHS``). One float32 Adam kernel
 serves every compiled test (plus one float64 compile for model.to)."""
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def outcome(drawn, compiled: str | None = None) -> str:
     amplified = [_agree(cls, design, drawn, backend, backend=backend) for backend in EAGER]
     amplified.append(_agree(cls, design, drawn, "forloop (maximize)", maximize=True,
                             backend="forloop"))
-    # auto on a small model: the flat layout, its kernel the foreach code on the flat buffers
+    # auto on a small model: the flat layout, its kernel the for-loop code on the flat buffers
     amplified.append(_agree(cls, design, drawn, "auto (flat, eager)", backend="auto"))
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "exported.py")

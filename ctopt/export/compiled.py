@@ -45,7 +45,7 @@ def _compiler_present() -> bool:
 
 class CompiledRunner:
     """Runs an exported optimizer's step through its fused kernel on the flat layout: the
-    compiled one, or with ``eager`` the design's foreach code on the flat buffers (see
+    compiled one, or with ``eager`` the design's for-loop code on the flat buffers (see
     :mod:`.eager`) until :meth:`compile`."""
 
     def __init__(self, cls, eager: bool = False):
@@ -86,7 +86,7 @@ class CompiledRunner:
         """The fused kernel: the compiled ``_fused``, shared by every optimizer of the class
         (compiled once per device and dtype), or with ``eager`` :class:`.Eager`."""
         if self.fused is None and self.eager:
-            self.fused = Eager(self.cls._foreach)
+            self.fused = Eager(self.cls._forloop)
         elif self.fused is None:
             fused = self.cls.__dict__.get("_compiled_fused")
             if fused is None:
@@ -361,7 +361,7 @@ class CompiledRunner:
         first-call compile failure warn once and return False."""
         if self.failed:
             return False
-        if self.eager:  # the foreach code, on the host's coefficients (never amp or master)
+        if self.eager:  # the for-loop code, on the host's coefficients (never amp or master)
             self.kernel()(theta, grad, *states, coef)
             self.succeeded = True
             return True
@@ -418,7 +418,7 @@ class CompiledRunner:
 
     def _coef(self, coefficients, dtype: torch.dtype, device):
         """A kernel's ``coef``: the coefficients as the design's ``_scalars`` gives them for
-        the eager kernel (its foreach code reads Python numbers), else :func:`_coef_tensor`."""
+        the eager kernel (its for-loop code reads Python numbers), else :func:`_coef_tensor`."""
         return tuple(coefficients) if self.eager else _coef_tensor(coefficients, dtype, device)
 
 
