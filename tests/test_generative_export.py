@@ -324,6 +324,50 @@ def test_a_swap_through_choices_reads_the_old_states():
     assert outcome(_built(build)) == "accepted"
 
 
+def test_a_state_holding_the_previous_theta_on_every_path():
+    """``prev <- theta`` before theta's update: the compiled kernel's new ``prev`` was theta's
+    tensor itself, and its write into the state came after theta's (``s_prev.copy_(theta)``
+    copied the new theta: 31 % off in one step). Found by a session's own design, kept with the
+    compiled path checked too."""
+    def build(b, lr):
+        prev = b.state("prev", 0)
+        d = b.let("d", theta - prev)
+        b.assign(prev, theta)
+        b.update(theta - lr * g + sp.Rational(1, 2) * d)
+
+    assert outcome(_built(build), compiled="aot_eager") == "accepted"
+
+
+def test_two_states_swapped_on_every_path():
+    """``t <- x; x <- y; y <- t``: the compiled kernel wrote ``s_x`` from ``s_y`` and then
+    ``s_y`` from what was ``s_x`` (both became the old ``y``)."""
+    def build(b, lr):
+        x, y = b.state("x", sp.Rational(1, 4)), b.state("y", sp.Rational(-1, 2))
+        t = b.let("t", x)
+        b.assign(x, y)
+        b.assign(y, t)
+        b.update(theta - lr * (g + x + 3 * y))
+
+    assert outcome(_built(build), compiled="aot_eager") == "accepted"
+
+
+@pytest.mark.skipif(not ctopt.export.compiled.CompiledRunner(object).available(),
+                    reason="torch.compile has no compiler here")
+def test_a_previous_theta_and_a_swap_through_inductor():
+    """Both patterns above in one design, through Inductor itself: its ``remove_noop_ops``
+    drops a clone of an input written later in the graph (pytorch issue 198131), so the
+    compiled kernel copies by double negation (``_copy_of``)."""
+    def build(b, lr):
+        prev, x, y = b.state("prev", 0), b.state("x", sp.Rational(1, 4)), b.state("y", -1)
+        d, t = b.let("d", theta - prev), b.let("t", x)
+        b.assign(prev, theta)
+        b.assign(x, y)
+        b.assign(y, t)
+        b.update(theta - lr * (g + x + 3 * y) + sp.Rational(1, 2) * d)
+
+    assert outcome(_built(build), compiled="inductor") == "accepted"
+
+
 def test_found_a_per_step_condition_in_the_compiled_kernel():
     """A per-step condition combined with an elementwise one (``(m <= lr) | (c > 0)``) reached
     the compiled kernel as a float64 0-d tensor: ``bitwise_or`` of bool and double."""

@@ -162,6 +162,25 @@ def _clip_of_the_decayed_gradient():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_state_holding_the_previous_master_equals_a_float32_run(backend):
+    """``prev <- theta``: the master update wrote the new master before ``prev``, which was the
+    master's tensor itself, so ``prev`` took the new value; the for-loop path's float32 run
+    (its own in-place code) held the old one."""
+    b = DesignBuilder("lookback")
+    lr = b.hyper("lr", 0.05, POSITIVE)
+    prev = b.state("prev", 0)
+    d = b.let("d", theta - prev)
+    b.assign(prev, theta)
+    b.update(theta - lr * g + sp.Rational(1, 2) * d)
+    cls = ctopt.to_torch(b.build())
+    ours, ref, ps, qs = run_against_fp32(cls, {}, backend, torch.bfloat16,
+                                         in_place=backend == "compiled")
+    assert_masters_equal(ours, ref, ps, qs)
+    for p in ps:  # and prev is the master before the last step
+        assert not torch.equal(ours.state[p]["prev"], ours.state[p][MASTER_KEY])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_reduction_of_theta_reads_the_masters(backend, monkeypatch):
     """With master weights a group reduction that reads theta reads the float32 masters, as
     the float32 run reads its parameters (it once read the bfloat16 parameters, and computed

@@ -21,6 +21,7 @@ from .errors import CtoptError, HyperparameterError, UnsupportedError
 from .optimizer import GeneratedOptimizer, NonFiniteGradientError
 from .scalars import (
     _choose,
+    _copy_of,
     _div,
     _exp,
     _fe_full,
@@ -37,6 +38,7 @@ from .values import Hyper
 
 __all__ = [
     "CtoptError", "GeneratedOptimizer", "Hyper", "HyperparameterError", "NonFiniteGradientError",
-    "StateDictError", "UnsupportedError", "_choose", "_div", "_exp", "_fe_full", "_log", "_max",
-    "_min", "_nan_sign", "_pow", "_sign", "_sqrt", "_tanh", "flat_parameters", "math", "torch",
+    "StateDictError", "UnsupportedError", "_choose", "_copy_of", "_div", "_exp", "_fe_full",
+    "_log", "_max", "_min", "_nan_sign", "_pow", "_sign", "_sqrt", "_tanh", "flat_parameters",
+    "math", "torch",
 ]

@@ -67,6 +67,25 @@ def _sign(a):
     return float((a > 0) - (a < 0)) if a == a else math.nan
 
 
+def _copy_of(x):
+    """A new tensor equal to ``x``: ``x.clone()``, and ``x`` negated twice while torch.compile
+    traces.
+
+    Inductor's ``remove_noop_ops`` replaces a clone by its source even where the source is an
+    input written later in the graph, so the clone's reader sees the new value (pytorch issue
+    198131, torch 2.13-2.14); negation is exact and no pass removes it.
+
+    Example:
+        >>> x = torch.tensor([1.0, -0.0])
+        >>> y = _copy_of(x)
+        >>> y.data_ptr() != x.data_ptr(), y.tolist()
+        (True, [1.0, -0.0])
+    """
+    if torch.compiler.is_compiling():
+        return torch.neg(torch.neg(x))
+    return x.clone()
+
+
 def _nan_sign(x):
     """``torch.sign`` that keeps NaN (``torch.sign(nan)`` is 0; IEEE and the oracle say NaN).
 

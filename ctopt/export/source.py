@@ -154,6 +154,38 @@ def _elementwise_lines(p: Program) -> list[str]:
     return lines
 
 
+def _detached_outputs(p: Program) -> list[str]:
+    """Lines that copy each new value that is another input's tensor itself (``prev <- theta``;
+    two states swapped): the caller writes the outputs into theta and the states one after the
+    other, and a later write must not read what an earlier one overwrote (by
+    :func:`.scalars._copy_of`, which survives Inductor).
+
+    Example:
+        >>> from ctopt.design import DesignBuilder, POSITIVE, g, theta
+        >>> b = DesignBuilder("lookback")
+        >>> lr = b.hyper("lr", 0.1, POSITIVE)
+        >>> prev = b.state("prev", 0)
+        >>> b.assign(prev, theta)
+        >>> b.update(theta - lr * g)
+        >>> from ctopt.export.codegen import build_program
+        >>> _detached_outputs(build_program(b.build()))
+        ['n_prev = _copy_of(n_prev)']
+    """
+    lines = dict(p.elementwise)
+    targets = [("theta", p.theta_out)]
+    targets += [(state_symbol(st.name).name, out)
+                for st, out in zip(p.design.states, p.state_out, strict=True)]
+    inputs = {target for target, _ in targets}
+    out = []
+    for target, name in targets:
+        expr = lines.get(name)
+        while expr is not None and expr.is_Symbol and expr.name in lines:
+            expr = lines[expr.name]
+        if expr is not None and expr.is_Symbol and expr.name in inputs and expr.name != target:
+            out.append(f"{python_name(name)} = _copy_of({python_name(name)})")
+    return out
+
+
 def _reduction_functions(p: Program) -> list[str]:
     out = []
     for name, expr in p.reductions:
@@ -253,7 +285,7 @@ def _class_source(design: Design, cls: str) -> str:
         "    @staticmethod",
         f"    def _elementwise({', '.join(['theta', 'g', *states, *coefs])}):",
         '        """The elementwise part with torch operators; returns (theta, *states)."""',
-        *[_INDENT + line for line in _elementwise_lines(p)],
+        *[_INDENT + line for line in _elementwise_lines(p) + _detached_outputs(p)],
         f"        return ({', '.join(python_name(n) for n in (p.theta_out, *p.state_out))},)",
         "",
         "    @staticmethod",
@@ -261,7 +293,7 @@ def _class_source(design: Design, cls: str) -> str:
         '        """The compiled path\'s kernel: reads coefficients from coef, writes in place."""',
         *[f"        {c} = coef[{i}]" + (" != 0" if c in conditions else "")
           for i, c in enumerate(coefs)],
-        *[_INDENT + line for line in _elementwise_lines(p)],
+        *[_INDENT + line for line in _elementwise_lines(p) + _detached_outputs(p)],
         f"        theta.copy_({python_name(p.theta_out)})",
         *[f"        {s}.copy_({python_name(o)})" for s, o in zip(states, p.state_out, strict=False)],
         "",
