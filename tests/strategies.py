@@ -6,8 +6,9 @@
   reductions (the L2 norm of ``g`` or of ``g + c*theta``), states with initial values and torch
   state-dict names, at most one moment filter of order 1 to 3 given in one of several forms
   (a cascade of EMAs, expanded polynomials, float coefficients, a complex pole pair, a
-  pole-zero pair), temporaries, one state assignment per state and the parameter update, in a
-  random order (a line after the update rarely reads theta, which the IR refuses);
+  pole-zero pair), temporaries, one state assignment per state (an EMA, a sum, any expression,
+  or another value itself: ``prev <- theta``, a swap through a temporary) and the parameter
+  update, in a random order (a line after the update rarely reads theta, which the IR refuses);
 - expressions drawn from every function the IR allows (``+ - * /``, powers and square roots,
   ``Max``, ``Min``, ``Abs``, ``sign``, ``exp``, ``log``, ``Piecewise`` with elementwise and
   per-step conditions, ``And``/``Or``), mostly in bounded forms (``x/(1 + |x|)``,
@@ -254,9 +255,11 @@ def designs(draw, max_states: int = 3, max_lets: int = 3, depth: int = 3, raw_ra
                 recipe.append(("let", name, str(expr)))
             elif line == "state":
                 s = todo.pop(draw(st.integers(0, len(todo) - 1)))
-                form = draw(st.sampled_from(("ema", "ema", "sum", "any")))
+                form = draw(st.sampled_from(("ema", "ema", "sum", "any", "copy")))
                 inner = d.expr(leaves, scalars, depth)
-                if form == "ema":
+                if form == "copy":  # another value itself: prev <- theta, a swap through a let
+                    expr = draw(st.sampled_from([leaf for leaf in leaves if leaf is not s]))
+                elif form == "ema":
                     beta = draw(st.sampled_from(betas)) if betas else sp.Float(0.9)
                     expr = beta * s + (1 - beta) * _bounded(inner)
                 elif form == "sum":
