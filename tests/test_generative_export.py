@@ -368,6 +368,21 @@ def test_a_previous_theta_and_a_swap_through_inductor():
     assert outcome(_built(build), compiled="inductor") == "accepted"
 
 
+def test_found_a_coefficient_filling_a_tensor_in_the_compiled_kernel():
+    """``-1 if (m > 0) | (s < -1) else m`` with ``m`` a group reduction: the elementwise choice's
+    last branch filled a tensor with the coefficient (``torch.full_like(n_s, c5)``), a 0-d
+    tensor in the compiled kernel, which dynamo could not trace (an unbacked float), so the
+    compiled path fell back to eager code with a warning."""
+    def build(b, lr):
+        m = b.reduction("m", "l2_norm", g)
+        s = b.state("s", 0)
+        b.assign(s, sp.Float(0.9) * s + sp.Float(0.1) * g / (sp.Abs(g) + 1))
+        choice = sp.Piecewise((-1, (m > 0) | (s < -1)), (m, True))
+        b.update(theta - lr * (g + choice) / (sp.Abs(g + choice) + 1))
+
+    assert outcome(_built(build), compiled="aot_eager") == "accepted"
+
+
 def test_found_a_per_step_condition_in_the_compiled_kernel():
     """A per-step condition combined with an elementwise one (``(m <= lr) | (c > 0)``) reached
     the compiled kernel as a float64 0-d tensor: ``bitwise_or`` of bool and double."""

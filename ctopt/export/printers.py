@@ -113,7 +113,7 @@ class _Printer:
             out = "float('nan')" if like is None else f"torch.full_like({like}, float('nan'))"
             for i, (value, cond) in enumerate(reversed(e.args)):
                 if cond is sp.true:
-                    out = p(value) if like is None or i else f"torch.full_like({like}, {p(value)})"
+                    out = p(value) if like is None or i else f"_full_like({like}, {p(value)})"
                 else:
                     out = self.choice(p(cond), p(value), out)
             return out

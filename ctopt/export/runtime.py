@@ -25,6 +25,7 @@ from .scalars import (
     _div,
     _exp,
     _fe_full,
+    _full_like,
     _log,
     _max,
     _min,
@@ -39,6 +40,6 @@ from .values import Hyper
 __all__ = [
     "CtoptError", "GeneratedOptimizer", "Hyper", "HyperparameterError", "NonFiniteGradientError",
     "StateDictError", "UnsupportedError", "_choose", "_copy_of", "_div", "_exp", "_fe_full",
-    "_log", "_max", "_min", "_nan_sign", "_pow", "_sign", "_sqrt", "_tanh", "flat_parameters",
-    "math", "torch",
+    "_full_like", "_log", "_max", "_min", "_nan_sign", "_pow", "_sign", "_sqrt", "_tanh",
+    "flat_parameters", "math", "torch",
 ]

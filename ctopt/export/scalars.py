@@ -67,6 +67,20 @@ def _sign(a):
     return float((a > 0) - (a < 0)) if a == a else math.nan
 
 
+def _full_like(like, value):
+    """``torch.full_like(like, value)``, also where ``value`` is a 0-d tensor (a coefficient of
+    the compiled kernel): ``full_like`` reads such a value back to the host, which torch.compile
+    cannot trace (an unbacked float), so it becomes a broadcast of the value in ``like``'s dtype.
+
+    Example:
+        >>> _full_like(torch.ones(2), 0.5).tolist(), _full_like(torch.ones(2), torch.tensor(-0.0))
+        ([0.5, 0.5], tensor([-0., -0.]))
+    """
+    if isinstance(value, torch.Tensor):
+        return value.to(like.dtype).expand_as(like)
+    return torch.full_like(like, value)
+
+
 def _copy_of(x):
     """A new tensor equal to ``x``: ``x.clone()``, and ``x`` negated twice while torch.compile
     traces.
