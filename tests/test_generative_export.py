@@ -327,8 +327,8 @@ def test_a_swap_through_choices_reads_the_old_states():
 def test_a_state_holding_the_previous_theta_on_every_path():
     """``prev <- theta`` before theta's update: the compiled kernel's new ``prev`` was theta's
     tensor itself, and its write into the state came after theta's (``s_prev.copy_(theta)``
-    copied the new theta: 31 % off in one step). Found by a session's own design, kept with the
-    compiled path checked too."""
+    copied the new theta: 31 % off in one step). The eager paths were right; the compiled path
+    is checked here too."""
     def build(b, lr):
         prev = b.state("prev", 0)
         d = b.let("d", theta - prev)
