@@ -57,6 +57,7 @@ def bench(
     """
     import statistics
     import sys
+    import types
 
     designs = list(designs)
     numel = check_count(numel, "numel", MAX_NUMEL)
@@ -86,7 +87,8 @@ def bench(
         backward(opt, param, 0)
         t0 = time.perf_counter()
         opt.step()  # the first step (ctopt's includes the compile, where it compiles)
-        return [opt, param, time.perf_counter() - t0, []]
+        return types.SimpleNamespace(opt=opt, param=param, first=time.perf_counter() - t0,
+                                     times=[])
 
     rows = []
     print(f"{'design':<12} {'path':<22} {'ms/step':>9} {'vs torch':>9}", file=out)
@@ -103,17 +105,17 @@ def bench(
                     continue
         order = list(variants.values())
         for i in range(1, steps + 3):  # interleaved: each in turn, the first rotating
-            for opt, param, _, times in order[i % len(order):] + order[:i % len(order)]:
-                backward(opt, param, i)
+            for v in order[i % len(order):] + order[:i % len(order)]:
+                backward(v.opt, v.param, i)
                 t0 = time.perf_counter()
-                opt.step()
+                v.opt.step()
                 if i > 2:
-                    times.append(time.perf_counter() - t0)
-        ms = {label: 1e3 * statistics.median(v[3]) for label, v in variants.items()}
+                    v.times.append(time.perf_counter() - t0)
+        ms = {label: 1e3 * statistics.median(v.times) for label, v in variants.items()}
         reference = min((m for label, m in ms.items() if label.startswith("torch")),
                         default=None)
         for label in sorted(variants, key=lambda label: label.startswith("ctopt")):
-            first = variants[label][2]
+            first = variants[label].first
             row = {"design": d.name, "path": label, "ms": ms[label]}
             ratio, note = "", ""
             if label.startswith("ctopt"):

@@ -13,9 +13,9 @@ The plan is a small compiler pass over the SSA lines of a :class:`~ctopt.export.
 2. **Fused pointwise ops.** ``x*a + y*b`` with ``a + b == 1`` (proved on the coefficients'
    definitions in the scalar part, by rational cancellation) becomes ``lerp_``; ``x + c*y*z``
    ``addcmul_``; ``x + c*y/z`` ``addcdiv_``; ``x*c`` ``mul_``; ``x + c*y`` ``add_(alpha=c)``;
-   scalar coefficients are passed as Python floats. An affine denominator's scale moves into ``addcdiv_``'s value
-   (``c*x/(sqrt(a*y) + b)`` is ``(c/sqrt(a))*x/(sqrt(y) + b/sqrt(a))``, one pass fewer) when the
-   scale is finite and nonzero at run time.
+   scalar coefficients are passed as Python floats. An affine denominator's scale moves into
+   ``addcdiv_``'s value (``c*x/(sqrt(a*y) + b)`` is ``(c/sqrt(a))*x/(sqrt(y) + b/sqrt(a))``,
+   one pass fewer) when the scale is finite and nonzero at run time.
 3. **Temporaries.** Each subexpression allocates at most one fresh tensor (or list); later
    operations on it are in place.
 4. **Runtime identities.** A linear form of the gradient, ``a*g + b*x + ...`` (maximize's sign

@@ -39,8 +39,8 @@ __all__ = ["RUNTIME_MODULES", "class_name", "class_source", "module_source", "ru
 #: (as bundled copies) in standalone exports. Each imports only torch, the standard library and
 #: its siblings (relatively); ``runtime`` names what generated code sees as globals.
 RUNTIME_MODULES = ("errors", "scalars", "values", "pages", "layout", "master", "capture", "warm",
-                   "stored", "direct", "eager", "compiled", "checkpoint", "groups", "reductions", "scaling",
-                   "backends", "listened", "usual", "optimizer", "runtime")
+                   "stored", "direct", "eager", "compiled", "checkpoint", "groups", "reductions",
+                   "scaling", "backends", "listened", "usual", "optimizer", "runtime")
 
 _INDENT = "        "
 
